@@ -1,0 +1,86 @@
+"""Graph: the output nodes of one program, with topological order and a readable printer."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .node import Node
+
+
+def toposort(outputs: tuple[Node, ...] | list[Node]) -> list[Node]:
+    """All nodes reachable from ``outputs``, inputs before users (iterative DFS)."""
+    order: list[Node] = []
+    seen: set[int] = set()
+    for root in outputs:
+        if id(root) in seen:
+            continue
+        stack: list[tuple[Node, int]] = [(root, 0)]
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                if id(node) in seen:
+                    continue
+            if i < len(node.inputs):
+                stack.append((node, i + 1))
+                child = node.inputs[i]
+                if id(child) not in seen:
+                    stack.append((child, 0))
+            else:
+                if id(node) not in seen:
+                    seen.add(id(node))
+                    order.append(node)
+    return order
+
+
+def consumers(order: list[Node]) -> dict[Node, list[Node]]:
+    users: dict[Node, list[Node]] = {n: [] for n in order}
+    for n in order:
+        for i in n.inputs:
+            users[i].append(n)
+    return users
+
+
+@dataclass
+class Graph:
+    """A program's outputs. Nodes are whatever is reachable from them."""
+
+    outputs: tuple[Node, ...]
+    names: dict[Node, str] = field(default_factory=dict)  # optional labels for outputs
+
+    @property
+    def nodes(self) -> list[Node]:
+        return toposort(self.outputs)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+def _fmt_attrs(node: Node) -> str:
+    if node.op == "buffer":
+        return ""
+    if node.op == "const":
+        return f"[{node.attrs[0]!r}]"
+    if node.op in ("reshape", "expand", "pad") and node.op != "pad":
+        return f"[{','.join(map(str, node.shape))}]"
+    if not node.attrs:
+        return ""
+    return "[" + ", ".join(str(a) for a in node.attrs) + "]"
+
+
+def format_graph(graph: Graph, title: str | None = None) -> str:
+    """One node per line: ``%7 : f32[64,256] = add(%5, %6)   # model.py:12``."""
+    order = graph.nodes
+    ids = {n: i for i, n in enumerate(order)}
+    out_names = {n: graph.names.get(n, f"out{k}") for k, n in enumerate(graph.outputs)}
+    lines = [f"# {title}  ({len(order)} nodes)"] if title else []
+    for n in order:
+        args = ", ".join(f"%{ids[i]}" for i in n.inputs)
+        head = f"%{ids[n]} : {n.type_str} = {n.op}{_fmt_attrs(n)}({args})"
+        if n.op == "buffer":
+            head = f"%{ids[n]} : {n.type_str} = buffer()"
+        tail = []
+        if n.loc:
+            tail.append(n.loc)
+        if n in out_names:
+            tail.append(f"-> {out_names[n]}")
+        lines.append(head + (f"   # {'  '.join(tail)}" if tail else ""))
+    return "\n".join(lines)

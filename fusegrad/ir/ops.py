@@ -1,0 +1,210 @@
+"""The primitive op set, with shape and dtype rules checked when a node is built.
+
+Everything else (softmax, losses, layers) is composed from these in the front end.
+Elementwise ops take operands of one shape and dtype: broadcasting (``expand``) and type
+promotion (``cast``) are explicit nodes, put in by the tracer.
+"""
+from __future__ import annotations
+
+import math
+
+from .buffer import Buffer
+from .dtypes import is_float
+from .errors import DTypeError, ShapeError, with_location
+from .node import Node
+
+Shape = tuple[int, ...]
+
+LEAF = frozenset({"buffer", "const", "rand"})
+UNARY = frozenset({"neg", "exp", "log", "sqrt", "recip", "sin", "cos", "tanh", "abs", "cast",
+                   "detach"})
+BINARY = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum",
+                    "lt", "le", "eq", "ne"})
+COMPARE = frozenset({"lt", "le", "eq", "ne"})
+TERNARY = frozenset({"where"})
+ELEMENTWISE = UNARY | BINARY | TERNARY
+REDUCE = frozenset({"sum", "max", "argmax"})
+MOVEMENT = frozenset({"reshape", "permute", "expand", "slice", "pad"})
+GATHER = frozenset({"gather"})
+EXTERN = frozenset({"matmul", "scatter_add"})
+ALL_OPS = LEAF | ELEMENTWISE | REDUCE | MOVEMENT | GATHER | EXTERN
+
+
+def prod(shape: Shape) -> int:
+    return math.prod(shape)
+
+
+def _fail(op: str, message: str, loc: str | None, kind: type = ShapeError):
+    raise kind(with_location(f"{op}: {message}", loc))
+
+
+# ----------------------------------------------------------------------------- leaves
+def buffer(buf: Buffer, loc: str | None = None) -> Node:
+    return Node("buffer", (), buf.shape, buf.dtype, (buf,), loc)
+
+
+def const(value: float | int | bool, shape: Shape, dtype: str, loc: str | None = None) -> Node:
+    """A tensor of ``shape`` filled with ``value`` (stored in the dtype's Python type)."""
+    if dtype == "bool":
+        value = bool(value)
+    elif is_float(dtype):
+        value = float(value)
+    else:
+        value = int(value)
+    return Node("const", (), tuple(shape), dtype, (value,), loc)
+
+
+def rand(key: Node, shape: Shape, dtype: str, loc: str | None = None) -> Node:
+    """Uniform [0, 1) numbers from a counter-based generator.
+
+    ``key`` is an int64[2] node (seed, offset), a runtime input so that new random numbers never
+    change the graph's structure: element ``i`` (C order) is a hash of (seed, offset + i).
+    """
+    if not is_float(dtype):
+        _fail("rand", f"needs a float dtype, got {dtype}", loc, DTypeError)
+    if key.shape != (2,) or key.dtype != "int64":
+        _fail("rand", f"key must be int64[2], got {key.type_str}", loc, DTypeError)
+    return Node("rand", (key,), tuple(shape), dtype, (), loc)
+
+
+# ----------------------------------------------------------------------------- elementwise
+def unary(op: str, x: Node, loc: str | None = None) -> Node:
+    assert op in UNARY and op != "cast", op
+    if op not in ("neg", "abs", "detach") and not is_float(x.dtype):
+        _fail(op, f"needs a float input, got {x.dtype}{list(x.shape)}", loc, DTypeError)
+    return Node(op, (x,), x.shape, x.dtype, (), loc)
+
+
+def cast(x: Node, dtype: str, loc: str | None = None) -> Node:
+    if x.dtype == dtype:
+        return x
+    return Node("cast", (x,), x.shape, dtype, (), loc)
+
+
+def binary(op: str, a: Node, b: Node, loc: str | None = None) -> Node:
+    assert op in BINARY, op
+    if a.shape != b.shape:
+        _fail(op, f"shapes {list(a.shape)} and {list(b.shape)} differ", loc)
+    if a.dtype != b.dtype:
+        _fail(op, f"dtypes {a.dtype} and {b.dtype} differ", loc, DTypeError)
+    out_dtype = "bool" if op in COMPARE else a.dtype
+    return Node(op, (a, b), a.shape, out_dtype, (), loc)
+
+
+def where(cond: Node, a: Node, b: Node, loc: str | None = None) -> Node:
+    if not (cond.shape == a.shape == b.shape):
+        _fail("where", f"shapes {list(cond.shape)}, {list(a.shape)} and {list(b.shape)} differ",
+              loc)
+    if cond.dtype != "bool" or a.dtype != b.dtype:
+        _fail("where", f"needs bool condition and equal value dtypes, got {cond.dtype}, "
+              f"{a.dtype}, {b.dtype}", loc, DTypeError)
+    return Node("where", (cond, a, b), a.shape, a.dtype, (), loc)
+
+
+# ----------------------------------------------------------------------------- reductions
+def reduce(op: str, x: Node, axes: tuple[int, ...], loc: str | None = None) -> Node:
+    """Reduce over ``axes`` (sorted, non-negative), keeping them as size-1 dims."""
+    assert op in ("sum", "max"), op
+    axes = tuple(sorted(set(axes)))
+    for a in axes:
+        if not 0 <= a < len(x.shape):
+            _fail(op, f"axis {a} out of range for shape {list(x.shape)}", loc)
+    if op == "max" and any(x.shape[a] == 0 for a in axes):
+        _fail(op, f"cannot take max over an empty axis of shape {list(x.shape)}", loc)
+    shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    return Node(op, (x,), shape, x.dtype, (axes,), loc)
+
+
+def argmax(x: Node, axis: int, loc: str | None = None) -> Node:
+    if not 0 <= axis < len(x.shape) or x.shape[axis] == 0:
+        _fail("argmax", f"axis {axis} invalid for shape {list(x.shape)}", loc)
+    shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape))
+    return Node("argmax", (x,), shape, "int64", (axis,), loc)
+
+
+# ----------------------------------------------------------------------------- movement
+def reshape(x: Node, shape: Shape, loc: str | None = None) -> Node:
+    shape = tuple(int(d) for d in shape)
+    if prod(shape) != x.size:
+        _fail("reshape", f"cannot view shape {list(x.shape)} as {list(shape)}", loc)
+    if shape == x.shape:
+        return x
+    return Node("reshape", (x,), shape, x.dtype, (), loc)
+
+
+def permute(x: Node, perm: tuple[int, ...], loc: str | None = None) -> Node:
+    perm = tuple(int(p) for p in perm)
+    if sorted(perm) != list(range(len(x.shape))):
+        _fail("permute", f"{list(perm)} is not a permutation of the dims of {list(x.shape)}", loc)
+    if perm == tuple(range(len(perm))):
+        return x
+    return Node("permute", (x,), tuple(x.shape[p] for p in perm), x.dtype, (perm,), loc)
+
+
+def expand(x: Node, shape: Shape, loc: str | None = None) -> Node:
+    shape = tuple(int(d) for d in shape)
+    if len(shape) != len(x.shape) or any(s != d and s != 1 for s, d in zip(x.shape, shape)):
+        _fail("expand", f"cannot expand shape {list(x.shape)} to {list(shape)}", loc)
+    if shape == x.shape:
+        return x
+    return Node("expand", (x,), shape, x.dtype, (), loc)
+
+
+def slice_(x: Node, ranges: tuple[tuple[int, int, int], ...], loc: str | None = None) -> Node:
+    """Take ``x[start:stop:step]`` per dim; ranges are normalised, steps positive."""
+    if len(ranges) != len(x.shape):
+        _fail("slice", f"{len(ranges)} ranges for shape {list(x.shape)}", loc)
+    shape = []
+    for (start, stop, step), d in zip(ranges, x.shape):
+        if step <= 0 or not (0 <= start <= d) or not (start <= stop <= d):
+            _fail("slice", f"range {start}:{stop}:{step} invalid for shape {list(x.shape)}", loc)
+        shape.append(max(0, -(-(stop - start) // step)))
+    shape_t = tuple(shape)
+    if shape_t == x.shape:
+        return x
+    return Node("slice", (x,), shape_t, x.dtype, (tuple(ranges),), loc)
+
+
+def pad(x: Node, shape: Shape, placement: tuple[tuple[int, int], ...],
+        loc: str | None = None) -> Node:
+    """Zeros of ``shape`` with ``x`` written at ``start + i*step`` per dim (inverse of slice)."""
+    shape = tuple(shape)
+    if len(placement) != len(x.shape) or len(shape) != len(x.shape):
+        _fail("pad", f"placement {placement} does not fit {list(x.shape)} -> {list(shape)}", loc)
+    for (start, step), n, d in zip(placement, x.shape, shape):
+        if step <= 0 or start < 0 or (n > 0 and start + (n - 1) * step >= d):
+            _fail("pad", f"cannot place {list(x.shape)} into {list(shape)} at {placement}", loc)
+    if shape == x.shape:
+        return x
+    return Node("pad", (x,), shape, x.dtype, (tuple(placement),), loc)
+
+
+# ----------------------------------------------------------------------------- indexing
+def gather(x: Node, index: Node, axis: int, loc: str | None = None) -> Node:
+    """``out[o] = x[o with o[axis] replaced by index[o]]`` (torch.gather with equal other dims)."""
+    if index.dtype not in ("int32", "int64"):
+        _fail("gather", f"index must be an integer tensor, got {index.dtype}", loc, DTypeError)
+    if len(index.shape) != len(x.shape) or any(
+            i != axis and a != b for i, (a, b) in enumerate(zip(x.shape, index.shape))):
+        _fail("gather", f"index shape {list(index.shape)} does not match {list(x.shape)} "
+              f"outside axis {axis}", loc)
+    return Node("gather", (x, index), index.shape, x.dtype, (axis,), loc)
+
+
+def scatter_add(index: Node, src: Node, axis: int, shape: Shape, loc: str | None = None) -> Node:
+    """Zeros of ``shape`` plus ``src[o]`` added at ``o with o[axis] = index[o]`` (gather's VJP)."""
+    if index.shape != src.shape or len(shape) != len(src.shape):
+        _fail("scatter_add", f"index {list(index.shape)} / src {list(src.shape)} / out "
+              f"{list(shape)} do not fit", loc)
+    return Node("scatter_add", (index, src), tuple(shape), src.dtype, (axis,), loc)
+
+
+# ----------------------------------------------------------------------------- extern
+def matmul(a: Node, b: Node, loc: str | None = None) -> Node:
+    """(M,K)@(K,N) or batched (B,M,K)@(B,K,N); broadcasting is done by the front end."""
+    if a.dtype != b.dtype or not is_float(a.dtype):
+        _fail("matmul", f"needs equal float dtypes, got {a.dtype} and {b.dtype}", loc, DTypeError)
+    if len(a.shape) != len(b.shape) or len(a.shape) not in (2, 3) or a.shape[-1] != b.shape[-2] \
+            or a.shape[:-2] != b.shape[:-2]:
+        _fail("matmul", f"shapes {list(a.shape)} and {list(b.shape)} cannot be multiplied", loc)
+    return Node("matmul", (a, b), a.shape[:-1] + b.shape[-1:], a.dtype, (), loc)
