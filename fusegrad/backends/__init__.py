@@ -1,0 +1,1 @@
+"""Backends: turn an optimized graph / fused Schedule into something that runs."""
