@@ -1,0 +1,46 @@
+"""fusegrad: PyTorch-style tensors traced into an IR, optimized, fused and compiled with Numba."""
+from .ir.errors import CaptureError, DTypeError, FusegradError, ShapeError
+from .tracer import Tensor
+from .tracer.creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full,
+                              full_like, linspace, ones, ones_like, rand, rand_like, randint,
+                              randn, randn_like, randperm, tensor, zeros, zeros_like)
+from .tracer.device import cuda, device
+from .tracer.dtype import (bool_, dtype, float32, float64, get_default_dtype, int32, int64,
+                           set_default_dtype)
+from .tracer.functions import (abs, add, allclose, amax, amin, argmax, argmin, bmm, broadcast_to,
+                               cat, chunk, clamp, clip, cos, div, eq, exp, expand, flatten,
+                               gather, ge, gt, index_select, le, log, log_softmax, logical_and,
+                               logical_not, logical_or, logsumexp, lt, matmul, max, maximum,
+                               mean, min, minimum, mm, mul, narrow, ne, neg, one_hot, permute,
+                               pow, reciprocal, relu, reshape, rsqrt, sigmoid, sign, sin, softmax,
+                               split, sqrt, square, squeeze, stack, std, sub, sum, take_along_dim,
+                               tanh, transpose, unbind, unsqueeze, var, where)
+from .tracer.functions import clone, detach
+from .tracer.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .tracer.realize import realize as _realize_one
+from .tracer.realize import set_backend
+from .tracer.rng import initial_seed, manual_seed
+from .tracer.tensor import Size
+
+bool = bool_  # noqa: A001 - fusegrad.bool like torch.bool
+float = float32  # noqa: A001
+double = float64
+long = int64
+int = int32  # noqa: A001
+__version__ = "0.1.0"
+
+
+def realize(*tensors: Tensor) -> None:
+    """Compute ``tensors`` (and everything else pending) together, in one compiled program."""
+    _realize_one(*tensors)
+
+
+def is_tensor(obj: object) -> "bool_":
+    return isinstance(obj, Tensor)
+
+
+def numel(t: Tensor) -> "int":
+    return t.numel()
+
+
+FloatTensor = Tensor

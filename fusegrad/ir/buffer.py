@@ -11,7 +11,7 @@ class Buffer:
     replaced; identity is what IR leaves refer to.
     """
 
-    __slots__ = ("shape", "dtype", "data", "owner", "__weakref__")
+    __slots__ = ("shape", "dtype", "data", "owner", "source", "__weakref__")
 
     def __init__(self, shape: tuple[int, ...], dtype: str, data: np.ndarray | None = None):
         self.shape = tuple(shape)
@@ -20,6 +20,7 @@ class Buffer:
             assert data.ndim == 1 and data.flags.c_contiguous and data.dtype.name == dtype
         self.data = data
         self.owner = None  # weakref to the leaf Tensor that requires grad and owns it, if any
+        self.source = None  # the expression this buffer realized, kept when gradients need it
 
     @staticmethod
     def from_array(array: np.ndarray) -> "Buffer":

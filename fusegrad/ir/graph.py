@@ -31,6 +31,35 @@ def toposort(outputs: tuple[Node, ...] | list[Node]) -> list[Node]:
     return order
 
 
+def substitute(outputs: list[Node], replace: dict[Node, Node]) -> list[Node]:
+    """``outputs`` rebuilt bottom-up with each node in ``replace`` swapped for its value (applied
+    again to the replacement's own inputs, so chains of replacements resolve)."""
+    memo: dict[Node, Node] = {}
+    stack = list(outputs)
+    while stack:
+        n = stack[-1]
+        if n in memo:
+            stack.pop()
+            continue
+        target = replace.get(n, n)
+        if target is not n:
+            if target in memo:
+                memo[n] = memo[target]
+                stack.pop()
+            else:
+                stack.append(target)
+            continue
+        pending = [i for i in n.inputs if i not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        new_inputs = tuple(memo[i] for i in n.inputs)
+        memo[n] = n if new_inputs == n.inputs else \
+            Node(n.op, new_inputs, n.shape, n.dtype, n.attrs, n.loc)
+    return [memo[o] for o in outputs]
+
+
 def consumers(order: list[Node]) -> dict[Node, list[Node]]:
     users: dict[Node, list[Node]] = {n: [] for n in order}
     for n in order:

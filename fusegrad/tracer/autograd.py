@@ -1,0 +1,87 @@
+"""``Tensor.backward``: gradients as IR, accumulated lazily into ``.grad`` of leaf tensors."""
+from __future__ import annotations
+
+import weakref
+
+from ..ir import autodiff, ops
+from ..ir.errors import with_location
+from ..ir.graph import substitute, toposort
+from ..ir.node import Node
+from .provenance import user_location
+from .tensor import Tensor
+
+RETAINED: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionary()
+
+
+def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | None = None,
+             create_graph: bool = False, inputs: list[Tensor] | None = None) -> None:
+    """Accumulate d(t)/d(leaf), weighted by ``gradient``, into ``leaf.grad`` for every leaf."""
+    loc = user_location()
+    if not t.requires_grad:
+        raise RuntimeError(with_location(
+            "element 0 of tensors does not require grad and does not have a grad_fn", loc))
+    if gradient is None:
+        if t.node.size != 1:
+            raise RuntimeError(with_location(
+                f"backward: grad can be implicitly created only for scalar outputs, but the "
+                f"tensor has shape {list(t.node.shape)}; pass gradient=", loc))
+        seed = ops.const(1.0, t.node.shape, t.node.dtype, loc)
+    else:
+        if tuple(gradient.node.shape) != tuple(t.node.shape):
+            raise RuntimeError(with_location(
+                f"backward: gradient has shape {list(gradient.node.shape)} but the tensor has "
+                f"shape {list(t.node.shape)}", loc))
+        seed = ops.cast(gradient.detach().node, t.node.dtype, loc)
+    root = t.node
+    sources = _realized_sources(root)
+    if sources:
+        # Differentiate through values that were realized since they were traced.
+        root = substitute([root], sources)[0]
+    targets: dict[Node, list[Tensor]] = {}
+    for n in toposort([root]):
+        if n.op == "buffer" and n.attrs[0].owner is not None:
+            owner = n.attrs[0].owner()
+            if owner is not None and owner.requires_grad:
+                targets.setdefault(n, []).append(owner)
+    for r in list(RETAINED.values()):
+        if r.requires_grad and not r._is_leaf:
+            targets.setdefault(r.node, []).append(r)
+    if inputs is not None:
+        allowed = {id(i) for i in inputs}
+        targets = {n: [x for x in ts if id(x) in allowed] for n, ts in targets.items()}
+    grads = autodiff.backward(root, seed, list(targets))
+    if sources and grads:
+        # ...and read those values back from their buffers rather than recomputing them.
+        back = {src: buf for buf, src in sources.items()}
+        keys = list(grads)
+        grads = dict(zip(keys, substitute([grads[k] for k in keys], back)))
+    for node, g in grads.items():
+        for leaf in targets[node]:
+            accumulate_grad(leaf, g)
+
+
+def _realized_sources(root: Node) -> dict[Node, Node]:
+    """Buffer node -> the expression it realized, for every such buffer the graph reaches."""
+    found: dict[Node, Node] = {}
+    stack, seen = [root], set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op == "buffer":
+            src = n.attrs[0].source
+            if src is not None:
+                found[n] = src
+                stack.append(src)
+        else:
+            stack.extend(n.inputs)
+    return found
+
+
+def accumulate_grad(leaf: Tensor, g: Node) -> None:
+    g = ops.cast(g, leaf.node.dtype)
+    if leaf.grad is None:
+        leaf.grad = Tensor._from_node(g)
+    else:
+        leaf.grad._bind(ops.binary("add", leaf.grad.node, g, g.loc))

@@ -1,0 +1,198 @@
+"""Creating tensors: from data, filled, ranges and random numbers."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..ir import ops
+from ..ir.buffer import Buffer
+from . import dtype as dt
+from .device import check_device
+from .provenance import user_location
+from .rng import generator
+from .tensor import Tensor
+
+
+def as_array(data: Any, dtype: Any = None) -> np.ndarray:
+    """A contiguous numpy array of ``data`` with fusegrad's dtype rules (floats -> float32)."""
+    if isinstance(data, Tensor):
+        arr = data.detach().numpy()
+    elif isinstance(data, (list, tuple)) and data and any(isinstance(d, Tensor) for d in data):
+        arr = np.array([as_array(d) for d in data])
+    else:
+        arr = np.asarray(data)
+    if dtype is not None:
+        target = dt.resolve(dtype)
+    elif arr.dtype.kind == "f":
+        target = dt.default_float() if not isinstance(data, np.ndarray) else arr.dtype.name
+        if isinstance(data, np.ndarray) and arr.dtype.name not in ("float32", "float64"):
+            target = "float32"
+    elif arr.dtype.kind == "b":
+        target = "bool"
+    elif arr.dtype.kind in "iu":
+        target = "int64" if not isinstance(data, np.ndarray) or arr.dtype.name not in (
+            "int32", "int64") else arr.dtype.name
+    else:
+        raise TypeError(f"cannot make a tensor from {type(data).__name__} of dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=target)
+
+
+def _sizes(size: tuple) -> tuple[int, ...]:
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    out = tuple(int(s) for s in size)
+    if any(s < 0 for s in out):
+        raise RuntimeError(f"negative dimension in size {list(out)}")
+    return out
+
+
+def _finish(t: Tensor, requires_grad: bool, device: Any) -> Tensor:
+    check_device(device)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+           ) -> Tensor:
+    """A tensor holding a copy of ``data`` (nested lists, scalars or numpy arrays)."""
+    return Tensor(as_array(data, dtype).copy(), requires_grad=requires_grad, device=device)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    return Tensor(np.ascontiguousarray(array))
+
+
+as_tensor = tensor
+
+
+def full(size: Sequence[int], fill_value: Any, dtype: Any = None, device: Any = None,
+         requires_grad: bool = False) -> Tensor:
+    shape = _sizes((size,)) if not isinstance(size, int) else (size,)
+    if dtype is None:
+        name = "bool" if isinstance(fill_value, bool) else \
+            "int64" if isinstance(fill_value, int) else dt.default_float()
+    else:
+        name = dt.resolve(dtype)
+    t = Tensor._from_node(ops.const(fill_value, shape, name, user_location()))
+    return _finish(t, requires_grad, device)
+
+
+def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+          ) -> Tensor:
+    return full(_sizes(size), 0.0 if dtype is None else 0, dtype=dtype or dt.default_float(),
+                device=device, requires_grad=requires_grad)
+
+
+def ones(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+         ) -> Tensor:
+    return full(_sizes(size), 1.0 if dtype is None else 1, dtype=dtype or dt.default_float(),
+                device=device, requires_grad=requires_grad)
+
+
+def empty(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+          ) -> Tensor:
+    return zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def _like(x: Tensor, dtype: Any) -> tuple[tuple[int, ...], str]:
+    return x.node.shape, dt.resolve(dtype) if dtype is not None else x.node.dtype
+
+
+def zeros_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
+               ) -> Tensor:
+    shape, name = _like(x, dtype)
+    return full(shape, 0, dtype=name, device=device, requires_grad=requires_grad)
+
+
+def ones_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
+              ) -> Tensor:
+    shape, name = _like(x, dtype)
+    return full(shape, 1, dtype=name, device=device, requires_grad=requires_grad)
+
+
+def empty_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
+               ) -> Tensor:
+    return zeros_like(x, dtype, device, requires_grad)
+
+
+def full_like(x: Tensor, fill_value: Any, dtype: Any = None, device: Any = None,
+              requires_grad: bool = False) -> Tensor:
+    shape, name = _like(x, dtype)
+    return full(shape, fill_value, dtype=name, device=device, requires_grad=requires_grad)
+
+
+def arange(start: float, end: float | None = None, step: float = 1, dtype: Any = None,
+           device: Any = None, requires_grad: bool = False) -> Tensor:
+    if end is None:
+        start, end = 0, start
+    values = (start, end, step)
+    if dtype is None:
+        name = "int64" if all(isinstance(v, int) for v in values) else dt.default_float()
+    else:
+        name = dt.resolve(dtype)
+    n = max(0, math.ceil((end - start) / step))
+    arr = (start + np.arange(n, dtype=np.float64) * step) if name.startswith("float") else \
+        np.arange(start, end, step)
+    return _finish(Tensor(arr.astype(name)), requires_grad, device)
+
+
+def linspace(start: float, end: float, steps: int, dtype: Any = None, device: Any = None,
+             requires_grad: bool = False) -> Tensor:
+    arr = np.linspace(start, end, steps).astype(dt.resolve(dtype))
+    return _finish(Tensor(arr), requires_grad, device)
+
+
+def eye(n: int, m: int | None = None, dtype: Any = None, device: Any = None,
+        requires_grad: bool = False) -> Tensor:
+    return _finish(Tensor(np.eye(n, m, dtype=dt.resolve(dtype))), requires_grad, device)
+
+
+def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+         generator_: Any = None) -> Tensor:
+    """Uniform [0, 1) numbers, drawn from the generator that ``manual_seed`` seeds."""
+    name = dt.resolve(dtype)
+    arr = generator().random(_sizes(size), dtype=np.float64).astype(name)
+    return _finish(Tensor(arr), requires_grad, device)
+
+
+def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+          ) -> Tensor:
+    name = dt.resolve(dtype)
+    arr = generator().standard_normal(_sizes(size)).astype(name)
+    return _finish(Tensor(arr), requires_grad, device)
+
+
+def randint(low: int, high: int | None = None, size: Sequence[int] = (), dtype: Any = None,
+            device: Any = None) -> Tensor:
+    if high is None:
+        low, high = 0, low
+    arr = generator().integers(low, high, size=tuple(size)).astype(dt.resolve(dtype or "int64"))
+    return _finish(Tensor(arr), False, device)
+
+
+def randperm(n: int, dtype: Any = None, device: Any = None) -> Tensor:
+    return _finish(Tensor(generator().permutation(n).astype(dt.resolve(dtype or "int64"))),
+                   False, device)
+
+
+def rand_like(x: Tensor, dtype: Any = None) -> Tensor:
+    return rand(x.node.shape, dtype=dtype or x.node.dtype)
+
+
+def randn_like(x: Tensor, dtype: Any = None) -> Tensor:
+    return randn(x.node.shape, dtype=dtype or x.node.dtype)
+
+
+def uniform_node_tensor(shape: tuple[int, ...], dtype: str) -> Tensor:
+    """Lazy uniform numbers from an in-graph ``rand`` node (for dropout masks)."""
+    from .rng import next_key
+    key = Buffer.from_array(next_key(math.prod(shape)))
+    return Tensor._from_node(ops.rand(ops.buffer(key), shape, dtype, user_location()))
+
+
+def buffer_tensor(array: np.ndarray) -> Tensor:
+    return Tensor._from_node(ops.buffer(Buffer.from_array(array)))

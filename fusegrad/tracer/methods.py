@@ -1,0 +1,169 @@
+"""Tensor methods and operators, bound to the functions in ``functions``."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..ir import ops
+from . import creation
+from . import dtype as dt
+from . import functions as F
+from .autograd import RETAINED, backward
+from .device import check_device
+from .grad_mode import no_grad
+from .rng import generator
+from .tensor import Tensor
+
+
+def _inplace(fn):
+    def method(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        result = fn(self, *args, **kwargs)
+        return self._assign(F.node_of(result) if not result.requires_grad else result.node)
+    method.__name__ = fn.__name__ + "_"
+    return method
+
+
+def _to(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``."""
+    dtype = kwargs.get("dtype")
+    for a in args:
+        if isinstance(a, Tensor):
+            dtype = a.dtype
+        elif isinstance(a, dt.dtype) or a in (float, int, bool):
+            dtype = a
+        else:
+            check_device(a)
+    if "device" in kwargs:
+        check_device(kwargs["device"])
+    return F.to_dtype(self, dtype) if dtype is not None else self
+
+
+def _uniform_(self: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
+    arr = generator().uniform(a, b, self.node.shape).astype(self.node.dtype)
+    return _fill_from(self, arr)
+
+
+def _normal_(self: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
+    arr = (generator().standard_normal(self.node.shape) * std + mean).astype(self.node.dtype)
+    return _fill_from(self, arr)
+
+
+def _fill_from(self: Tensor, arr: Any) -> Tensor:
+    with no_grad():
+        return self._assign(creation.buffer_tensor(arr).node)
+
+
+def _copy_(self: Tensor, src: Tensor, non_blocking: bool = False) -> Tensor:
+    src = F.to_tensor(src)
+    node = F.broadcast_node(ops.cast(F.node_of(src), self.node.dtype), self.node.shape, None)
+    if self.requires_grad and not self._is_leaf or src.requires_grad:
+        self._bind(node)
+        self.requires_grad = self.requires_grad or src.requires_grad
+        return self
+    return self._assign(node)
+
+
+def _fill_(self: Tensor, value: Any) -> Tensor:
+    return self._assign(ops.const(value.item() if isinstance(value, Tensor) else value,
+                                  self.node.shape, self.node.dtype))
+
+
+def _zero_(self: Tensor) -> Tensor:
+    return _fill_(self, 0)
+
+
+def _type(self: Tensor, dtype: Any = None) -> Any:
+    if dtype is None:
+        return {"float32": "fusegrad.FloatTensor", "float64": "fusegrad.DoubleTensor",
+                "int64": "fusegrad.LongTensor", "int32": "fusegrad.IntTensor",
+                "bool": "fusegrad.BoolTensor"}[self.node.dtype]
+    return F.to_dtype(self, dtype)
+
+
+def _detach_(self: Tensor) -> Tensor:
+    self._bind(F.detach(self).node)
+    self.requires_grad = False
+    self._is_leaf = True
+    return self
+
+
+def _retain_grad(self: Tensor) -> None:
+    if not self._is_leaf:
+        RETAINED[id(self)] = self
+
+
+def _rsub(self: Tensor, other: Any) -> Tensor:
+    return F.sub(other, self)
+
+
+def _rdiv(self: Tensor, other: Any) -> Tensor:
+    return F.div(other, self)
+
+
+def _rpow(self: Tensor, other: Any) -> Tensor:
+    return F.pow(other, self)
+
+
+def _rmatmul(self: Tensor, other: Tensor) -> Tensor:
+    return F.matmul(other, self)
+
+
+def _invert(self: Tensor) -> Tensor:
+    if self.node.dtype != "bool":
+        raise TypeError("~ is only supported on bool tensors")
+    return F.logical_not(self)
+
+
+def _cuda(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    check_device("cuda")
+    return self
+
+
+METHODS: dict[str, Any] = {
+    "__add__": F.add, "__radd__": F.add, "__sub__": F.sub, "__rsub__": _rsub,
+    "__mul__": F.mul, "__rmul__": F.mul, "__truediv__": F.div, "__rtruediv__": _rdiv,
+    "__pow__": F.pow, "__rpow__": _rpow, "__matmul__": F.matmul, "__rmatmul__": _rmatmul,
+    "__neg__": F.neg, "__abs__": F.abs, "__invert__": _invert,
+    "__lt__": F.lt, "__le__": F.le, "__gt__": F.gt, "__ge__": F.ge, "__eq__": F.eq,
+    "__ne__": F.ne, "__and__": F.logical_and, "__or__": F.logical_or,
+    "__getitem__": F.getitem, "__setitem__": F.setitem,
+    "add": F.add, "sub": F.sub, "mul": F.mul, "div": F.div, "pow": F.pow, "neg": F.neg,
+    "abs": F.abs, "exp": F.exp, "log": F.log, "sqrt": F.sqrt, "rsqrt": F.rsqrt, "sin": F.sin,
+    "cos": F.cos, "tanh": F.tanh, "sigmoid": F.sigmoid, "relu": F.relu, "clamp": F.clamp,
+    "clip": F.clamp, "maximum": F.maximum, "minimum": F.minimum, "square": F.square,
+    "reciprocal": F.reciprocal, "sign": F.sign, "where": lambda self, c, o: F.where(c, self, o),
+    "lt": F.lt, "le": F.le, "gt": F.gt, "ge": F.ge, "eq": F.eq, "ne": F.ne,
+    "logical_not": F.logical_not, "logical_and": F.logical_and, "logical_or": F.logical_or,
+    "sum": F.sum, "mean": F.mean, "var": F.var, "std": F.std, "max": F.max, "min": F.min,
+    "amax": F.amax, "amin": F.amin, "argmax": F.argmax, "argmin": F.argmin,
+    "logsumexp": F.logsumexp, "softmax": F.softmax, "log_softmax": F.log_softmax,
+    "matmul": F.matmul, "mm": F.mm, "bmm": F.bmm,
+    "reshape": F.reshape, "view": F.view, "permute": F.permute, "transpose": F.transpose,
+    "t": F.t, "unsqueeze": F.unsqueeze, "squeeze": F.squeeze, "flatten": F.flatten,
+    "unflatten": F.unflatten, "expand": F.expand, "expand_as": F.expand_as,
+    "broadcast_to": F.broadcast_to, "repeat": F.repeat, "contiguous": F.contiguous,
+    "clone": F.clone, "detach": F.detach, "split": F.split, "chunk": F.chunk,
+    "unbind": F.unbind, "narrow": F.narrow, "gather": F.gather,
+    "index_select": F.index_select,
+    "view_as": lambda self, other: F.reshape(self, other.node.shape),
+    "reshape_as": lambda self, other: F.reshape(self, other.node.shape),
+    "backward": backward, "to": _to, "type": _type, "cpu": lambda self: self, "cuda": _cuda,
+    "float": lambda self: F.to_dtype(self, "float32"),
+    "double": lambda self: F.to_dtype(self, "float64"),
+    "long": lambda self: F.to_dtype(self, "int64"), "int": lambda self: F.to_dtype(self, "int32"),
+    "bool": lambda self: F.to_dtype(self, "bool"),
+    "add_": _inplace(F.add), "sub_": _inplace(F.sub), "mul_": _inplace(F.mul),
+    "div_": _inplace(F.div), "pow_": _inplace(F.pow), "clamp_": _inplace(F.clamp),
+    "neg_": _inplace(F.neg), "sqrt_": _inplace(F.sqrt), "exp_": _inplace(F.exp),
+    "relu_": _inplace(F.relu),
+    "__iadd__": _inplace(F.add), "__isub__": _inplace(F.sub), "__imul__": _inplace(F.mul),
+    "__itruediv__": _inplace(F.div),
+    "zero_": _zero_, "fill_": _fill_, "copy_": _copy_, "uniform_": _uniform_,
+    "normal_": _normal_, "detach_": _detach_, "retain_grad": _retain_grad,
+}
+
+
+def install() -> None:
+    for name, fn in METHODS.items():
+        setattr(Tensor, name, fn)
+    Tensor.T = property(lambda self: F.permute(self, *reversed(range(self.ndim))))
+    Tensor.mT = property(lambda self: F.transpose(self, -2, -1))

@@ -1,0 +1,291 @@
+"""Tensor: a lazy handle on an IR node.
+
+Operations build nodes; nothing runs until a value is needed (``item``, ``numpy``, ``print``,
+``realize``, ``optimizer.step``). In-place operations rebind the handle to a new node, so the
+Tensor keeps its identity while the IR stays immutable.
+"""
+from __future__ import annotations
+
+import itertools
+import weakref
+from typing import Any
+
+import numpy as np
+
+from ..ir import ops
+from ..ir.buffer import Buffer
+from ..ir.errors import FusegradError, with_location
+from ..ir.node import Node
+from . import dtype as dt
+from .grad_mode import is_grad_enabled
+from .provenance import user_location
+
+_seq = itertools.count()
+# Live tensors whose value is not in a buffer yet; a realization computes all of them together.
+# Keyed by id: Tensor.__eq__ is elementwise, so tensors cannot sit in sets.
+PENDING: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionary()
+
+
+class Tensor:
+    """A multi-dimensional array whose operations are traced into an IR graph."""
+
+    __slots__ = ("node", "requires_grad", "grad", "_is_leaf", "seq", "_version", "_retains_grad",
+                 "__weakref__")
+
+    def __init__(self, data: Any = None, dtype: Any = None, requires_grad: bool = False,
+                 device: Any = None):
+        from .creation import as_array
+        from .device import check_device
+        check_device(device)
+        arr = as_array(data, dtype)
+        self._bind(ops.buffer(Buffer.from_array(arr)))
+        self.grad: Tensor | None = None
+        self._is_leaf = True
+        self._version = 0
+        self._retains_grad = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _from_node(cls, node: Node, requires_grad: bool = False) -> "Tensor":
+        t = object.__new__(cls)
+        t._bind(node)
+        t.requires_grad = requires_grad
+        t.grad = None
+        t._is_leaf = not requires_grad
+        t._version = 0
+        t._retains_grad = False
+        return t
+
+    def _bind(self, node: Node) -> None:
+        self.node = node
+        self.seq = next(_seq)
+        if node.op != "buffer":
+            PENDING[id(self)] = self
+        else:
+            PENDING.pop(id(self), None)
+
+    def _assign(self, node: Node) -> "Tensor":
+        """Record an in-place update: the same Tensor now holds ``node``."""
+        if node.shape != self.node.shape:
+            raise FusegradError(with_location(
+                f"in-place op: result shape {list(node.shape)} does not match tensor shape "
+                f"{list(self.node.shape)}", user_location()))
+        if self.requires_grad and self._is_leaf and is_grad_enabled():
+            raise RuntimeError(with_location(
+                "a leaf Variable that requires grad is being used in an in-place operation",
+                user_location()))
+        self._bind(ops.cast(node, self.node.dtype))
+        self._version += 1
+        return self
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def shape(self) -> "Size":
+        return Size(self.node.shape)
+
+    def size(self, dim: int | None = None) -> Any:
+        if dim is None:
+            return Size(self.node.shape)
+        return self.node.shape[_norm_dim(dim, self.ndim)]
+
+    @property
+    def dtype(self) -> dt.dtype:
+        return dt.get(self.node.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.node.shape)
+
+    def dim(self) -> int:
+        return len(self.node.shape)
+
+    def numel(self) -> int:
+        return self.node.size
+
+    def nelement(self) -> int:
+        return self.node.size
+
+    def element_size(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._is_leaf
+
+    @property
+    def device(self):
+        from .device import CPU
+        return CPU
+
+    @property
+    def is_cuda(self) -> bool:
+        return False
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def __len__(self) -> int:
+        if not self.node.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.node.shape[0]
+
+    # ------------------------------------------------------------------ autograd state
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if not self._is_leaf:
+            if not requires_grad:
+                raise RuntimeError("you can only change requires_grad flags of leaf variables")
+            return self
+        if requires_grad and not self.dtype.is_floating_point:
+            raise RuntimeError(with_location(
+                f"only Tensors of floating point dtype can require gradients, got {self.dtype}",
+                user_location()))
+        self.requires_grad = requires_grad
+        return self
+
+    def _leaf_node(self) -> Node:
+        """The node of a leaf that requires grad: a buffer of its own, which backward() finds."""
+        if self.node.op != "buffer":
+            from .realize import realize
+            realize(self)
+        buf = self.node.attrs[0]
+        owner = buf.owner() if buf.owner is not None else None
+        if owner is not self:
+            if owner is not None:
+                buf = Buffer(buf.shape, buf.dtype, buf.data)
+                self._bind(ops.buffer(buf))
+            buf.owner = weakref.ref(self)
+        return self.node
+
+    def retain_grad(self) -> None:
+        self._retains_grad = True
+
+    @property
+    def data(self) -> "Tensor":
+        return Tensor._from_node(_detached(self.node), False)
+
+    @data.setter
+    def data(self, value: "Tensor") -> None:
+        self._bind(_detached(value.node))
+
+    # ------------------------------------------------------------------ realization
+    def realize(self) -> "Tensor":
+        from .realize import realize
+        realize(self)
+        return self
+
+    def numpy(self) -> np.ndarray:
+        if self.requires_grad:
+            raise RuntimeError(with_location(
+                "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
+                "instead.", user_location()))
+        return self._value()
+
+    def _value(self) -> np.ndarray:
+        from .realize import check_capture, realize
+        check_capture(self, "numpy()/item()/tolist()")
+        if self.node.op != "buffer":
+            realize(self)
+        return self.node.attrs[0].numpy()
+
+    def item(self) -> float | int | bool:
+        if self.node.size != 1:
+            raise ValueError(with_location(
+                f"a Tensor with {self.node.size} elements cannot be converted to Scalar",
+                user_location()))
+        return self._value().reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self._value().tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if self.dtype.is_floating_point:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        from .realize import check_capture
+        check_capture(self, "bool()")
+        if self.node.size != 1:
+            raise RuntimeError(with_location(
+                f"Boolean value of Tensor with {self.node.size} elements is ambiguous",
+                user_location()))
+        return bool(self.item())
+
+    def __repr__(self) -> str:
+        from .realize import capturing
+        if capturing():
+            return f"tensor(<traced {self.node.type_str}>)"
+        arr = self._value()
+        body = np.array2string(arr, separator=", ", prefix="tensor(", threshold=1000,
+                               precision=4)
+        extras = []
+        if self.node.dtype not in ("float32", "int64", "bool"):
+            extras.append(f"dtype={self.dtype!r}")
+        if self.requires_grad:
+            extras.append("requires_grad=True")
+        return f"tensor({body}{', ' if extras else ''}{', '.join(extras)})"
+
+    __str__ = __repr__
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __iter__(self):
+        if not self.node.shape:
+            raise TypeError("iteration over a 0-d tensor")
+        for i in range(self.node.shape[0]):
+            yield self[i]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.detach()._value()
+        return arr.astype(dtype) if dtype is not None else arr
+
+    def __deepcopy__(self, memo: dict) -> "Tensor":
+        from .realize import realize
+        realize(self)
+        buf = self.node.attrs[0]
+        t = type(self).__new__(type(self))
+        Tensor.__init__(t, buf.numpy().copy())
+        t.requires_grad_(self.requires_grad) if self._is_leaf and self.requires_grad else None
+        memo[id(self)] = t
+        return t
+
+
+class Size(tuple):
+    """A tensor's shape (a tuple, like ``torch.Size``)."""
+
+    def numel(self) -> int:
+        n = 1
+        for d in self:
+            n *= d
+        return n
+
+    def __repr__(self) -> str:
+        return f"fusegrad.Size([{', '.join(map(str, self))}])"
+
+
+def _norm_dim(dim: int, ndim: int, op: str = "dim") -> int:
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(with_location(
+            f"{op}: dimension out of range (expected to be in range of [{-n}, {n - 1}], but got "
+            f"{dim})", user_location()))
+    return dim % n
+
+
+def _detached(node: Node) -> Node:
+    """The same value, cut from autograd: a realized value gets a new Buffer on the same data."""
+    if node.op == "buffer":
+        buf = node.attrs[0]
+        return ops.buffer(Buffer(buf.shape, buf.dtype, buf.data))
+    if node.op in ("const", "detach"):
+        return node
+    return ops.unary("detach", node)
