@@ -29,7 +29,8 @@ class Stats:
     programs_compiled: int = 0
     program_cache_hits: int = 0
     compile_seconds: float = 0.0
-    last_report: object = None
+    last_report: object = None   # report of the last program compiled
+    last_entry: object = None    # the last program run
     history: list = field(default_factory=list)
 
     def reset(self) -> None:
@@ -111,6 +112,7 @@ def run_graph(outputs: list[Node]) -> list:
     else:
         STATS.program_cache_hits += 1
     entry.runs += 1
+    STATS.last_entry = entry
     inputs = [leaves[s].attrs[0].data for s in entry.slots]
     return entry.compiled.program.run(inputs)
 
