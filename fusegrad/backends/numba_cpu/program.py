@@ -1,0 +1,245 @@
+"""A Schedule compiled for the CPU: kernels loaded from the cache, a buffer plan, a lean run loop.
+
+``NumbaProgram.run`` is itself generated Python: one line per item, calling the kernel
+dispatcher (or numpy, for externs) with arrays held in local variables, so a training step pays
+the dispatcher's own cost per kernel and nothing more. ``program.describe()`` prints it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...ir.dtypes import to_numpy
+from ...ir.errors import FusegradError
+from ...ir.node import Node
+from ...ir.schedule import Extern, Kernel, Schedule
+from ...ir.view import View
+from . import externs
+from .cache import load_kernel
+from .codegen import KernelSource, kernel_args, kernel_source, kernel_work
+
+DEFAULT_PARALLEL_THRESHOLD = 65536
+
+
+def parallel_threshold() -> int:
+    """Kernels doing more innermost iterations than this get ``prange``
+    (env ``FUSEGRAD_PARALLEL_THRESHOLD``, default 65536)."""
+    return int(os.environ.get("FUSEGRAD_PARALLEL_THRESHOLD", DEFAULT_PARALLEL_THRESHOLD))
+
+
+@dataclass
+class BufferPlan:
+    """Where the intermediates live: blocks owned by the program, shared by liveness.
+
+    Attributes:
+        nodes: the intermediates, in the order their items run.
+        block_of: block index of each intermediate (it uses the block's first ``node.size``).
+        blocks: (dtype, elements) of each block.
+        live: (defining item, last reading item) of each intermediate.
+    """
+
+    nodes: list[Node] = field(default_factory=list)
+    block_of: dict[Node, int] = field(default_factory=dict)
+    blocks: list[tuple[str, int]] = field(default_factory=list)
+    live: dict[Node, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(to_numpy(dt).itemsize * n for dt, n in self.blocks)
+
+    @property
+    def no_reuse_bytes(self) -> int:
+        return sum(to_numpy(n.dtype).itemsize * n.size for n in self.nodes)
+
+
+def plan_buffers(schedule: Schedule) -> BufferPlan:
+    """Give each intermediate a block: a free block of its dtype that is large enough (the smallest
+    such), else a new one. A block is free once the last item reading its current owner has run."""
+    outputs, inputs = set(schedule.outputs), set(schedule.inputs)
+    last_read: dict[Node, int] = {}
+    for t, item in enumerate(schedule.items):
+        loads = item.loads.values() if isinstance(item, Kernel) else item.loads
+        for load in loads:
+            last_read[load.src] = t
+    plan = BufferPlan()
+    free: list[int] = []
+    release: dict[int, list[int]] = {}
+    for t, item in enumerate(schedule.items):
+        written = item.outputs if isinstance(item, Kernel) else (item.node,)
+        for node in written:
+            if node in outputs or node in inputs or node in plan.block_of:
+                continue
+            fits = [b for b in free if plan.blocks[b][0] == node.dtype and plan.blocks[b][1] >= node.size]
+            if fits:
+                block = min(fits, key=lambda b: plan.blocks[b][1])
+                free.remove(block)
+            else:
+                block = len(plan.blocks)
+                plan.blocks.append((node.dtype, node.size))
+            plan.nodes.append(node)
+            plan.block_of[node] = block
+            end = max(last_read.get(node, t), t)
+            plan.live[node] = (t, end)
+            release.setdefault(end, []).append(block)
+        free.extend(release.pop(t, []))
+    return plan
+
+
+def _np_dtype(dtype: str) -> str:
+    return "np.bool_" if dtype == "bool" else f"np.{dtype}"
+
+
+@dataclass
+class _CompiledKernel:
+    kernel: Kernel
+    source: KernelSource
+    call_name: str
+
+
+class NumbaProgram:
+    """A Schedule ready to run: ``run(inputs) -> outputs`` on flat contiguous numpy arrays."""
+
+    def __init__(self, schedule: Schedule, kernels: list[_CompiledKernel], plan: BufferPlan,
+                 run_source: str, namespace: dict, prebound: list[tuple[str, str]]):
+        self.schedule = schedule
+        self.prebound = prebound
+        self.kernels = kernels
+        self.plan = plan
+        self.run_source = run_source
+        self._namespace = namespace
+
+    @property
+    def sources(self) -> list[KernelSource]:
+        """The generated module of each kernel, in schedule order."""
+        return [k.source for k in self.kernels]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run the schedule.
+
+        Args:
+            inputs: one flat contiguous array per ``schedule.inputs`` entry, in that order.
+
+        Returns:
+            A fresh flat array per ``schedule.outputs`` entry (an output that is an input is
+            returned as the input array itself).
+        """
+        # First call: allocate the planned blocks, then replace this method by the generated loop.
+        ns = self._namespace
+        for i, (dtype, size) in enumerate(self.plan.blocks):
+            ns[f"block{i}"] = np.empty(size, to_numpy(dtype))
+        for j, node in enumerate(self.plan.nodes):
+            ns[f"t{j}"] = ns[f"block{self.plan.block_of[node]}"][:node.size]
+        for name, expr in self.prebound:  # numpy views of the program's own buffers, made once
+            ns[name] = eval(expr, ns)
+        exec(compile(self.run_source, "<fusegrad run>", "exec"), ns)  # noqa: S102 - our generated loop
+        self.run = ns["run"]
+        return self.run(inputs)
+
+    def describe(self) -> str:
+        """Kernels (name, serial/parallel, source hash), externs, buffer plan and the run loop."""
+        s = self.schedule
+        lines = [(f"NumbaProgram: {len(s.items)} items ({len(s.kernels)} kernels, {len(s.externs)} "
+                  f"externs), {len(s.inputs)} inputs, {len(s.outputs)} outputs")]
+        compiled = {id(k.kernel): k for k in self.kernels}
+        for t, item in enumerate(s.items):
+            if isinstance(item, Kernel):
+                ck = compiled[id(item)]
+                mode = "parallel" if ck.source.parallel else "serial"
+                lines.append(f"  [{t}] kernel {ck.source.function:<32} {mode:<8} "
+                             f"hash {ck.source.hash[:12]}  work {kernel_work(item)}")
+            else:
+                lines.append(f"  [{t}] extern {item.name} -> {item.node.type_str}")
+        p = self.plan
+        lines.append(f"buffer plan: {len(p.nodes)} intermediates in {len(p.blocks)} blocks, "
+                     f"{p.total_bytes} B (without reuse {p.no_reuse_bytes} B)")
+        for j, node in enumerate(p.nodes):
+            first, last = p.live[node]
+            lines.append(f"  t{j}: {node.type_str} in block{p.block_of[node]} "
+                         f"(written by item {first}, last read by item {last})")
+        lines.append(self.run_source.rstrip())
+        return "\n".join(lines)
+
+
+def compile_schedule(schedule: Schedule) -> NumbaProgram:
+    """Generate, load (or compile) every kernel of ``schedule`` and plan its buffers.
+
+    Args:
+        schedule: the fused program (see ``fusegrad.ir.schedule``). A kernel whose innermost
+            loops run more than ``parallel_threshold()`` iterations gets ``prange``.
+
+    Returns:
+        The program; its intermediate buffers are allocated by the first ``run``.
+    """
+    threshold = parallel_threshold()
+    plan = plan_buffers(schedule)
+    names: dict[Node, str] = {n: f"x{i}" for i, n in enumerate(schedule.inputs)}
+    for j, node in enumerate(plan.nodes):
+        names[node] = f"t{j}"
+    materialised = set(schedule.materialised())
+    outputs = [n for n in dict.fromkeys(schedule.outputs) if n not in names]
+    for j, node in enumerate(outputs):
+        names[node] = f"o{j}"
+    missing = [n for n in outputs if n not in materialised]
+    if missing:
+        raise FusegradError(f"schedule outputs {missing} are neither inputs nor written by an item")
+
+    namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add}
+    body: list[str] = []
+    if schedule.inputs:
+        body.append(f"({', '.join(names[n] for n in schedule.inputs)},) = inputs")
+    for node in outputs:
+        body.append(f"{names[node]} = np.empty({node.size}, {_np_dtype(node.dtype)})  # {node.type_str}")
+    kernels: list[_CompiledKernel] = []
+    prebound: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    for t, item in enumerate(schedule.items):
+        if isinstance(item, Kernel):
+            ks = kernel_source(item, parallel=kernel_work(item) > threshold)
+            args = kernel_args(item)
+            fn = load_kernel(ks, tuple(n.dtype for n in args))
+            call = ks.function
+            while call in taken or call in namespace:
+                call += "_"
+            taken.add(call)
+            namespace[call] = fn
+            kernels.append(_CompiledKernel(item, ks, call))
+            body.append(f"{call}({', '.join(names[n] for n in args)})")
+        else:
+            body.append(_extern_call(item, t, names, namespace, prebound))
+    results = [_output_expr(n, i, schedule.outputs, names) for i, n in enumerate(schedule.outputs)]
+    body.append(f"return [{', '.join(results)}]")
+    run_source = "def run(inputs):\n" + "".join(f"    {line}\n" for line in body)
+    return NumbaProgram(schedule, kernels, plan, run_source, namespace, prebound)
+
+
+def _output_expr(node: Node, i: int, outputs: list[Node], names: dict[Node, str]) -> str:
+    if node in outputs[:i] and names[node].startswith("o"):
+        return f"{names[node]}.copy()"  # each entry gets an array of its own
+    return names[node]
+
+
+def _extern_call(item: Extern, t: int, names: dict[Node, str], namespace: dict,
+                 prebound: list[tuple[str, str]]) -> str:
+    node = item.node
+    args = [(load.src, load.view) for load in item.loads]
+    out_view = View.contiguous(node.shape)
+    views = []
+    for j, (src, view) in enumerate(args + [(node, out_view)]):
+        name = f"view{t}_{j}"
+        if view.masks is not None:
+            namespace[name] = view
+            expr = externs.view_expr(names[src], src.size, view, src.dtype, name)
+        else:
+            expr = externs.view_expr(names[src], src.size, view, src.dtype, name)
+            if names[src].startswith("t"):  # a planned buffer never moves: build its view once
+                prebound.append((name, expr))
+                expr = name
+        views.append(expr)
+    if node.op == "matmul":
+        return f"np.matmul({views[0]}, {views[1]}, out={views[2]})  # extern {item.name}"
+    if node.op == "scatter_add":
+        return (f"scatter_add({names[node]}, {views[0]}, {views[1]}, {node.attrs[0]}, {node.shape})"
+                f"  # extern {item.name}")
+    raise FusegradError(f"no CPU extern for op {node.op!r}")

@@ -1,0 +1,140 @@
+"""Elementwise kernels of the Numba backend against the interpreter."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusegrad.backends.numba_cpu import kernel_source
+from fusegrad.ir import ops
+
+
+def test_fused_chain_is_one_flat_loop(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((4, 6)).astype(np.float32), "model.py:3")
+    w = leaf(rng.standard_normal((4, 6)).astype(np.float32))
+    y = ops.unary("tanh", ops.binary("add", ops.binary("mul", x, w), ops.const(0.5, (4, 6), "float32")),
+                  "model.py:4")
+    b = builder([x, w])
+    k = b.kernel("k_mul_add_tanh_4x6", [y], (4, 6))
+    program = check(b.schedule([y]))
+    src = program.sources[0].source
+    assert "for i0 in range(24):" in src and "range(6)" not in src
+    assert "np.float32(0.5)" in src and "model.py:4" in src
+    assert kernel_source(k, False).hash == program.sources[0].hash
+
+
+def test_broadcast_loads_read_stride_zero(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((3, 5)).astype(np.float32))
+    bias = leaf(rng.standard_normal((1, 5)).astype(np.float32))
+    scale = leaf(np.array([2.5], np.float32))
+    s = ops.expand(ops.reshape(scale, (1, 1)), (3, 5))
+    y = ops.binary("mul", ops.binary("add", x, ops.expand(bias, (3, 5))), s)
+    b = builder([x, bias, scale])
+    b.kernel("k_bias_scale", [y], (3, 5))
+    check(b.schedule([y]))
+
+
+def test_permuted_sliced_and_padded_loads(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((4, 6)).astype(np.float32))
+    t = ops.permute(x, (1, 0))                                           # (6, 4)
+    s = ops.slice_(t, ((1, 6, 2), (0, 4, 1)))                            # (3, 4)
+    p = ops.pad(ops.slice_(x, ((0, 3, 1), (1, 5, 2))), (3, 4), ((0, 1), (1, 2)))  # (3, 4), masked
+    y = ops.binary("add", s, p)
+    b = builder([x])
+    b.kernel("k_views", [y], (3, 4))
+    program = check(b.schedule([y]))
+    assert "% 2 == 0" in program.sources[0].source  # the padded dim keeps its mask
+
+
+def test_copy_kernel_output_is_a_load(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((2, 3, 4)).astype(np.float64))
+    y = ops.permute(x, (2, 0, 1))
+    b = builder([x])
+    b.kernel("k_copy", [y], y.shape)
+    check(b.schedule([y]))
+
+
+def test_integer_and_bool_ops(builder, leaf, check):
+    a = leaf(np.array([[1, -7, 2**31 - 1], [4, 0, -3]], np.int32))
+    c = leaf(np.array([[3, 5, 1], [4, -9, 2]], np.int32))
+    shape = (2, 3)
+    total = ops.binary("add", a, c)                       # int32 wraps like numpy
+    big = ops.binary("maximum", ops.unary("neg", a), ops.binary("mul", a, c))
+    lt = ops.binary("lt", a, c)
+    either = ops.binary("add", lt, ops.binary("eq", a, c))  # bool add is logical or
+    picked = ops.where(lt, a, ops.const(-1, shape, "int32"))
+    as_float = ops.cast(total, "float32")
+    as_bool = ops.cast(a, "bool")
+    wide = ops.binary("pow", ops.cast(c, "int64"), ops.const(2, shape, "int64"))
+    outs = [total, big, lt, either, picked, as_float, as_bool, wide]
+    b = builder([a, c])
+    b.kernel("k_ints", outs, shape)
+    check(b.schedule(outs))
+
+
+def test_float_edge_cases_follow_numpy(builder, leaf, check):
+    vals = np.array([1.5, -2.0, 0.0, np.nan, np.inf, -0.5], np.float32)
+    x = leaf(vals)
+    y = leaf(np.array([0.0, 3.0, 0.0, 1.0, np.nan, 2.0], np.float32))
+    outs = [ops.binary("div", x, y), ops.unary("log", x), ops.unary("sqrt", x),
+            ops.binary("maximum", x, y), ops.binary("minimum", x, y), ops.binary("pow", x, y),
+            ops.unary("recip", x), ops.binary("ne", x, x), ops.unary("abs", x),
+            ops.unary("exp", ops.unary("neg", x)), ops.unary("sin", x), ops.unary("cos", x),
+            ops.cast(x, "float64")]
+    b = builder([x, y])
+    b.kernel("k_edges", outs, (6,))
+    check(b.schedule(outs))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rand_matches_interpreter(builder, leaf, check, dtype):
+    keys = leaf(np.array([9, 42, 12345, 7], np.int64))
+    key = ops.slice_(keys, ((1, 3, 1),))                  # (seed 42, offset 12345) through a view
+    r = ops.rand(key, (3, 7), dtype)
+    mask = ops.binary("lt", r, ops.const(0.5, (3, 7), dtype))
+    x = leaf(np.arange(21, dtype=dtype).reshape(3, 7))
+    y = ops.where(mask, x, ops.const(0, (3, 7), dtype))
+    b = builder([keys, x])
+    b.kernel("k_dropout", [y, r], (3, 7))
+    check(b.schedule([y, r]), rtol=0, atol=0)
+
+
+def test_gather(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((4, 5)).astype(np.float32))
+    idx = leaf(np.array([[0, 4], [2, 2], [1, 0], [3, 1]], np.int64))
+    picked = ops.gather(x, idx, 1)
+    one = leaf(np.array([[4], [0], [2], [1]], np.int32))
+    single = ops.gather(ops.permute(x, (1, 0)), ops.permute(one, (1, 0)), 0)  # (1, 4) from x.T
+    b = builder([x, idx, one])
+    b.kernel("k_gather", [ops.unary("neg", picked)], (4, 2))
+    b.kernel("k_gather_one", [single], (1, 4))
+    check(b.schedule([ops.unary("neg", picked), single]))
+
+
+def test_parallel_kernel(builder, leaf, check, rng, monkeypatch):
+    monkeypatch.setenv("FUSEGRAD_PARALLEL_THRESHOLD", "16")
+    x = leaf(rng.standard_normal((8, 9)).astype(np.float32))
+    keys = leaf(np.array([3, 0], np.int64))
+    y = ops.binary("mul", ops.permute(x, (1, 0)), ops.rand(keys, (9, 8), "float32"))
+    b = builder([x, keys])
+    b.kernel("k_parallel_scale", [y], (9, 8))
+    program = check(b.schedule([y]))
+    assert program.sources[0].parallel and "prange(" in program.sources[0].source
+
+
+def test_scalar_kernel(builder, leaf, check):
+    x = leaf(np.array(3.0, np.float32))
+    y = ops.binary("mul", x, x)
+    b = builder([x])
+    b.kernel("k_square", [y], ())
+    check(b.schedule([y]))
+
+
+def test_float32_tanh_within_1e6_of_numpy(builder, leaf, check):
+    grid = np.concatenate([np.linspace(-12, 12, 4001), np.geomspace(1e-8, 12, 2000),
+                           -np.geomspace(1e-8, 12, 2000), [np.nan, np.inf, -np.inf, 0.0, -0.0]])
+    x = leaf(grid.astype(np.float32))
+    y = ops.unary("tanh", x)
+    b = builder([x])
+    b.kernel("k_tanh", [y], x.shape)
+    program = check(b.schedule([y]), rtol=1e-6, atol=0)
+    assert "_fg_tanh32(" in program.sources[0].source

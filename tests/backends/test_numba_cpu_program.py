@@ -1,0 +1,130 @@
+"""NumbaProgram: externs, intermediates, the buffer plan and the run loop."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusegrad.backends.numba_cpu import STATS, compile_schedule
+from fusegrad.backends.numba_cpu.program import plan_buffers
+from fusegrad.ir import ops
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_matmul_extern_on_views(builder, leaf, check, rng, transpose):
+    a = leaf(rng.standard_normal((4, 3)).astype(np.float32))
+    w = leaf(rng.standard_normal((5, 3) if transpose else (3, 5)).astype(np.float32))
+    rhs = ops.permute(w, (1, 0)) if transpose else w
+    relu_a = ops.binary("maximum", a, ops.const(0.0, (4, 3), "float32"))
+    mm = ops.matmul(relu_a, rhs)
+    y = ops.binary("add", mm, ops.const(1.0, (4, 5), "float32"))
+    b = builder([a, w])
+    b.kernel("k_relu", [relu_a], (4, 3))
+    b.extern("matmul", mm)
+    b.kernel("k_add_one", [y], (4, 5))
+    program = check(b.schedule([y]))
+    assert ("np.ndarray(" in program.run_source) == transpose  # a transposed view goes to BLAS as is
+
+
+def test_batched_matmul_with_broadcast_and_padded_operand(builder, leaf, check, rng):
+    a = leaf(rng.standard_normal((2, 3, 4)).astype(np.float64))
+    w = leaf(rng.standard_normal((1, 3, 5)).astype(np.float64))
+    wb = ops.pad(ops.expand(w, (2, 3, 5)), (2, 4, 5), ((0, 1), (1, 1), (0, 1)))  # masked: zeros row
+    mm = ops.matmul(a, wb)
+    b = builder([a, w])
+    b.extern("matmul", mm)
+    check(b.schedule([mm]))
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_scatter_add_extern(builder, leaf, check, rng, axis):
+    src = leaf(rng.standard_normal((3, 4)).astype(np.float32))
+    n = 5
+    idx_shape = (3, 4)
+    idx = leaf(rng.integers(0, n, idx_shape).astype(np.int64))
+    out_shape = (n, 4) if axis == 0 else (3, n)
+    sa = ops.scatter_add(idx, ops.permute(ops.permute(src, (1, 0)), (1, 0)), axis, out_shape)
+    b = builder([src, idx])
+    b.extern("scatter_add", sa)
+    check(b.schedule([sa]))
+
+
+def _three_kernel_schedule(builder, leaf, rng, shape=(4, 8)):
+    x = leaf(rng.standard_normal(shape).astype(np.float32))
+    h1 = ops.unary("exp", x)
+    h2 = ops.binary("mul", ops.permute(h1, (1, 0)), ops.permute(h1, (1, 0)))
+    y = ops.reduce("sum", h2, (1,))
+    b = builder([x])
+    b.kernel("k_exp", [h1], shape)
+    b.kernel("k_square_t", [h2], h2.shape)
+    b.kernel("k_rowsum", [y], h2.shape, (1,))
+    return b.schedule([y])
+
+
+def test_intermediates_reuse_blocks(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((16,)).astype(np.float32))
+    t1 = ops.unary("exp", x)
+    t2 = ops.unary("neg", t1)
+    t3 = ops.binary("add", t2, t2)
+    t4 = ops.unary("sin", ops.slice_(t3, ((0, 8, 1),)))
+    y = ops.unary("cos", t4)
+    b = builder([x])
+    for i, node in enumerate([t1, t2, t3, t4, y]):
+        b.kernel(f"k_step{i}", [node], node.shape)
+    schedule = b.schedule([y, x])
+    plan = plan_buffers(schedule)
+    assert len(plan.nodes) == 4 and len(plan.blocks) == 2           # t3 reuses t1's, t4 t2's
+    assert plan.total_bytes == 2 * 64 and plan.no_reuse_bytes == 3 * 64 + 32
+    program = check(schedule)
+    out = program.run([x.attrs[0].data])
+    assert out[1] is x.attrs[0].data                                 # an output that is an input
+    text = program.describe()
+    assert "k_step0" in text and "without reuse 224 B" in text and "block" in text
+
+
+def test_outputs_are_fresh_and_duplicates_distinct(builder, leaf, rng):
+    x = leaf(rng.standard_normal((3,)).astype(np.float32))
+    y = ops.unary("exp", x)
+    b = builder([x])
+    b.kernel("k_exp3", [y], (3,))
+    program = compile_schedule(b.schedule([y, y]))
+    first = program.run([x.attrs[0].data])
+    second = program.run([x.attrs[0].data])
+    assert first[0] is not second[0] and first[0] is not first[1]
+    np.testing.assert_array_equal(first[0], second[1])
+
+
+def test_three_kernel_program_and_kernel_reuse(builder, leaf, check, rng):
+    schedule = _three_kernel_schedule(builder, leaf, rng)
+    check(schedule)
+    before = STATS.kernels_reused
+    again = compile_schedule(_three_kernel_schedule(builder, leaf, rng))  # same kernels, same process
+    assert STATS.kernels_reused == before + 3
+    assert [s.hash for s in again.sources] == [s.hash for s in compile_schedule(schedule).sources]
+
+
+def test_end_to_end_through_fuse(leaf, rng):
+    from fusegrad.backends.interpreter import evaluate
+    from fusegrad.ir.graph import Graph
+    from fusegrad.ir.passes.fuse import fuse
+
+    x = leaf(rng.standard_normal((6, 4)).astype(np.float32))
+    w = leaf(rng.standard_normal((4, 5)).astype(np.float32))
+    bias = leaf(rng.standard_normal((5,)).astype(np.float32))
+    labels = leaf(rng.integers(0, 5, (6, 1)).astype(np.int64))
+    keys = leaf(np.array([7, 100], np.int64))
+    h = ops.binary("add", ops.matmul(x, w), ops.expand(ops.reshape(bias, (1, 5)), (6, 5)))
+    keep = ops.binary("lt", ops.rand(keys, (6, 5), "float32"), ops.const(0.8, (6, 5), "float32"))
+    h = ops.where(keep, ops.unary("tanh", h), ops.const(0.0, (6, 5), "float32"))
+    m = ops.reduce("max", h, (1,))
+    z = ops.binary("sub", h, ops.expand(m, (6, 5)))
+    lse = ops.unary("log", ops.reduce("sum", ops.unary("exp", z), (1,)))
+    picked = ops.gather(z, labels, 1)
+    loss = ops.reduce("sum", ops.binary("sub", lse, picked), (0, 1))
+    pred = ops.argmax(h, 1)
+    graph = Graph((loss, pred, h))
+    program = compile_schedule(fuse(graph))
+    schedule = program.schedule
+    got = program.run([n.attrs[0].data for n in schedule.inputs])
+    for g, e, node in zip(got, evaluate(graph.outputs), graph.outputs):
+        np.testing.assert_allclose(g.reshape(node.shape), e, rtol=1e-5, atol=1e-5)
+    assert "kernel" in program.describe()

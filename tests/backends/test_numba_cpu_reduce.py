@@ -1,0 +1,128 @@
+"""Reduce kernels of the Numba backend against the interpreter."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusegrad.ir import ops
+
+
+@pytest.mark.parametrize("axes", [(1,), (0,), (0, 2), (0, 1, 2)])
+def test_sum_and_max_over_axes(builder, leaf, check, rng, axes):
+    x = leaf(rng.standard_normal((3, 4, 5)).astype(np.float32))
+    s = ops.reduce("sum", x, axes)
+    m = ops.reduce("max", ops.unary("exp", x), axes)
+    b = builder([x])
+    b.kernel(f"k_sum_max_{'_'.join(map(str, axes))}", [s, m], x.shape, axes)
+    check(b.schedule([s, m]))
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_argmax_first_index_and_nan(builder, leaf, check, axis):
+    vals = np.array([[1.0, 3.0, 3.0, -np.inf],
+                     [np.nan, 2.0, np.nan, 5.0],
+                     [-np.inf, -np.inf, -np.inf, -np.inf],
+                     [0.5, 7.0, np.nan, 7.0]], np.float32)
+    x = leaf(vals)
+    a = ops.argmax(x, axis)
+    m = ops.reduce("max", x, (axis,))
+    b = builder([x])
+    b.kernel(f"k_argmax_{axis}", [a, m], (4, 4), (axis,))
+    check(b.schedule([a, m]))
+
+
+def test_integer_and_bool_reductions(builder, leaf, check):
+    x = leaf(np.array([[2**31 - 1, 1, -5], [3, -2**31, 4]], np.int32))
+    s = ops.reduce("sum", x, (1,))
+    m = ops.reduce("max", x, (0,))
+    b = builder([x])
+    b.kernel("k_int_sum", [s], (2, 3), (1,))
+    b.kernel("k_int_max", [m, ops.argmax(x, 0)], (2, 3), (0,))
+    flag = ops.binary("lt", x, ops.const(0, (2, 3), "int32"))
+    any_neg = ops.reduce("sum", flag, (1,))
+    b.kernel("k_any", [any_neg], (2, 3), (1,))
+    check(b.schedule([s, m, ops.argmax(x, 0), any_neg]))
+
+
+def _softmax(x, axis):
+    full = x.shape
+    m = ops.reduce("max", x, (axis,), "model.py:10")
+    e = ops.unary("exp", ops.binary("sub", x, ops.expand(m, full), "model.py:10"), "model.py:10")
+    s = ops.reduce("sum", e, (axis,), "model.py:11")
+    r = ops.unary("recip", s, "model.py:11")
+    return ops.binary("mul", e, ops.expand(r, full), "model.py:11"), s
+
+
+@pytest.mark.parametrize("axis", [1, 0])
+def test_softmax_with_kept_nodes_and_epilogue(builder, leaf, check, rng, axis):
+    x = leaf((rng.standard_normal((5, 7)) * 4).astype(np.float32))
+    y, s = _softmax(x, axis)
+    log_s = ops.unary("log", s)                          # a kept-level output too
+    b = builder([x])
+    b.kernel(f"k_softmax_{axis}", [y, log_s], (5, 7), (axis,))
+    program = check(b.schedule([y, log_s]))
+    src = program.sources[0].source
+    assert src.count("np.exp(") == 2                     # recomputed in the sum stage and epilogue
+    assert "# epilogue" in src
+
+
+def test_layernorm_uses_kept_node_in_a_later_reduction(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((3, 8)).astype(np.float64))
+    full, n = (3, 8), ops.const(1 / 8, (3, 1), "float64")
+    mean = ops.binary("mul", ops.reduce("sum", x, (1,)), n)
+    d = ops.binary("sub", x, ops.expand(mean, full))
+    var = ops.binary("mul", ops.reduce("sum", ops.binary("mul", d, d), (1,)), n)
+    inv = ops.unary("recip", ops.unary("sqrt", ops.binary("add", var, ops.const(1e-5, (3, 1), "float64"))))
+    y = ops.binary("mul", d, ops.expand(inv, full))
+    b = builder([x])
+    b.kernel("k_layernorm", [y, mean], full, (1,))
+    check(b.schedule([y, mean]))
+
+
+def test_independent_reductions_share_one_pass(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((4, 6)).astype(np.float32))
+    s = ops.reduce("sum", x, (1,))
+    sq = ops.reduce("sum", ops.binary("mul", x, x), (1,))
+    b = builder([x])
+    b.kernel("k_moments", [s, sq], (4, 6), (1,))
+    program = check(b.schedule([s, sq]))
+    assert program.sources[0].source.count("for i1 in range(6)") == 1
+
+
+def test_reduction_with_broadcast_and_kept_loads(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((4, 6)).astype(np.float32))
+    w = leaf(rng.standard_normal((6,)).astype(np.float32))
+    c = leaf(rng.standard_normal((4, 1)).astype(np.float32))
+    wx = ops.binary("mul", x, ops.expand(ops.reshape(w, (1, 6)), (4, 6)))
+    y = ops.binary("add", ops.reduce("sum", wx, (1,)), c)
+    b = builder([x, w, c])
+    b.kernel("k_dot_rows", [y], (4, 6), (1,))
+    check(b.schedule([y]))
+
+
+def test_full_reduction_to_scalar(builder, leaf, check, rng, monkeypatch):
+    monkeypatch.setenv("FUSEGRAD_PARALLEL_THRESHOLD", "4")
+    x = leaf(rng.standard_normal((3, 5)).astype(np.float32))
+    s = ops.reduce("sum", ops.binary("mul", x, x), (0, 1))
+    b = builder([x])
+    b.kernel("k_sumsq", [s], (3, 5), (0, 1))
+    program = check(b.schedule([s]))
+    assert not program.sources[0].parallel               # no outer loop to split
+
+
+def test_parallel_reduce_keeps_accumulators_local(builder, leaf, check, rng, monkeypatch):
+    monkeypatch.setenv("FUSEGRAD_PARALLEL_THRESHOLD", "16")
+    x = leaf((rng.standard_normal((16, 9)) * 3).astype(np.float32))
+    y, _ = _softmax(x, 1)
+    b = builder([x])
+    b.kernel("k_softmax_parallel", [y], (16, 9), (1,))
+    program = check(b.schedule([y]))
+    assert program.sources[0].parallel
+
+
+def test_size_one_reduced_axis(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((4, 1)).astype(np.float32))
+    y, _ = _softmax(x, 1)
+    b = builder([x])
+    b.kernel("k_softmax_width1", [y, ops.argmax(x, 1)], (4, 1), (1,))
+    check(b.schedule([y, ops.argmax(x, 1)]))
