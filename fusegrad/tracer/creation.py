@@ -8,12 +8,11 @@ from typing import Any
 import numpy as np
 
 from ..ir import ops
-from ..ir.buffer import Buffer
 from . import dtype as dt
 from .device import check_device
 from .provenance import user_location
 from .rng import generator
-from .tensor import Tensor
+from .tensor import Tensor, buffer_of
 
 
 def as_array(data: Any, dtype: Any = None) -> np.ndarray:
@@ -24,20 +23,22 @@ def as_array(data: Any, dtype: Any = None) -> np.ndarray:
         arr = np.array([as_array(d) for d in data])
     else:
         arr = np.asarray(data)
+    # arrays, numpy scalars and tensors keep their dtype; Python numbers get the defaults
+    typed = isinstance(data, (np.ndarray, np.generic, Tensor))
     if dtype is not None:
         target = dt.resolve(dtype)
     elif arr.dtype.kind == "f":
-        target = dt.default_float() if not isinstance(data, np.ndarray) else arr.dtype.name
-        if isinstance(data, np.ndarray) and arr.dtype.name not in ("float32", "float64"):
+        target = dt.default_float() if not typed else arr.dtype.name
+        if typed and arr.dtype.name not in ("float32", "float64"):
             target = "float32"
     elif arr.dtype.kind == "b":
         target = "bool"
     elif arr.dtype.kind in "iu":
-        target = "int64" if not isinstance(data, np.ndarray) or arr.dtype.name not in (
-            "int32", "int64") else arr.dtype.name
+        target = "int64" if not typed or arr.dtype.name not in ("int32", "int64") else arr.dtype.name
     else:
         raise TypeError(f"cannot make a tensor from {type(data).__name__} of dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=target)
+    # np.require, not np.ascontiguousarray: the latter turns a 0-d array into shape (1,)
+    return np.require(arr, dtype=target, requirements="C")
 
 
 def _sizes(size: tuple) -> tuple[int, ...]:
@@ -63,7 +64,7 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
-    return Tensor(np.ascontiguousarray(array))
+    return Tensor(array)
 
 
 as_tensor = tensor
@@ -190,9 +191,9 @@ def randn_like(x: Tensor, dtype: Any = None) -> Tensor:
 def uniform_node_tensor(shape: tuple[int, ...], dtype: str) -> Tensor:
     """Lazy uniform numbers from an in-graph ``rand`` node (for dropout masks)."""
     from .rng import next_key
-    key = Buffer.from_array(next_key(math.prod(shape)))
+    key = buffer_of(next_key(math.prod(shape)))
     return Tensor._from_node(ops.rand(ops.buffer(key), shape, dtype, user_location()))
 
 
 def buffer_tensor(array: np.ndarray) -> Tensor:
-    return Tensor._from_node(ops.buffer(Buffer.from_array(array)))
+    return Tensor._from_node(ops.buffer(buffer_of(array)))

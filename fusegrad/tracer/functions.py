@@ -339,8 +339,13 @@ def to_bool(x: Tensor, loc: str | None) -> Tensor:
 
 
 def sign(x: Tensor) -> Tensor:
-    return where(gt(x, 0), 1.0 if x.dtype.is_floating_point else 1, 0) - \
-        where(lt(x, 0), 1.0 if x.dtype.is_floating_point else 1, 0)
+    loc = user_location()
+    n = node_of(x)
+    zero, one = ops.const(0, n.shape, n.dtype, loc), ops.const(1, n.shape, n.dtype, loc)
+    minus_one = ops.const(-1, n.shape, n.dtype, loc)
+    out = ops.where(ops.binary("lt", zero, n, loc), one,
+                    ops.where(ops.binary("lt", n, zero, loc), minus_one, zero, loc), loc)
+    return wrap(out, x)  # requires grad like torch's (its gradient is zero)
 
 
 # ---------------------------------------------------------------------------- casts
@@ -633,9 +638,7 @@ def contiguous(x: Tensor) -> Tensor:
 
 
 def clone(x: Tensor) -> Tensor:
-    out = Tensor._from_node(x.node if x.requires_grad and is_grad_enabled() else node_of(x),
-                            x.requires_grad and is_grad_enabled())
-    return out
+    return wrap(node_of(x), x)
 
 
 def detach(x: Tensor) -> Tensor:
@@ -788,24 +791,23 @@ def softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
     loc = user_location()
     d = _norm_dim(dim, x.ndim, "softmax")
     n = _float_node(x, loc) if dtype is None else ops.cast(node_of(x), dt.resolve(dtype), loc)
-    if x.ndim == 0:
-        return wrap(ops.const(1.0, (), n.dtype, loc), x)
+    n = ops.reshape(n, (1,), loc) if x.ndim == 0 else n  # a 0-d input is a one-element row
     m = ops.expand(ops.unary("detach", ops.reduce("max", n, (d,), loc), loc), n.shape, loc)
     e = ops.unary("exp", ops.binary("sub", n, m, loc), loc)
     s = ops.expand(ops.reduce("sum", e, (d,), loc), n.shape, loc)
-    return wrap(ops.binary("div", e, s, loc), x)
+    return wrap(ops.reshape(ops.binary("div", e, s, loc), x.node.shape, loc), x)
 
 
 def log_softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
     loc = user_location()
     d = _norm_dim(dim, x.ndim, "log_softmax")
     n = _float_node(x, loc) if dtype is None else ops.cast(node_of(x), dt.resolve(dtype), loc)
-    if x.ndim == 0:
-        return wrap(ops.const(0.0, (), n.dtype, loc), x)
+    n = ops.reshape(n, (1,), loc) if x.ndim == 0 else n  # a 0-d input is a one-element row
     m = ops.expand(ops.unary("detach", ops.reduce("max", n, (d,), loc), loc), n.shape, loc)
     shifted = ops.binary("sub", n, m, loc)
     lse = ops.unary("log", ops.reduce("sum", ops.unary("exp", shifted, loc), (d,), loc), loc)
-    return wrap(ops.binary("sub", shifted, ops.expand(lse, n.shape, loc), loc), x)
+    out = ops.binary("sub", shifted, ops.expand(lse, n.shape, loc), loc)
+    return wrap(ops.reshape(out, x.node.shape, loc), x)
 
 
 def logsumexp(x: Tensor, dim: int | Sequence[int], keepdim: bool = False) -> Tensor:
@@ -990,7 +992,7 @@ def setitem(x: Tensor, key: Any, value: TensorLike) -> None:
     vnode = ops.reshape(vnode, full, loc)
     mask = ops.pad(ops.const(True, full, "bool", loc), x.node.shape, placement, loc)
     new = ops.where(mask, ops.pad(vnode, x.node.shape, placement, loc), node_of(x), loc)
-    x._assign(new) if not x.requires_grad else x._bind(new)
+    x._assign(new, val is not None and val.requires_grad)
 
 
 def _placement(shape: tuple[int, ...], items: list[Any]) -> tuple[tuple, tuple]:

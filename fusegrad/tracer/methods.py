@@ -17,7 +17,7 @@ from .tensor import Tensor
 def _inplace(fn):
     def method(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         result = fn(self, *args, **kwargs)
-        return self._assign(F.node_of(result) if not result.requires_grad else result.node)
+        return self._assign(result.node, result.requires_grad)
     method.__name__ = fn.__name__ + "_"
     return method
 
@@ -55,11 +55,7 @@ def _fill_from(self: Tensor, arr: Any) -> Tensor:
 def _copy_(self: Tensor, src: Tensor, non_blocking: bool = False) -> Tensor:
     src = F.to_tensor(src)
     node = F.broadcast_node(ops.cast(F.node_of(src), self.node.dtype), self.node.shape, None)
-    if self.requires_grad and not self._is_leaf or src.requires_grad:
-        self._bind(node)
-        self.requires_grad = self.requires_grad or src.requires_grad
-        return self
-    return self._assign(node)
+    return self._assign(node, src.requires_grad)
 
 
 def _fill_(self: Tensor, value: Any) -> Tensor:

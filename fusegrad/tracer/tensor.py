@@ -30,7 +30,7 @@ class Tensor:
     """A multi-dimensional array whose operations are traced into an IR graph."""
 
     __slots__ = ("node", "requires_grad", "grad", "_is_leaf", "seq", "_version", "_retains_grad",
-                 "__weakref__")
+                 "_data_of", "__weakref__")
 
     def __init__(self, data: Any = None, dtype: Any = None, requires_grad: bool = False,
                  device: Any = None):
@@ -38,11 +38,12 @@ class Tensor:
         from .device import check_device
         check_device(device)
         arr = as_array(data, dtype)
-        self._bind(ops.buffer(Buffer.from_array(arr)))
+        self._bind(ops.buffer(buffer_of(arr)))
         self.grad: Tensor | None = None
         self._is_leaf = True
         self._version = 0
         self._retains_grad = False
+        self._data_of = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -56,6 +57,7 @@ class Tensor:
         t._is_leaf = not requires_grad
         t._version = 0
         t._retains_grad = False
+        t._data_of = None
         return t
 
     def _bind(self, node: Node) -> None:
@@ -66,8 +68,12 @@ class Tensor:
         else:
             PENDING.pop(id(self), None)
 
-    def _assign(self, node: Node) -> "Tensor":
-        """Record an in-place update: the same Tensor now holds ``node``."""
+    def _assign(self, node: Node, requires_grad: bool = False) -> "Tensor":
+        """Record an in-place update: the same Tensor now holds ``node``.
+
+        ``requires_grad``: ``node`` depends on a tensor that requires grad, so this one now does
+        too and stops being a leaf (``zeros(2).add_(w)`` is part of w's graph).
+        """
         if node.shape != self.node.shape:
             raise FusegradError(with_location(
                 f"in-place op: result shape {list(node.shape)} does not match tensor shape "
@@ -78,6 +84,15 @@ class Tensor:
                 user_location()))
         self._bind(ops.cast(node, self.node.dtype))
         self._version += 1
+        if requires_grad and is_grad_enabled() and self.dtype.is_floating_point:
+            self.requires_grad, self._is_leaf = True, False
+        # getattr: subclasses such as nnlib.Parameter set up their state without __init__
+        data_of = getattr(self, "_data_of", None)
+        base = data_of() if data_of is not None else None
+        if base is not None and base.node.shape == self.node.shape:
+            # ``t.data`` shares t's storage in torch: ``p.data.add_(u)`` updates ``p``
+            base._bind(_detached(self.node))
+            base._version += 1
         return self
 
     # ------------------------------------------------------------------ metadata
@@ -163,7 +178,10 @@ class Tensor:
 
     @property
     def data(self) -> "Tensor":
-        return Tensor._from_node(_detached(self.node), False)
+        """The value, cut from autograd; in-place ops on it also update this tensor."""
+        d = Tensor._from_node(_detached(self.node), False)
+        d._data_of = weakref.ref(self)
+        return d
 
     @data.setter
     def data(self, value: "Tensor") -> None:
@@ -279,6 +297,12 @@ def _norm_dim(dim: int, ndim: int, op: str = "dim") -> int:
             f"{op}: dimension out of range (expected to be in range of [{-n}, {n - 1}], but got "
             f"{dim})", user_location()))
     return dim % n
+
+
+def buffer_of(array: np.ndarray) -> Buffer:
+    """A Buffer holding ``array`` with its shape kept (``Buffer.from_array`` turns 0-d into 1-d)."""
+    arr = np.require(array, requirements="C")
+    return Buffer(arr.shape, arr.dtype.name, arr.reshape(-1))
 
 
 def _detached(node: Node) -> Node:
