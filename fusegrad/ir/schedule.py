@@ -22,6 +22,10 @@ Kernel (generated code):
 
 Extern: a library call (``matmul`` through BLAS, ``scatter_add``) on loaded inputs, writing
 ``node`` to its buffer.
+
+``Schedule.outputs[i]`` is the node whose buffer holds graph output ``i``: the output itself, or,
+when the output is a reshape that reads its base's buffer unchanged, that base (same elements in
+the same order; its shape may differ, its size and dtype do not).
 """
 from __future__ import annotations
 
@@ -75,6 +79,7 @@ class Schedule:
     inputs: list[Node]     # buffer leaves the program reads, in canonical order
     outputs: list[Node]    # graph outputs; each is written by an item (or is an input leaf)
     notes: list[str] = field(default_factory=list)  # fusion decisions not tied to one item
+    node_ids: dict[Node, int] = field(default_factory=dict)  # %numbers for printing
 
     @property
     def kernels(self) -> list[Kernel]:
@@ -89,3 +94,92 @@ class Schedule:
         for it in self.items:
             out.extend(it.outputs if isinstance(it, Kernel) else (it.node,))
         return out
+
+
+# ----------------------------------------------------------------------------- printing
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return f"[{','.join(map(str, shape))}]"
+
+
+def format_view(view: View) -> str:
+    """``[32,10] contiguous`` or ``[10,32] strides (1,10) offset 3 masks (...)``."""
+    if view.is_contiguous:
+        return f"{_fmt_shape(view.shape)} contiguous"
+    text = f"{_fmt_shape(view.shape)} strides ({','.join(map(str, view.strides))})"
+    if view.offset:
+        text += f" offset {view.offset}"
+    if view.masks is not None:
+        text += " masks (" + ", ".join("-" if m is None else ":".join(map(str, m)) for m in view.masks) + ")"
+    return text
+
+
+class _Namer:
+    def __init__(self, ids: dict[Node, int]):
+        self.ids = dict(ids)
+        self.next = max(self.ids.values(), default=-1) + 1
+
+    def __call__(self, node: Node) -> str:
+        if node not in self.ids:
+            self.ids[node] = self.next
+            self.next += 1
+        return f"%{self.ids[node]}"
+
+
+def _operand(node: Node, ref: Node, kernel: Kernel, name: _Namer, body: set[Node]) -> str:
+    if ref.op == "const":
+        return repr(ref.attrs[0])
+    if ref.op == "rand" and ref not in kernel.loads:
+        return f"rand({name(ref.inputs[0])})"
+    if ref.op == "expand" and ref not in kernel.loads and ref.inputs[0] in body:
+        return f"expand({name(ref.inputs[0])})"
+    return name(ref)
+
+
+def _body_line(node: Node, kernel: Kernel, name: _Namer, body: set[Node]) -> str:
+    attrs = ""
+    if node.op in ("sum", "max", "argmax", "gather"):
+        attrs = f"[{node.attrs[0]}]"
+    args = ", ".join(_operand(node, i, kernel, name, body) for i in node.inputs)
+    line = f"{name(node)} : {node.type_str} = {node.op}{attrs}({args})"
+    tail = [node.loc] if node.loc else []
+    if kernel.level(node) == "kept":
+        tail.append("kept")
+    if node in kernel.outputs:
+        tail.append("-> out")
+    return line + (f"   # {'  '.join(tail)}" if tail else "")
+
+
+def format_schedule(schedule: Schedule) -> str:
+    """A readable dump of a schedule, one block per item, for debugging fusion.
+
+    Each block gives the item's name and kind, its iteration shape and reduced axes, the nodes it
+    writes, what it loads (source node and view), its body one node per line
+    (``%7 : f32[32,10] = exp(%6)   # model.py:12``) and the fusion notes that explain it.
+
+    Args:
+        schedule: the schedule to print (node numbers come from ``schedule.node_ids``).
+    """
+    name = _Namer(schedule.node_ids)
+    lines = [f"# schedule: {len(schedule.kernels)} kernels, {len(schedule.externs)} externs"]
+    lines.append("inputs: " + (", ".join(f"{name(n)} {n.type_str}" for n in schedule.inputs) or "-"))
+    lines.append("outputs: " + (", ".join(f"{name(n)} {n.type_str}" for n in schedule.outputs) or "-"))
+    lines.extend(f"# {note}" for note in schedule.notes)
+    for item in schedule.items:
+        lines.append("")
+        if isinstance(item, Extern):
+            args = ", ".join(name(ld.src) for ld in item.loads)
+            lines.append(f"{item.name}  extern {item.node.op}({args}) -> {name(item.node)} "
+                         f"{item.node.type_str}")
+            lines.extend(f"  load {name(ld.src)} {ld.src.type_str} as {format_view(ld.view)}"
+                         for ld in item.loads)
+        else:
+            reduce = f" reducing axes {item.reduce_axes}" if item.reduce_axes else " elementwise"
+            lines.append(f"{item.name}  kernel over {_fmt_shape(item.shape)}{reduce}")
+            lines.append("  writes: " + ", ".join(f"{name(n)} {n.type_str}" for n in item.outputs))
+            for ref, ld in item.loads.items():
+                lines.append(f"  load {name(ref)} {ref.type_str} <- {name(ld.src)} "
+                             f"{ld.src.type_str} as {format_view(ld.view)}")
+            body = set(item.body)
+            lines.extend(f"    {_body_line(n, item, name, body)}" for n in item.body)
+        lines.extend(f"  - {note}" for note in item.notes)
+    return "\n".join(lines)
