@@ -86,7 +86,7 @@ def evaluate(outputs: list[Node] | tuple[Node, ...]) -> list[np.ndarray]:
     values: dict[Node, np.ndarray] = {}
     for node in toposort(outputs):
         values[node] = eval_node(node, [values[i] for i in node.inputs])
-    return [np.ascontiguousarray(values[n]).copy() for n in outputs]
+    return [np.array(values[n], order='C', copy=True) for n in outputs]
 
 
 class InterpreterProgram:
@@ -105,4 +105,4 @@ class InterpreterProgram:
                 values[node] = bound[node].reshape(node.shape)
             else:
                 values[node] = eval_node(node, [values[i] for i in node.inputs])
-        return [np.ascontiguousarray(values[n]).reshape(-1).copy() for n in self.outputs]
+        return [np.array(values[n], order='C', copy=True).reshape(-1) for n in self.outputs]

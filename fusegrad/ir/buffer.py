@@ -24,7 +24,7 @@ class Buffer:
 
     @staticmethod
     def from_array(array: np.ndarray) -> "Buffer":
-        arr = np.ascontiguousarray(array)
+        arr = np.require(array, requirements='C')
         return Buffer(arr.shape, arr.dtype.name, arr.reshape(-1))
 
     def numpy(self) -> np.ndarray:

@@ -88,7 +88,7 @@ def _fmt_attrs(node: Node) -> str:
         return ""
     if node.op == "const":
         return f"[{node.attrs[0]!r}]"
-    if node.op in ("reshape", "expand", "pad") and node.op != "pad":
+    if node.op in ("reshape", "expand"):
         return f"[{','.join(map(str, node.shape))}]"
     if not node.attrs:
         return ""

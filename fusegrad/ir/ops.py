@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .buffer import Buffer
 from .dtypes import is_float
 from .errors import DTypeError, ShapeError, with_location
@@ -43,15 +45,23 @@ def buffer(buf: Buffer, loc: str | None = None) -> Node:
     return Node("buffer", (), buf.shape, buf.dtype, (buf,), loc)
 
 
+_NAN = math.nan
+
+
 def const(value: float | int | bool, shape: Shape, dtype: str, loc: str | None = None) -> Node:
-    """A tensor of ``shape`` filled with ``value`` (stored in the dtype's Python type)."""
+    """A tensor of ``shape`` filled with ``value`` (stored in the dtype's Python type).
+
+    Float values are rounded to the dtype and keyed by their exact bits (``float.hex``), so
+    0.0 and -0.0 stay distinct and every NaN constant is one node.
+    """
     if dtype == "bool":
-        value = bool(value)
-    elif is_float(dtype):
-        value = float(value)
-    else:
-        value = int(value)
-    return Node("const", (), tuple(shape), dtype, (value,), loc)
+        return Node("const", (), tuple(shape), dtype, (bool(value),), loc)
+    if not is_float(dtype):
+        return Node("const", (), tuple(shape), dtype, (int(value),), loc)
+    value = float(np.float32(value)) if dtype == "float32" else float(value)
+    if value != value:
+        value = _NAN
+    return Node("const", (), tuple(shape), dtype, (value, value.hex()), loc)
 
 
 def rand(key: Node, shape: Shape, dtype: str, loc: str | None = None) -> Node:

@@ -33,17 +33,17 @@ def test_chain_of_elementwise_consts_folds_to_one_const(same_values):
 
 def test_comparison_folds_to_a_bool_const():
     out = _folded(ops.binary("lt", c(1.0), c(2.0)))
-    assert (out.op, out.dtype, out.attrs) == ("const", "bool", (True,))
+    assert (out.op, out.dtype, out.attrs[0]) == ("const", "bool", True)
 
 
 def test_cast_folds_in_the_target_dtype():
     out = _folded(ops.cast(c(2.7), "int32"))
-    assert (out.op, out.dtype, out.attrs) == ("const", "int32", (2,))
+    assert (out.op, out.dtype, out.attrs[0]) == ("const", "int32", 2)
 
 
 def test_integer_arithmetic_wraps_like_numpy():
     out = _folded(ops.binary("mul", c(2**30, dtype="int32"), c(4, dtype="int32")))
-    assert out.attrs == (0,)
+    assert out.attrs[0] == 0
 
 
 @pytest.mark.parametrize("make", [
@@ -56,13 +56,13 @@ def test_movement_of_a_const_is_a_const_of_the_new_shape(make, same_values):
     node = make(c(1.5))
     graph = Graph((node,))
     out = constant_folding(graph).outputs[0]
-    assert (out.op, out.shape, out.attrs) == ("const", node.shape, (1.5,))
+    assert (out.op, out.shape, out.attrs[0]) == ("const", node.shape, 1.5)
     same_values(graph, Graph((out,)))
 
 
 def test_pad_of_const_zero_is_const_zero():
     out = _folded(ops.pad(c(0.0), (4, 5), ((1, 1), (0, 2))))
-    assert (out.op, out.shape, out.attrs) == ("const", (4, 5), (0.0,))
+    assert (out.op, out.shape, out.attrs[0]) == ("const", (4, 5), 0.0)
 
 
 def test_pad_of_nonzero_const_is_kept():
@@ -72,20 +72,20 @@ def test_pad_of_nonzero_const_is_kept():
 def test_sum_of_const_is_value_times_count(same_values):
     graph = Graph((ops.reduce("sum", c(1.5, (4, 5, 6)), (0, 2)),))
     out = constant_folding(graph).outputs[0]
-    assert (out.op, out.shape, out.attrs) == ("const", (1, 5, 1), (36.0,))
+    assert (out.op, out.shape, out.attrs[0]) == ("const", (1, 5, 1), 36.0)
     same_values(graph, Graph((out,)))
 
 
 def test_sum_over_an_empty_axis_is_zero_even_of_inf():
     out = _folded(ops.reduce("sum", c(float("inf"), (0, 3)), (0,)))
-    assert out.attrs == (0.0,)
+    assert out.attrs[0] == 0.0
 
 
 def test_max_and_argmax_of_const():
     x = c(-2.0, (3, 4))
-    assert _folded(ops.reduce("max", x, (1,))).attrs == (-2.0,)
+    assert _folded(ops.reduce("max", x, (1,))).attrs[0] == -2.0
     out = _folded(ops.argmax(x, 0))
-    assert (out.op, out.dtype, out.attrs) == ("const", "int64", (0,))
+    assert (out.op, out.dtype, out.attrs[0]) == ("const", "int64", 0)
 
 
 @pytest.mark.parametrize("cond", [True, False])
