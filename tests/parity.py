@@ -155,3 +155,36 @@ def check_op(c: Case, backend: str) -> None:
                 continue
             assert _dtype_name(got.grad) == _dtype_name(want.grad), f"input {i}: grad dtype"
             _compare(f"grad of input {i}", got.grad.numpy(), want.grad.numpy(), c)
+
+
+def run_case(c: Case, backend: str) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Outputs and input gradients (of ``sum(out * r)``) of case ``c`` in fusegrad on ``backend``."""
+    rng = np.random.default_rng(zlib.crc32(c.name.encode()))
+    arrays = [inp.draw(rng) for inp in c.inputs]
+    with using_backend(backend):
+        fg_in = [fusegrad.tensor(a, requires_grad=a.dtype.kind == "f") for a in arrays]
+        out = _outputs(c.fn(fusegrad, *fg_in))
+        values = [o.detach().numpy().copy() for o in out]
+        loss = None
+        for o in out:
+            if o.requires_grad:
+                r = rng.standard_normal(tuple(o.shape)).astype(_dtype_name(o))
+                term = (o * fusegrad.tensor(r)).sum()
+                loss = term if loss is None else loss + term
+        if loss is None:
+            return values, []
+        loss.backward()
+        return values, [None if t.grad is None else t.grad.numpy().copy() for t in fg_in]
+
+
+def check_backends_agree(c: Case) -> None:
+    """numba_cpu gives the interpreter's outputs and gradients (same dtypes, shapes, values)."""
+    ref_values, ref_grads = run_case(c, "interpreter")
+    values, grads = run_case(c, "numba_cpu")
+    for i, (got, want) in enumerate(zip(values, ref_values)):
+        assert got.dtype == want.dtype, f"output {i}: dtype {got.dtype} != {want.dtype}"
+        _compare(f"output {i} vs interpreter", got, want, c)
+    for i, (got, want) in enumerate(zip(grads, ref_grads)):
+        assert (got is None) == (want is None), f"input {i}: gradient presence differs"
+        if got is not None:
+            _compare(f"grad of input {i} vs interpreter", got, want, c)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity import BACKENDS, boolean, case, check_op, f32, i64, pos
+from parity import BACKENDS, boolean, case, check_backends_agree, check_op, f32, i64, pos
 
 import fusegrad
 import fusegrad.nnlib.functional
@@ -389,3 +389,9 @@ def test_case_names_are_unique():
 @pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
 def test_op_matches_torch(c, backend):
     check_op(c, backend)
+
+
+@pytest.mark.numba
+@pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
+def test_numba_cpu_equals_interpreter(c):
+    check_backends_agree(c)

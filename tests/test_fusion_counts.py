@@ -1,0 +1,52 @@
+"""Fusion seen from the front end: kernel counts of the compiled programs."""
+import numpy as np
+
+import fusegrad as fg
+import fusegrad.nnlib as nn
+import fusegrad.optimlib as optim
+from fusegrad.tracer.realize import STATS
+
+
+def _last_report():
+    return STATS.last_entry.compiled.report
+
+
+def test_linear_relu_forward_is_one_matmul_and_one_kernel():
+    x, w, b = fg.randn(8, 6), fg.randn(6, 5), fg.randn(5)
+    fg.relu(x @ w + b).realize()
+    report = _last_report()
+    assert (report.extern_count, report.kernel_count) == (1, 1)
+
+
+def test_row_softmax_is_at_most_two_kernels():
+    x = fg.randn(16, 10)
+    fg.softmax(x, dim=1).realize()
+    assert _last_report().kernel_count <= 2
+    assert _last_report().extern_count == 0
+
+
+def test_sgd_update_of_a_parameter_is_one_kernel():
+    p = nn.Parameter(fg.randn(32, 16))
+    opt = optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    for _ in range(2):  # the second step has a momentum buffer: the steady-state update
+        p.grad = fg.randn(32, 16)
+        opt.step()
+    report = _last_report()
+    assert (report.kernel_count, report.extern_count) == (1, 0)
+    assert np.all(np.isfinite(p.detach().numpy()))
+
+
+def test_mlp_training_step_kernel_count():
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    x, y = fg.randn(4, 12), fg.randint(0, 3, (4,))
+    for _ in range(2):
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(model(x), y).backward()
+        opt.step()
+    report = _last_report()
+    # 5 matmuls (2 forward, 3 backward: the first layer's input gradient is dead code), and
+    # one update kernel per parameter among the fused forward/backward kernels
+    assert report.extern_count == 5
+    assert report.kernel_count <= 10
