@@ -16,6 +16,7 @@ from .tracer.functions import (abs, add, allclose, amax, amin, argmax, argmin, b
                                split, sqrt, square, squeeze, stack, std, sub, sum, take_along_dim,
                                tanh, transpose, unbind, unsqueeze, var, where)
 from .tracer.functions import clone, detach
+from .tracer.compile import CompiledFunction, compile, explain
 from .tracer.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .tracer.realize import realize as _realize_one
 from .tracer.realize import set_backend

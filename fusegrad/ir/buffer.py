@@ -1,7 +1,12 @@
 """Buffer: the storage behind a realized value (a flat, contiguous numpy array)."""
 from __future__ import annotations
 
+import itertools
+import weakref
+
 import numpy as np
+
+_serial = itertools.count()
 
 
 class Buffer:
@@ -11,7 +16,8 @@ class Buffer:
     replaced; identity is what IR leaves refer to.
     """
 
-    __slots__ = ("shape", "dtype", "data", "owner", "source", "__weakref__")
+    __slots__ = ("shape", "dtype", "data", "owner", "source", "serial", "holder", "alias_of",
+                 "rng_count", "_node", "__weakref__")
 
     def __init__(self, shape: tuple[int, ...], dtype: str, data: np.ndarray | None = None):
         self.shape = tuple(shape)
@@ -21,11 +27,28 @@ class Buffer:
         self.data = data
         self.owner = None  # weakref to the leaf Tensor that requires grad and owns it, if any
         self.source = None  # the expression this buffer realized, kept when gradients need it
+        self.serial = next(_serial)  # creation order (fusegrad.compile tells old from new)
+        self.holder = None  # weakref to the Tensor last bound to this buffer
+        self.alias_of = None  # the Buffer whose data this one shares (a detached view)
+        self.rng_count = 0  # > 0: a random key (seed, offset) covering this many numbers
+        self._node = None  # weakref to the IR leaf of this buffer
+
+    def root(self) -> "Buffer":
+        """The buffer that owns the data this one views."""
+        buf = self
+        while buf.alias_of is not None:
+            buf = buf.alias_of
+        return buf
 
     @staticmethod
     def from_array(array: np.ndarray) -> "Buffer":
         arr = np.require(array, requirements='C')
         return Buffer(arr.shape, arr.dtype.name, arr.reshape(-1))
+
+    @staticmethod
+    def mark() -> int:
+        """A serial between every Buffer made so far (smaller) and every later one (larger)."""
+        return next(_serial)
 
     def numpy(self) -> np.ndarray:
         assert self.data is not None

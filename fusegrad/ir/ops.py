@@ -7,6 +7,7 @@ promotion (``cast``) are explicit nodes, put in by the tracer.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -42,7 +43,13 @@ def _fail(op: str, message: str, loc: str | None, kind: type = ShapeError):
 
 # ----------------------------------------------------------------------------- leaves
 def buffer(buf: Buffer, loc: str | None = None) -> Node:
-    return Node("buffer", (), buf.shape, buf.dtype, (buf,), loc)
+    """The IR leaf reading ``buf`` (one node per Buffer, remembered on the buffer)."""
+    ref = buf._node
+    node = ref() if ref is not None else None
+    if node is None:
+        node = Node("buffer", (), buf.shape, buf.dtype, (buf,), loc)
+        buf._node = weakref.ref(node)
+    return node
 
 
 _NAN = math.nan

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..tracer.capture import mark_state
 from ..tracer.tensor import Tensor, _detached
 
 
@@ -24,6 +25,7 @@ class Parameter(Tensor):
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
+        mark_state(self)
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()

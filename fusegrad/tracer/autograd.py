@@ -7,6 +7,7 @@ from ..ir import autodiff, ops
 from ..ir.errors import with_location
 from ..ir.graph import substitute, toposort
 from ..ir.node import Node
+from . import capture
 from .provenance import user_location
 from .tensor import Tensor
 
@@ -81,7 +82,13 @@ def _realized_sources(root: Node) -> dict[Node, Node]:
 
 def accumulate_grad(leaf: Tensor, g: Node) -> None:
     g = ops.cast(g, leaf.node.dtype)
+    trace = capture.active()
+    if trace is not None and id(leaf) not in trace.grads:
+        # how this trace's program relates to the gradient the leaf had before the call
+        mode = "read" if leaf.grad is not None else \
+            "cleared" if id(leaf) in trace.grad_cleared else "none"
+        trace.grads[id(leaf)] = (weakref.ref(leaf), mode)
     if leaf.grad is None:
-        leaf.grad = Tensor._from_node(g)
+        leaf.grad = capture.mark_state(Tensor._from_node(g))
     else:
         leaf.grad._bind(ops.binary("add", leaf.grad.node, g, g.loc))

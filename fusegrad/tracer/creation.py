@@ -9,6 +9,7 @@ import numpy as np
 
 from ..ir import ops
 from . import dtype as dt
+from . import capture
 from .device import check_device
 from .provenance import user_location
 from .rng import generator
@@ -155,6 +156,7 @@ def eye(n: int, m: int | None = None, dtype: Any = None, device: Any = None,
 def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
          generator_: Any = None) -> Tensor:
     """Uniform [0, 1) numbers, drawn from the generator that ``manual_seed`` seeds."""
+    capture.refuse("fusegrad.rand()")
     name = dt.resolve(dtype)
     arr = generator().random(_sizes(size), dtype=np.float64).astype(name)
     return _finish(Tensor(arr), requires_grad, device)
@@ -162,6 +164,7 @@ def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool 
 
 def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
           ) -> Tensor:
+    capture.refuse("fusegrad.randn()")
     name = dt.resolve(dtype)
     arr = generator().standard_normal(_sizes(size)).astype(name)
     return _finish(Tensor(arr), requires_grad, device)
@@ -169,6 +172,7 @@ def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
 def randint(low: int, high: int | None = None, size: Sequence[int] = (), dtype: Any = None,
             device: Any = None) -> Tensor:
+    capture.refuse("fusegrad.randint()")
     if high is None:
         low, high = 0, low
     arr = generator().integers(low, high, size=tuple(size)).astype(dt.resolve(dtype or "int64"))
@@ -176,6 +180,7 @@ def randint(low: int, high: int | None = None, size: Sequence[int] = (), dtype: 
 
 
 def randperm(n: int, dtype: Any = None, device: Any = None) -> Tensor:
+    capture.refuse("fusegrad.randperm()")
     return _finish(Tensor(generator().permutation(n).astype(dt.resolve(dtype or "int64"))),
                    False, device)
 

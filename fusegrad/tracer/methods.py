@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..ir import ops
-from . import creation
+from . import capture, creation
 from . import dtype as dt
 from . import functions as F
 from .autograd import RETAINED, backward
@@ -38,11 +38,13 @@ def _to(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
 
 
 def _uniform_(self: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
+    capture.refuse("Tensor.uniform_()")
     arr = generator().uniform(a, b, self.node.shape).astype(self.node.dtype)
     return _fill_from(self, arr)
 
 
 def _normal_(self: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
+    capture.refuse("Tensor.normal_()")
     arr = (generator().standard_normal(self.node.shape) * std + mean).astype(self.node.dtype)
     return _fill_from(self, arr)
 

@@ -12,6 +12,7 @@ from ..ir.errors import CaptureError, with_location
 from ..ir.graph import Graph
 from ..ir.key import structural_key
 from ..ir.node import Node
+from . import capture
 from .provenance import user_location
 from .tensor import PENDING, Tensor
 
@@ -40,7 +41,6 @@ class Stats:
 STATS = Stats()
 _PROGRAMS: dict[tuple, Entry] = {}
 _backend: list[str | None] = [None]
-_capture: list[object] = []
 
 
 def set_backend(name: str | None) -> None:
@@ -57,45 +57,73 @@ def clear_program_cache() -> None:
 
 
 def capturing() -> bool:
-    return bool(_capture)
+    return capture.active() is not None
 
 
 def check_capture(t: Tensor, what: str) -> None:
-    """Inside ``fusegrad.compile`` tracing, reading a traced value cannot be captured."""
-    if _capture and t.node.op != "buffer":
+    """Inside ``fusegrad.compile`` tracing, reading a value back into Python cannot be captured:
+    later calls replay the program without running the Python that would use it."""
+    if capture.active() is not None:
         raise CaptureError(with_location(
-            f"{what} on a traced value inside a compiled function: the value does not exist "
-            "while tracing; return the tensor instead", user_location()))
+            f"{what} on a tensor {t.node.type_str} inside a compiled function: the compiled "
+            "program cannot feed a value back into Python control flow; return the tensor "
+            "instead", user_location()))
 
 
 def realize(*tensors: Tensor) -> None:
     """Compute ``tensors`` and every other live pending tensor in one program."""
     wanted = [t for t in tensors if t.node.op != "buffer"]
-    if not wanted:
-        return
-    targets = sorted({id(t): t for t in (*wanted, *PENDING.values()) if t.node.op != "buffer"}.values(),
-                     key=lambda t: t.seq)
+    if not wanted or capture.active() is not None:
+        return  # inside a compiled function everything is realized when the trace ends
+    targets = pending_targets(wanted)
+    outputs = unique_nodes(targets)
+    entry, leaves = prepare(outputs)
+    arrays = run_entry(entry, leaves)
+    bind_outputs(targets, dict(zip(outputs, arrays)))
+
+
+def pending_targets(extra: list[Tensor]) -> list[Tensor]:
+    """``extra`` and every live pending tensor, in creation order."""
+    return sorted({id(t): t for t in (*extra, *PENDING.values()) if t.node.op != "buffer"
+                   }.values(), key=lambda t: t.seq)
+
+
+def unique_nodes(targets: list[Tensor]) -> list[Node]:
     outputs: list[Node] = []
     seen: set[Node] = set()
     for t in targets:
         if t.node not in seen:
             seen.add(t.node)
             outputs.append(t.node)
-    arrays = run_graph(outputs)
-    by_node = dict(zip(outputs, arrays))
+    return outputs
+
+
+def bind_value(t: Tensor, array) -> None:
+    """Make ``t`` hold ``array`` (the value of its current node), keeping autograd's links."""
+    node = t.node
+    buf = Buffer(node.shape, node.dtype, array)
+    if t.requires_grad:
+        if t._is_leaf:
+            buf.owner = weakref.ref(t)
+        else:
+            buf.source = node
+    t._bind(ops.buffer(buf))
+
+
+def bind_outputs(targets: list[Tensor], by_node: dict) -> None:
     for t in targets:
-        node = t.node
-        buf = Buffer(node.shape, node.dtype, by_node[node])
-        if t.requires_grad:
-            if t._is_leaf:
-                buf.owner = weakref.ref(t)
-            else:
-                buf.source = node
-        t._bind(ops.buffer(buf))
+        bind_value(t, by_node[t.node])
 
 
 def run_graph(outputs: list[Node]) -> list:
     """Flat arrays holding the values of ``outputs`` (compiling the program if it is new)."""
+    entry, leaves = prepare(outputs)
+    return run_entry(entry, leaves)
+
+
+def prepare(outputs: list[Node]) -> tuple[Entry, list[Node]]:
+    """The compiled program computing ``outputs`` (from the cache or compiled now) and the
+    graph's buffer leaves in canonical order."""
     STATS.realizations += 1
     key, leaves = structural_key(outputs)
     name = backend()
@@ -111,6 +139,10 @@ def run_graph(outputs: list[Node]) -> list:
         STATS.last_report = compiled.report
     else:
         STATS.program_cache_hits += 1
+    return entry, leaves
+
+
+def run_entry(entry: Entry, leaves: list[Node]) -> list:
     entry.runs += 1
     STATS.last_entry = entry
     inputs = [leaves[s].attrs[0].data for s in entry.slots]

@@ -14,8 +14,9 @@ import numpy as np
 
 from ..ir import ops
 from ..ir.buffer import Buffer
-from ..ir.errors import FusegradError, with_location
+from ..ir.errors import CaptureError, FusegradError, with_location
 from ..ir.node import Node
+from . import capture
 from . import dtype as dt
 from .grad_mode import is_grad_enabled
 from .provenance import user_location
@@ -29,8 +30,8 @@ PENDING: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionar
 class Tensor:
     """A multi-dimensional array whose operations are traced into an IR graph."""
 
-    __slots__ = ("node", "requires_grad", "grad", "_is_leaf", "seq", "_version", "_retains_grad",
-                 "_data_of", "__weakref__")
+    __slots__ = ("node", "requires_grad", "_grad", "_is_leaf", "seq", "_version",
+                 "_retains_grad", "_data_of", "__weakref__")
 
     def __init__(self, data: Any = None, dtype: Any = None, requires_grad: bool = False,
                  device: Any = None):
@@ -39,7 +40,7 @@ class Tensor:
         check_device(device)
         arr = as_array(data, dtype)
         self._bind(ops.buffer(buffer_of(arr)))
-        self.grad: Tensor | None = None
+        self._grad: Tensor | None = None
         self._is_leaf = True
         self._version = 0
         self._retains_grad = False
@@ -53,7 +54,7 @@ class Tensor:
         t = object.__new__(cls)
         t._bind(node)
         t.requires_grad = requires_grad
-        t.grad = None
+        t._grad = None
         t._is_leaf = not requires_grad
         t._version = 0
         t._retains_grad = False
@@ -67,6 +68,17 @@ class Tensor:
             PENDING[id(self)] = self
         else:
             PENDING.pop(id(self), None)
+            node.attrs[0].holder = weakref.ref(self)
+
+    @property
+    def grad(self) -> "Tensor | None":
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: "Tensor | None") -> None:
+        if value is None and capture.active() is not None:
+            capture.active().grad_cleared.add(id(self))
+        self._grad = value
 
     def _assign(self, node: Node, requires_grad: bool = False) -> "Tensor":
         """Record an in-place update: the same Tensor now holds ``node``.
@@ -82,6 +94,8 @@ class Tensor:
             raise RuntimeError(with_location(
                 "a leaf Variable that requires grad is being used in an in-place operation",
                 user_location()))
+        if capture.active() is not None:
+            self._check_capturable_mutation()
         self._bind(ops.cast(node, self.node.dtype))
         self._version += 1
         if requires_grad and is_grad_enabled() and self.dtype.is_floating_point:
@@ -94,6 +108,22 @@ class Tensor:
             base._bind(_detached(self.node))
             base._version += 1
         return self
+
+    def _check_capturable_mutation(self) -> None:
+        """Inside a compiled function, only arguments and declared state may change in place."""
+        data_of = getattr(self, "_data_of", None)
+        target = data_of() if data_of is not None else None
+        target = self if target is None else target
+        trace = capture.active()
+        if target.node.op != "buffer" or capture.is_state(target):
+            return
+        root = target.node.attrs[0].root()
+        if trace.existed_before(root) and id(root) not in trace.arg_buffers:
+            raise CaptureError(with_location(
+                f"in-place update of a tensor {target.node.type_str} that is neither an "
+                "argument, a parameter, a module buffer nor optimizer state: the compiled "
+                "program could not update it on later calls; pass it as an argument",
+                user_location()))
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -162,6 +192,10 @@ class Tensor:
     def _leaf_node(self) -> Node:
         """The node of a leaf that requires grad: a buffer of its own, which backward() finds."""
         if self.node.op != "buffer":
+            if capture.active() is not None:
+                raise CaptureError(with_location(
+                    "a parameter updated earlier in this compiled function is used again with "
+                    "gradients on; split the function at the update", user_location()))
             from .realize import realize
             realize(self)
         buf = self.node.attrs[0]
@@ -200,9 +234,9 @@ class Tensor:
                 "instead.", user_location()))
         return self._value()
 
-    def _value(self) -> np.ndarray:
+    def _value(self, what: str = "numpy()") -> np.ndarray:
         from .realize import check_capture, realize
-        check_capture(self, "numpy()/item()/tolist()")
+        check_capture(self, what)
         if self.node.op != "buffer":
             realize(self)
         return self.node.attrs[0].numpy()
@@ -212,10 +246,10 @@ class Tensor:
             raise ValueError(with_location(
                 f"a Tensor with {self.node.size} elements cannot be converted to Scalar",
                 user_location()))
-        return self._value().reshape(()).item()
+        return self._value("item()").reshape(()).item()
 
     def tolist(self) -> Any:
-        return self._value().tolist()
+        return self._value("tolist()").tolist()
 
     def __float__(self) -> float:
         return float(self.item())
@@ -309,7 +343,9 @@ def _detached(node: Node) -> Node:
     """The same value, cut from autograd: a realized value gets a new Buffer on the same data."""
     if node.op == "buffer":
         buf = node.attrs[0]
-        return ops.buffer(Buffer(buf.shape, buf.dtype, buf.data))
+        view = Buffer(buf.shape, buf.dtype, buf.data)
+        view.alias_of = buf
+        return ops.buffer(view)
     if node.op in ("const", "detach"):
         return node
     return ops.unary("detach", node)

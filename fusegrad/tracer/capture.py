@@ -1,0 +1,81 @@
+"""The state of a ``fusegrad.compile`` trace in progress, consulted by the tracer's hooks.
+
+While a compiled function's body runs for the first time, values cannot be read back into
+Python, realization is deferred to the end of the trace, and mutations of tensors from outside
+the function are checked.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ir.buffer import Buffer
+from ..ir.errors import CaptureError, with_location
+from .provenance import user_location
+
+
+@dataclass
+class Trace:
+    """What one trace saw: its start, the argument buffers, modules, grads and mutations."""
+
+    start: int                                   # Buffer.mark() when the trace began
+    arg_buffers: dict[int, int]                  # id(root Buffer) -> flat argument index
+    grads: dict[int, tuple[Any, str]] = field(default_factory=dict)  # id(leaf) -> (ref, mode)
+    grad_cleared: set[int] = field(default_factory=set)
+    modules: dict[int, Any] = field(default_factory=dict)            # id -> Module
+    replay_hooks: list[Any] = field(default_factory=list)            # callables, run per call
+    hook_keys: set[Any] = field(default_factory=set)
+
+    def existed_before(self, buf: Buffer) -> bool:
+        return buf.root().serial < self.start
+
+
+_active: list[Trace] = []
+
+
+def active() -> Trace | None:
+    return _active[-1] if _active else None
+
+
+def push(trace: Trace) -> None:
+    _active.append(trace)
+
+
+def pop() -> None:
+    _active.pop()
+
+
+def refuse(what: str) -> None:
+    """Raise the error for an operation that cannot be captured (when a trace is running)."""
+    if _active:
+        raise CaptureError(with_location(f"{what} inside a compiled function cannot be captured: "
+                                         "its result would be frozen into the compiled program",
+                                         user_location()))
+
+
+def note_module(module: Any) -> None:
+    if _active:
+        _active[-1].modules[id(module)] = module
+
+
+def add_replay_hook(key: Any, hook: Any) -> None:
+    """Run ``hook()`` before every replay of the trace being recorded (e.g. to refresh the
+    optimizer's hyperparameter buffers from ``param_groups``)."""
+    if _active and key not in _active[-1].hook_keys:
+        _active[-1].hook_keys.add(key)
+        _active[-1].replay_hooks.append(hook)
+
+
+_STATE: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+
+
+def mark_state(tensor: Any) -> Any:
+    """Declare ``tensor`` as state a compiled function may update in place (parameters,
+    module buffers, optimizer state, gradients)."""
+    _STATE[id(tensor)] = tensor
+    return tensor
+
+
+def is_state(tensor: Any) -> bool:
+    return _STATE.get(id(tensor)) is tensor

@@ -1,0 +1,391 @@
+"""``fusegrad.compile``: trace a function once per signature, then replay its compiled program.
+
+The first call with a new signature runs the Python body with tracing on: every op, the
+backward pass and the optimizer update are recorded, and at the end everything pending is
+realized as ONE program. The trace remembers where each input of that program comes from
+(an argument, a parameter or other state tensor, a constant, a fresh random key) and which
+tensors its outputs update. Later calls with the same signature skip the Python body: they
+gather the inputs, run the program and rebind the outputs.
+
+What cannot be replayed is refused while tracing, with the user's line: reading values back
+into Python (``item``, ``numpy``, ``bool``), in-place updates of tensors that are not
+arguments or declared state, eager random numbers.
+"""
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ir import ops
+from ..ir.buffer import Buffer
+from ..ir.graph import toposort
+from ..ir.node import Node
+from . import capture
+from .realize import (STATS, Entry, bind_value, pending_targets, prepare, realize, run_entry,
+                      unique_nodes)
+from .rng import next_key
+from .tensor import PENDING, Tensor
+
+DEFAULT_CACHE_LIMIT = 8
+
+
+# ---------------------------------------------------------------------------- pytrees
+def _flatten(obj: Any, leaves: list[Any]) -> Any:
+    """Replace tensors in nested tuples/lists/dicts by their index in ``leaves``."""
+    if isinstance(obj, Tensor):
+        leaves.append(obj)
+        return ("T", len(leaves) - 1)
+    if isinstance(obj, (tuple, list)):
+        return (type(obj).__name__, tuple(_flatten(o, leaves) for o in obj))
+    if isinstance(obj, dict):
+        return ("dict", tuple((k, _flatten(v, leaves)) for k, v in obj.items()))
+    return ("V", obj)
+
+
+def _unflatten(spec: Any, leaves: list[Any]) -> Any:
+    kind, body = spec
+    if kind == "T":
+        return leaves[body]
+    if kind in ("tuple", "list"):
+        items = [_unflatten(s, leaves) for s in body]
+        return tuple(items) if kind == "tuple" else items
+    if kind == "dict":
+        return {k: _unflatten(s, leaves) for k, s in body}
+    return body
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        return ("unhashable", type(value).__name__, repr(value))
+
+
+def _signature(spec: Any, tensors: list[Tensor]) -> tuple:
+    """Structure and plain values of the arguments, and shape/dtype/requires_grad of tensors."""
+    def strip(s: Any) -> Any:
+        kind, body = s
+        if kind == "T":
+            return "T"
+        if kind == "dict":
+            return ("dict", tuple((k, strip(v)) for k, v in body))
+        if kind in ("tuple", "list"):
+            return (kind, tuple(strip(v) for v in body))
+        return ("V", _hashable(body))
+    return (strip(spec), tuple((t.node.shape, t.node.dtype, t.requires_grad) for t in tensors))
+
+
+def _describe_change(old: tuple, new: tuple) -> str:
+    """The first difference between two signatures, in words."""
+    for i, (a, b) in enumerate(zip(old[1], new[1])):
+        if a != b:
+            return (f"tensor argument {i}: shape {list(a[0])} {a[1]} -> shape {list(b[0])} "
+                    f"{b[1]}")
+    if old[0] != new[0]:
+        return f"non-tensor arguments: {old[0]!r} -> {new[0]!r}"
+    if len(old[1]) != len(new[1]):
+        return f"number of tensor arguments {len(old[1])} -> {len(new[1])}"
+    return "module training modes or gradient state"
+
+
+# ---------------------------------------------------------------------------- one entry
+@dataclass
+class _Slot:
+    kind: str           # "arg" | "state" | "const" | "rng"
+    ref: Any            # arg index | weakref to Tensor | Buffer | rng count
+
+
+@dataclass
+class CompiledEntry:
+    """One traced signature: the program, where its inputs come from, what its outputs set."""
+
+    signature: tuple
+    program_entry: Entry
+    slots: list[_Slot]
+    rng_order: list[int]                       # slot indices of random keys, in draw order
+    state_outputs: list[tuple[Any, int]]       # (weakref Tensor, output index)
+    grad_outputs: list[tuple[Any, int]]        # (weakref leaf, output index)
+    return_outputs: list[tuple[int, int, bool]]  # (flat index, output index, requires_grad)
+    return_spec: Any
+    return_consts: dict[int, Tensor]           # returned tensors that are not program outputs
+    modules: list[Any]                         # weakrefs to the modules called
+    modes: tuple[bool, ...]
+    grad_guards: list[tuple[Any, bool]]        # (weakref leaf, grad must be None)
+    hooks: list[Callable[[], None]]
+    traced_ops: int
+    trace_seconds: float
+    replays: int = 0
+    output_meta: list[tuple[tuple[int, ...], str]] = field(default_factory=list)
+
+    def matches(self) -> bool:
+        for ref, mode in zip(self.modules, self.modes):
+            m = ref()
+            if m is not None and m.training != mode:
+                return False
+        for ref, must_be_none in self.grad_guards:
+            leaf = ref()
+            if leaf is not None and (leaf.grad is None) != must_be_none:
+                return False
+        return True
+
+    def replay(self, flat_args: list[Tensor]) -> Any:
+        for hook in self.hooks:
+            hook()
+        arrays = []
+        for slot in self.slots:
+            kind = slot.kind
+            if kind == "const":
+                arrays.append(slot.ref.data)
+            elif kind == "arg":
+                arrays.append(_data(flat_args[slot.ref]))
+            elif kind == "state":
+                t = slot.ref()
+                if t is None:
+                    raise RuntimeError("a tensor captured by a compiled function no longer exists")
+                arrays.append(_data(t))
+            else:
+                arrays.append(None)
+        for i in self.rng_order:
+            arrays[i] = next_key(self.slots[i].ref)
+        self.program_entry.runs += 1
+        STATS.last_entry = self.program_entry
+        outs = self.program_entry.compiled.program.run(arrays)
+        meta = self.output_meta
+        for ref, k in self.state_outputs:
+            t = ref()
+            if t is not None:
+                bind_value(t, outs[k])
+        for ref, k in self.grad_outputs:
+            leaf = ref()
+            if leaf is None:
+                continue
+            shape, dtype = meta[k]
+            node = ops.buffer(Buffer(shape, dtype, outs[k]))
+            if leaf.grad is None:
+                leaf.grad = capture.mark_state(Tensor._from_node(node))
+            else:
+                leaf.grad._bind(node)
+        returned: list[Any] = []
+        consts = self.return_consts
+        by_flat = {flat: (k, rg) for flat, k, rg in self.return_outputs}
+        for flat in range(len(by_flat) + len(consts)):
+            if flat in consts:
+                returned.append(consts[flat])
+                continue
+            k, rg = by_flat[flat]
+            shape, dtype = meta[k]
+            returned.append(Tensor._from_node(ops.buffer(Buffer(shape, dtype, outs[k]))))
+        self.replays += 1
+        return _unflatten(self.return_spec, returned)
+
+
+def _data(t: Tensor):
+    if t.node.op != "buffer":
+        realize(t)
+    return t.node.attrs[0].data
+
+
+# ---------------------------------------------------------------------------- the API
+class CompiledFunction:
+    """A function (or a Module's forward) that is traced once per signature and replayed."""
+
+    def __init__(self, fn: Callable[..., Any], cache_limit: int = DEFAULT_CACHE_LIMIT,
+                 module: Any = None):
+        self.fn = fn
+        self.module = module
+        self.cache_limit = cache_limit
+        self.entries: dict[tuple, list[CompiledEntry]] = {}
+        self.hits = 0
+        self.misses = 0
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        flat: list[Tensor] = []
+        spec = _flatten((args, kwargs), flat)
+        sig = _signature(spec, flat)
+        for entry in self.entries.get(sig, ()):
+            if entry.matches():
+                self.hits += 1
+                if PENDING:
+                    realize(*PENDING.values())  # the program reads state from buffers
+                return entry.replay(flat)
+        self.misses += 1
+        return self._trace(args, kwargs, flat, sig)[1]
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        """Compiled methods bind like functions (one compiled cache per function)."""
+        return self if obj is None else functools.partial(self.__call__, obj)
+
+    def __getattr__(self, name: str) -> Any:
+        module = self.__dict__.get("module")
+        if module is not None:
+            return getattr(module, name)
+        raise AttributeError(name)
+
+    @property
+    def entry_count(self) -> int:
+        return sum(len(v) for v in self.entries.values())
+
+    def _trace(self, args: tuple, kwargs: dict, flat: list[Tensor], sig: tuple
+               ) -> tuple[CompiledEntry, Any]:
+        if self.entry_count >= self.cache_limit:
+            previous = next(reversed(self.entries)) if self.entries else sig
+            warnings.warn(
+                f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}): "
+                f"{self.entry_count + 1} compiled signatures exceed cache_limit="
+                f"{self.cache_limit}; what changed: {_describe_change(previous, sig)}",
+                RuntimeWarning, stacklevel=3)
+        t0 = time.perf_counter()
+        if PENDING:
+            realize(*PENDING.values())
+        for t in flat:
+            if t.node.op != "buffer":
+                realize(t)
+        trace = capture.Trace(Buffer.mark(), {id(t.node.attrs[0].root()): i
+                                              for i, t in enumerate(flat)})
+        if self.module is not None:
+            for m in self.module.modules():
+                trace.modules[id(m)] = m
+        capture.push(trace)
+        try:
+            result = self.fn(*args, **kwargs)
+        finally:
+            capture.pop()
+        ret_flat: list[Tensor] = []
+        ret_spec = _flatten(result, ret_flat)
+        pending = pending_targets([t for t in ret_flat if t.node.op != "buffer"])
+        outputs = unique_nodes(pending)
+        out_index = {n: i for i, n in enumerate(outputs)}
+        traced_ops = len(toposort(outputs)) if outputs else 0
+        entry_p, leaves = prepare(outputs) if outputs else (None, [])
+        entry = self._record(trace, sig, entry_p, leaves, pending, out_index, ret_flat,
+                             ret_spec, traced_ops)
+        # run this first call with the program just compiled, exactly as a replay does
+        values = run_entry(entry_p, leaves) if entry_p is not None else []
+        by_node = dict(zip(outputs, values))
+        for t in pending:
+            bind_value(t, by_node[t.node])
+        entry.trace_seconds = time.perf_counter() - t0
+        self.entries.setdefault(sig, []).append(entry)
+        return entry, _unflatten(ret_spec, ret_flat)
+
+    def _record(self, trace: capture.Trace, sig: tuple, entry_p: Entry | None,
+                leaves: list[Node], pending: list[Tensor], out_index: dict[Node, int],
+                ret_flat: list[Tensor], ret_spec: Any, traced_ops: int) -> CompiledEntry:
+        target_ids = {id(t) for t in pending}
+        slots: list[_Slot] = []
+        rng: list[tuple[int, int]] = []
+        for s in (entry_p.slots if entry_p is not None else []):
+            buf = leaves[s].attrs[0]
+            root = buf.root()
+            holder = root.holder() if root.holder is not None else None
+            if id(root) in trace.arg_buffers:
+                slots.append(_Slot("arg", trace.arg_buffers[id(root)]))
+            elif root.rng_count:
+                rng.append((root.serial, len(slots)))
+                slots.append(_Slot("rng", root.rng_count))
+            elif holder is not None and (trace.existed_before(root) or id(holder) in target_ids):
+                slots.append(_Slot("state", weakref.ref(holder)))
+            else:
+                slots.append(_Slot("const", buf))
+        grads = {id(ref()): ref for ref, _ in trace.grads.values() if ref() is not None}
+        grad_tensor_ids = {id(leaf.grad): ref for ref in grads.values()
+                           if (leaf := ref()) is not None and leaf.grad is not None}
+        state_outputs, grad_outputs = [], []
+        ret_ids = {id(t) for t in ret_flat}
+        for t in pending:
+            k = out_index[t.node]
+            if id(t) in grad_tensor_ids:
+                grad_outputs.append((grad_tensor_ids[id(t)], k))
+            elif id(t) not in ret_ids:
+                state_outputs.append((weakref.ref(t), k))
+        return_outputs, return_consts = [], {}
+        for i, t in enumerate(ret_flat):
+            if t.node in out_index:
+                return_outputs.append((i, out_index[t.node], t.requires_grad))
+            else:
+                return_consts[i] = t
+        guards = [(ref, mode == "none") for ref, mode in trace.grads.values()
+                  if mode in ("none", "read")]
+        modules = list(trace.modules.values())
+        return CompiledEntry(
+            signature=sig, program_entry=entry_p, slots=slots,
+            rng_order=[i for _, i in sorted(rng)], state_outputs=state_outputs,
+            grad_outputs=grad_outputs, return_outputs=return_outputs, return_spec=ret_spec,
+            return_consts=return_consts, modules=[weakref.ref(m) for m in modules],
+            modes=tuple(m.training for m in modules), grad_guards=guards,
+            hooks=list(trace.replay_hooks), traced_ops=traced_ops, trace_seconds=0.0,
+            output_meta=[(n.shape, n.dtype) for n in out_index])
+
+    # ------------------------------------------------------------------ explain
+    def explain(self) -> str:
+        """What each compiled signature holds: ops, passes, kernels, buffers, times, hits."""
+        from ..backends.numba_cpu import STATS as KSTATS
+        lines = [f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}): "
+                 f"{self.entry_count} signature(s), {self.hits} replays (cache hits), "
+                 f"{self.misses} traces (misses)"]
+        for entries in self.entries.values():
+            for e in entries:
+                lines.append(_explain_entry(e))
+        lines.append(f"kernels this process: {KSTATS.kernels_compiled} compiled, "
+                     f"{KSTATS.kernels_loaded} loaded from the disk cache")
+        return "\n".join(lines)
+
+
+def _explain_entry(e: CompiledEntry) -> str:
+    shapes = ", ".join(f"{list(s)} {d}" for s, d, _ in e.signature[1])
+    out = [f"- signature ({shapes}): traced in {e.trace_seconds * 1e3:.1f} ms, "
+           f"replayed {e.replays} times",
+           f"  ops traced: {e.traced_ops}"]
+    if e.program_entry is None:
+        return "\n".join(out + ["  (nothing to compute)"])
+    report = e.program_entry.compiled.report
+    for rec in report.passes:
+        out.append(f"  pass {rec.name:<10} {rec.nodes_before:5d} -> {rec.nodes_after:5d} nodes")
+    out.append(f"  kernels: {report.kernel_count}, extern calls: {report.extern_count}")
+    plan = getattr(report.program, "plan", None)
+    if plan is not None:
+        out.append(f"  buffers: {_plan_text(plan)}")
+    kinds: dict[str, int] = {}
+    for s in e.slots:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    out.append("  inputs: " + ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) +
+               f"; outputs: {len(e.state_outputs)} state, {len(e.grad_outputs)} grads, "
+               f"{len(e.return_outputs)} returned")
+    for stage, sec in report.seconds.items():
+        out.append(f"  compile {stage:<18} {sec * 1e3:8.1f} ms")
+    return "\n".join(out)
+
+
+def _plan_text(plan: Any) -> str:
+    for name in ("total_bytes", "bytes"):
+        if hasattr(plan, name):
+            return f"{getattr(plan, name)} bytes"
+    return str(plan).splitlines()[0]
+
+
+def compile(fn: Callable[..., Any] | None = None, *, cache_limit: int = DEFAULT_CACHE_LIMIT
+            ) -> Any:  # noqa: A001 - fusegrad.compile like torch.compile
+    """Trace ``fn`` once per signature and replay the compiled program on later calls.
+
+    Usable as ``@fusegrad.compile``, ``@fusegrad.compile(cache_limit=4)`` and on a Module
+    (``fusegrad.compile(model)`` compiles its forward).
+    """
+    if fn is None:
+        return lambda f: compile(f, cache_limit=cache_limit)
+    if hasattr(fn, "forward") and hasattr(fn, "modules"):
+        return CompiledFunction(fn.__call__, cache_limit, module=fn)
+    return CompiledFunction(fn, cache_limit)
+
+
+def explain(fn: CompiledFunction, *args: Any, **kwargs: Any) -> str:
+    """Call ``fn`` (a compiled function) with ``args`` if given, then describe it."""
+    if args or kwargs:
+        fn(*args, **kwargs)
+    return fn.explain()
