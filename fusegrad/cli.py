@@ -1,4 +1,4 @@
-"""``fusegrad`` command line: ``train`` (the demo), ``dump`` (every compiler stage)."""
+"""``fusegrad`` command line: ``train`` (the demo), ``dump`` (every compiler stage), ``cache``."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,29 @@ def _dump(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .backends.numba_cpu import cache_dir
+    from .backends.numba_cpu.cache import cache_enabled, kernel_dir
+    root = cache_dir()
+    if args.action == "clear":
+        # only the per-toolchain folders fusegrad made: the root may be a folder of the user's
+        removed = [d for d in root.glob("fusegrad*") if d.is_dir()] if root.exists() else []
+        for d in removed:
+            shutil.rmtree(d)
+        print(f"cleared {len(removed)} cache folder(s) in {root}")
+        return 0
+    files = [f for f in root.rglob("*") if f.is_file()] if root.exists() else []
+    kernels = [f for f in files if f.suffix == ".py" and f.name.startswith("k_")]
+    size = sum(f.stat().st_size for f in files)
+    print(f"location: {root}{'' if cache_enabled() else ' (disabled by FUSEGRAD_CACHE=0)'}")
+    print(f"this build's folder: {kernel_dir()}")
+    print(f"entries: {len(kernels)} kernels in {len(files)} files")
+    print(f"size: {size / 1e6:.2f} MB")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fusegrad", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="stages to print (default: all)")
     d.add_argument("--format", choices=["text", "json", "dot"], default="text")
     d.set_defaults(func=_dump)
+    c = sub.add_parser("cache", help="the on-disk kernel cache: where it is, how big; clear it")
+    c.add_argument("action", choices=["info", "clear"])
+    c.set_defaults(func=_cache)
     args = parser.parse_args(argv)
     return args.func(args)
 

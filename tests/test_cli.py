@@ -1,0 +1,36 @@
+"""The command line: train, dump, cache."""
+import os
+import re
+import subprocess
+import sys
+
+
+def _cli(*args, cache=None):
+    env = dict(os.environ)
+    if cache is not None:
+        env["FUSEGRAD_CACHE_DIR"] = str(cache)
+    out = subprocess.run([sys.executable, "-m", "fusegrad", *args], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_train_prints_loss_time_and_kernels():
+    out = _cli("train", "--steps", "3", "--batch", "8")
+    assert out.count("loss") >= 3 and "kernels" in out and " ms" in out
+
+
+def test_dump_shows_every_stage():
+    out = _cli("dump", "--batch", "8")
+    for marker in ("# summary", "# traced", "after cse", "after dce", "# schedule",
+                   "# generated source", "@njit"):
+        assert marker in out, marker
+
+
+def test_cache_info_and_clear(tmp_path):
+    _cli("train", "--steps", "1", "--batch", "4", cache=tmp_path)
+    info = _cli("cache", "info", cache=tmp_path)
+    assert str(tmp_path) in info and "kernels" in info
+    assert re.search(r"entries: [1-9]\d* kernels", info), info
+    _cli("cache", "clear", cache=tmp_path)
+    assert "entries: 0 kernels" in _cli("cache", "info", cache=tmp_path)
