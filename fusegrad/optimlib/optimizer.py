@@ -1,19 +1,43 @@
 """Optimizer: parameter groups, per-parameter state, and hyperparameters as runtime inputs.
 
 An optimizer's update is traced like any other computation, so each parameter's update fuses
-into a kernel. Hyperparameters that users change while training (``lr``, ``momentum``...) are
-read from 0-d buffers that are refreshed before every step: changing them never recompiles.
+into a kernel, and ``step()`` realizes every update of the step in one program.
+
+Three rules keep that program compiled once for a whole training run:
+
+- Float hyperparameters (``lr``, ``betas``, ``eps``...) are read from 0-d buffers refreshed
+  before every step (``Optimizer.scalar``): changing ``param_groups[i]['lr']`` — by hand, as the
+  learning-rate finder does, or through a scheduler — changes data, never the graph. Only the
+  Python *branches* on hyperparameters (``momentum != 0``, ``amsgrad``, ``maximize``) shape the
+  graph, so flipping one of those compiles a new program.
+- Per-parameter state starts as buffers (``zeros_state``), so the first step has the structure
+  of every later one.
+- Step counters are 0-d float32 tensors in ``state[p]['step']`` (as in torch), incremented in the
+  graph; bias corrections are computed in the graph from them.
+
+Under ``fusegrad.compile`` the step's Python does not run on replays: parameters and state
+tensors are declared as state the compiled program updates, and a replay hook refreshes every
+runtime scalar from ``param_groups`` before each replay (and refuses to replay if an option that
+shapes the graph, such as ``momentum == 0`` or ``amsgrad``, has changed since tracing).
+
+Custom optimizers that override ``step`` and write ``p.add_(d_p, alpha=-group['lr'])`` (as in
+torch) work, but ``group['lr']`` is then a Python float that the tracer records as a constant:
+each distinct value compiles a new program. To keep one program, build the update from
+``self.scalar(group, 'lr', p)`` instead of ``group['lr']``.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from copy import deepcopy
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..ir import ops
 from ..ir.buffer import Buffer
+from ..tracer import capture
+from ..tracer.grad_mode import enable_grad, no_grad
 from ..tracer.realize import realize
 from ..tracer.tensor import Tensor
 
@@ -27,13 +51,25 @@ required = _Required()
 
 
 class Optimizer:
-    """Base class: holds ``param_groups`` and ``state``; subclasses implement ``step``."""
+    """Base class: holds ``param_groups`` and ``state``.
+
+    Built-in optimizers implement ``_update(group, p)`` (one parameter's update, traced under
+    ``no_grad``) and inherit ``step``; a subclass may instead override ``step`` as in torch.
+
+    Args:
+        params: an iterable of Tensors, or of dicts defining parameter groups (``'params'`` plus
+            per-group options overriding ``defaults``).
+        defaults: the default value of every option of a parameter group.
+    """
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
+        if isinstance(params, Tensor):
+            raise TypeError("params argument given to the optimizer should be an iterable of "
+                            f"Tensors or dicts, but got {type(params).__name__}")
         self.defaults = defaults
         self.state: dict[Tensor, dict[str, Any]] = _StateDict()
         self.param_groups: list[dict[str, Any]] = []
-        self._scalars: dict[tuple[int, str, str], Tensor] = {}
+        self._scalars: dict[tuple[int, str, str], _Scalar] = {}
         groups = list(params)
         if not groups:
             raise ValueError("optimizer got an empty parameter list")
@@ -43,8 +79,15 @@ class Optimizer:
             self.add_param_group(g)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group of parameters with its own options (unset options take the defaults)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         group = dict(param_group)
         params = group["params"]
+        if isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs. "
+                            "Please use a list instead.")
         group["params"] = [params] if isinstance(params, Tensor) else list(params)
         for name, default in self.defaults.items():
             if default is required and name not in group:
@@ -52,6 +95,8 @@ class Optimizer:
                                  f"optimization parameter {name}")
             group.setdefault(name, default)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if len({id(p) for p in group["params"]}) != len(group["params"]):
+            raise ValueError("optimizer contains a parameter group with duplicate parameters")
         for p in group["params"]:
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer can only optimize Tensors, got {type(p).__name__}")
@@ -59,40 +104,82 @@ class Optimizer:
                 raise ValueError("can't optimize a non-leaf Tensor")
             if id(p) in seen:
                 raise ValueError("some parameters appear in more than one parameter group")
+        for p in group["params"]:
+            capture.mark_state(p)  # a compiled step may update parameters in place
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients: drop them (default) or fill them with zeros."""
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
                 if set_to_none:
+                    # assigned even when already None: a compiled step then knows the gradient
+                    # is cleared whatever it was before the call
                     p.grad = None
-                else:
+                elif p.grad is not None:
+                    if p.grad.requires_grad:
+                        p.grad.detach_()
                     p.grad.zero_()
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        raise NotImplementedError
+        """Update every parameter that has a gradient; all updates run as one program.
+
+        Args:
+            closure: re-evaluates the model and returns the loss; called with grad enabled.
+        """
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        with no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self._update(group, p)
+        self._realize_step()
+        return loss
+
+    def _update(self, group: dict[str, Any], p: Tensor) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement step() or _update()")
 
     # ------------------------------------------------------------------ helpers for subclasses
-    def scalar(self, group: dict[str, Any], name: str, like: Tensor, value: Any = None) -> Tensor:
-        """A 0-d tensor holding ``group[name]`` (or ``value``) as a runtime input of the graph.
+    def scalar(self, group: dict[str, Any], name: str, like: Tensor | str,
+               derive: Callable[[dict[str, Any]], Any] | None = None) -> Tensor:
+        """A 0-d tensor holding ``group[name]`` (or ``derive(group)``) as a runtime input.
 
         The buffer keeps its identity across steps, so the compiled update is reused when the
-        value changes; only its data is replaced.
+        value changes; only its data is replaced (here for eager steps, and before every replay
+        of a ``fusegrad.compile``-d step).
+
+        Args:
+            group: the parameter group the value belongs to.
+            name: the option's name, or a name for a value derived from options.
+            like: the dtype, or a Tensor whose dtype the scalar takes.
+            derive: computes the value from the group (e.g. ``lambda g: 1 - g['betas'][0]``);
+                by default ``group[name]``.
         """
-        v = group[name] if value is None else value
-        key = (id(group), name, like.node.dtype)
-        t = self._scalars.get(key)
-        if t is None:
-            t = Tensor._from_node(ops.buffer(Buffer((), like.node.dtype,
-                                                    np.array([v], dtype=like.node.dtype))))
-            self._scalars[key] = t
-        else:
-            buf = t.node.attrs[0]
-            if buf.data[0] != v:
-                buf.data = np.array([v], dtype=like.node.dtype)
-        return t
+        dtype = like if isinstance(like, str) else like.node.dtype
+        key = (id(group), name, dtype)
+        s = self._scalars.get(key)
+        if s is None:
+            buf = Buffer((), dtype, np.zeros(1, dtype=dtype))
+            s = self._scalars[key] = _Scalar(group, name, derive, Tensor._from_node(
+                ops.buffer(buf)))
+        s.refresh()
+        if capture.active() is not None:
+            capture.add_replay_hook(("optimizer", id(self)),
+                                    _ReplayHook(self, self._graph_options()))
+        return s.tensor
+
+    def _graph_options(self) -> list[tuple]:
+        """Per group, the option values that decide the graph's structure (not its data)."""
+        return [self._graph_branches(g) for g in self.param_groups]
+
+    def _graph_branches(self, group: dict[str, Any]) -> tuple:
+        """What ``_update`` branches on in ``group``: here its flags (bool, None, str options);
+        subclasses add the tests they make on numbers (``weight_decay != 0``)."""
+        return tuple(sorted((k, v) for k, v in group.items()
+                            if v is None or isinstance(v, (bool, str))))
 
     def _realize_step(self) -> None:
         """Compute every parameter and state update of this step in one program."""
@@ -103,6 +190,11 @@ class Optimizer:
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self) -> dict[str, Any]:
+        """``{'state': {index: {...}}, 'param_groups': [{..., 'params': [index, ...]}]}``.
+
+        Parameters are numbered in the order of the groups, as in torch. Tensors in the state
+        are detached snapshots: later steps do not change them.
+        """
         index: dict[int, int] = {}
         groups = []
         for g in self.param_groups:
@@ -119,26 +211,27 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore options and state saved by ``state_dict`` (parameters matched by position).
+
+        State tensors are copied, cast to their parameter's dtype (``step`` stays float32).
+        """
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
-        params = [p for g in self.param_groups for p in g["params"]]
-        saved = [i for g in groups for i in g["params"]]
-        if len(saved) != len(params):
-            raise ValueError("loaded state dict contains a parameter group that doesn't match "
-                             "the size of optimizer's group")
-        by_id = dict(zip(saved, params))
+        for own, saved in zip(self.param_groups, groups):
+            if len(own["params"]) != len(saved["params"]):
+                raise ValueError("loaded state dict contains a parameter group that doesn't "
+                                 "match the size of optimizer's group")
+        by_index = {int(i): p for own, saved in zip(self.param_groups, groups)
+                    for i, p in zip(saved["params"], own["params"])}
         for group, new in zip(self.param_groups, groups):
             for k, v in new.items():
                 if k != "params":
                     group[k] = deepcopy(v)
         self.state.clear()
         for k, s in state_dict["state"].items():
-            p = by_id[int(k)]
-            self.state[p] = {name: (Tensor(v.detach().numpy().astype(p.node.dtype)
-                                           if v.dtype.is_floating_point else v.detach().numpy())
-                                    if isinstance(v, Tensor) else v)
-                             for name, v in s.items()}
+            p = by_index[int(k)]
+            self.state[p] = {name: _state_copy(name, v, p) for name, v in s.items()}
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -148,6 +241,87 @@ class Optimizer:
                 lines.append(f"    {k}: {g[k]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _state_copy(name: str, value: Any, p: Tensor) -> Any:
+    if not isinstance(value, Tensor):
+        return deepcopy(value)
+    arr = np.array(value.detach().numpy(), copy=True)
+    if name != "step" and arr.dtype.kind == "f":
+        arr = arr.astype(p.node.dtype)
+    return Tensor(arr)
+
+
+def zeros_state(p: Tensor, fill: float = 0.0) -> Tensor:
+    """A state tensor shaped like ``p``, held in a buffer from the start.
+
+    A buffer (rather than a traced ``zeros_like`` constant) gives the first step the same graph
+    as every later one, so the optimizer compiles one program instead of two.
+    """
+    return Tensor(np.full(p.node.shape, fill, dtype=p.node.dtype))
+
+
+def step_counter() -> Tensor:
+    """``state['step']``: a 0-d float32 tensor, as in torch."""
+    return Tensor(np.zeros((), dtype=np.float32))
+
+
+def lerp_(t: Tensor, end: Tensor, weight: Tensor, small: bool) -> Tensor:
+    """``t.lerp_(end, weight)`` with torch's CPU formula (``small``: |weight| < 0.5)."""
+    if small:
+        return t.add_(weight * (end - t))
+    return t.copy_(end - (end - t) * (1 - weight))
+
+
+def check_unsupported(differentiable: bool) -> None:
+    if differentiable:
+        raise ValueError("differentiable=True is not supported: optimizer steps are not "
+                         "recorded for autograd")
+
+
+@dataclass
+class _Scalar:
+    """One runtime scalar: where its value comes from and the 0-d tensor that holds it."""
+
+    group: dict[str, Any]
+    name: str
+    derive: Callable[[dict[str, Any]], Any] | None
+    tensor: Tensor
+
+    def refresh(self) -> None:
+        v = self.group[self.name] if self.derive is None else self.derive(self.group)
+        buf = self.tensor.node.attrs[0]
+        new = np.array([v], dtype=buf.dtype)
+        if buf.data.tobytes() != new.tobytes():
+            buf.data = new
+
+
+class _ReplayHook:
+    """Run before each replay of a compiled step: refresh the scalars from ``param_groups``."""
+
+    def __init__(self, optimizer: Optimizer, traced: list[tuple]):
+        self.optimizer = optimizer
+        self.traced = traced
+
+    def __call__(self) -> None:
+        opt = self.optimizer
+        if opt._graph_options() != self.traced:
+            raise RuntimeError(
+                f"{type(opt).__name__}: param_groups changed in a way that changes the update's "
+                f"graph since fusegrad.compile traced the step (traced: {self.traced}, now: "
+                f"{opt._graph_options()}); the compiled program cannot follow. Compile the "
+                "function again after changing such options.")
+        for s in opt._scalars.values():
+            s.refresh()
+
+
+class _ParamState(dict):
+    """One parameter's state: tensors put in it are declared as state a compiled step updates."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if isinstance(value, Tensor):
+            capture.mark_state(value)
+        super().__setitem__(key, value)
 
 
 class _StateDict(dict):
@@ -160,12 +334,19 @@ class _StateDict(dict):
     def __getitem__(self, p: Tensor) -> dict[str, Any]:
         if id(p) not in self._keys:
             self._keys[id(p)] = p
-            super().__setitem__(id(p), {})
+            super().__setitem__(id(p), _ParamState())
         return super().__getitem__(id(p))
 
     def __setitem__(self, p: Tensor, value: dict[str, Any]) -> None:
+        state = _ParamState()
+        for k, v in value.items():
+            state[k] = v
         self._keys[id(p)] = p
-        super().__setitem__(id(p), value)
+        super().__setitem__(id(p), state)
+
+    def __delitem__(self, p: Tensor) -> None:
+        self._keys.pop(id(p))
+        super().__delitem__(id(p))
 
     def __contains__(self, p: object) -> bool:
         return id(p) in self._keys
@@ -177,7 +358,7 @@ class _StateDict(dict):
         return [(self._keys[k], v) for k, v in super().items()]
 
     def keys(self):
-        return [self._keys[k] for k in super().keys()]
+        return list(self._keys.values())
 
     def __iter__(self):
         return iter(self.keys())
