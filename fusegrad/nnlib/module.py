@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Self
 
 from ..ir.errors import with_location
+from ..tracer import capture
+from ..tracer.creation import tensor
 from ..tracer.device import check_device
 from ..tracer.functions import to_dtype
 from ..tracer.grad_mode import no_grad
@@ -31,6 +33,7 @@ class Module:
                                   "\"forward\" function")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        capture.note_module(self)  # a compiled trace replays only while its modes are unchanged
         return self.forward(*args, **kwargs)
 
     # ------------------------------------------------------------------ registration
@@ -59,7 +62,7 @@ class Module:
         elif params is not None and name in self._buffers:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}'")
-            self._buffers[name] = value
+            self._buffers[name] = value if value is None else capture.mark_state(value)
         else:
             object.__setattr__(self, name, value)
 
@@ -67,6 +70,7 @@ class Module:
         self.__dict__.pop(name, None)
         for store in (self._parameters, self._buffers, self._modules):
             store.pop(name, None)
+        self._non_persistent.discard(name)
 
     def __getattr__(self, name: str) -> Any:
         d = self.__dict__
@@ -79,49 +83,76 @@ class Module:
         for store in (self._parameters, self._buffers, self._modules):
             if name in store:
                 del store[name]
+                self._non_persistent.discard(name)
                 return
         object.__delattr__(self, name)
 
+    def _check_name(self, kind: str, name: Any, store: dict) -> None:
+        """torch's rules for a new member's name (and "already exists" for other attributes)."""
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"cannot assign {kind} before Module.__init__() call")
+        if not isinstance(name, str):
+            raise TypeError(f"{kind} name should be a string. Got {type(name).__name__}")
+        if "." in name:
+            raise KeyError(f"{kind} name can't contain \".\"")
+        if name == "":
+            raise KeyError(f"{kind} name can't be empty string \"\"")
+        if hasattr(self, name) and name not in store:
+            raise KeyError(f"attribute '{name}' already exists")
+
     def register_parameter(self, name: str, param: Parameter | None) -> None:
-        if "." in name or not name:
-            raise KeyError(f"parameter name can't contain \".\" or be empty, got {name!r}")
+        self._check_name("parameter", name, self.__dict__.get("_parameters", {}))
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter "
                             f"'{name}' (fusegrad.nnlib.Parameter or None required)")
-        self._drop(name)
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
-        if "." in name or not name:
-            raise KeyError(f"buffer name can't contain \".\" or be empty, got {name!r}")
+        """A tensor that is state but not a parameter (running statistics); ``persistent=False``
+        keeps it out of the state dict."""
+        self._check_name("buffer", name, self.__dict__.get("_buffers", {}))
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}'")
-        self._drop(name)
-        self._buffers[name] = tensor
+            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' "
+                            "(fusegrad.Tensor or None required)")
+        # declared state: a compiled step may update it in place (running statistics)
+        self._buffers[name] = tensor if tensor is None else capture.mark_state(tensor)
         if persistent:
             self._non_persistent.discard(name)
         else:
             self._non_persistent.add(name)
 
-    def add_module(self, name: str, module: "Module | None") -> None:
+    def add_module(self, name: str, module: Module | None) -> None:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
-        if "." in name or not name:
-            raise KeyError(f"module name can't contain \".\" or be empty, got {name!r}")
-        self._drop(name)
+        self._check_name("module", name, self.__dict__.get("_modules", {}))
         self._modules[name] = module
 
     register_module = add_module
 
-    def get_submodule(self, target: str) -> "Module":
+    def get_submodule(self, target: str) -> Module:
         mod = self
         for part in target.split(".") if target else []:
+            if not isinstance(mod._modules.get(part), Module):
+                raise AttributeError(f"{mod._get_name()} has no attribute `{part}`")  # noqa: TRY004 - torch's
             mod = mod._modules[part]
         return mod
 
+    def _get_member(self, target: str, store: str, kind: str) -> Tensor:
+        module_path, _, name = target.rpartition(".")
+        mod = self.get_submodule(module_path)
+        if name not in getattr(mod, store):
+            raise AttributeError(f"{mod._get_name()} has no {kind} `{name}`")
+        return getattr(mod, store)[name]
+
+    def get_parameter(self, target: str) -> Parameter:
+        return self._get_member(target, "_parameters", "parameter")
+
+    def get_buffer(self, target: str) -> Tensor:
+        return self._get_member(target, "_buffers", "buffer")
+
     # ------------------------------------------------------------------ iteration
     def named_modules(self, memo: set | None = None, prefix: str = "",
-                      remove_duplicate: bool = True) -> Iterator[tuple[str, "Module"]]:
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
         memo = set() if memo is None else memo
         if remove_duplicate:
             if id(self) in memo:
@@ -133,25 +164,26 @@ class Module:
                 yield from mod.named_modules(memo, f"{prefix}.{name}" if prefix else name,
                                              remove_duplicate)
 
-    def modules(self) -> Iterator["Module"]:
+    def modules(self) -> Iterator[Module]:
         for _, m in self.named_modules():
             yield m
 
-    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+    def named_children(self) -> Iterator[tuple[str, Module]]:
         seen = set()
         for name, mod in self._modules.items():
             if mod is not None and id(mod) not in seen:
                 seen.add(id(mod))
                 yield name, mod
 
-    def children(self) -> Iterator["Module"]:
+    def children(self) -> Iterator[Module]:
         for _, m in self.named_children():
             yield m
 
     def _named_members(self, store: str, prefix: str, recurse: bool,
                        remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
         seen: set[int] = set()
-        mods = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        mods = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse \
+            else [(prefix, self)]
         for mod_prefix, mod in mods:
             for name, value in getattr(mod, store).items():
                 if value is None or (remove_duplicate and id(value) in seen):
@@ -176,17 +208,18 @@ class Module:
             yield b
 
     # ------------------------------------------------------------------ modes and grads
-    def train(self, mode: bool = True) -> "Module":
+    def train(self, mode: bool = True) -> Module:
         if not isinstance(mode, bool):
-            raise ValueError("training mode is expected to be boolean")
-        for m in self.modules():
-            object.__setattr__(m, "training", mode)
+            raise ValueError("training mode is expected to be boolean")  # noqa: TRY004 - torch's
+        object.__setattr__(self, "training", mode)
+        for m in self.children():
+            m.train(mode)  # through each child's own train(), which subclasses may extend
         return self
 
-    def eval(self) -> "Module":
+    def eval(self) -> Module:
         return self.train(False)
 
-    def requires_grad_(self, requires_grad: bool = True) -> "Module":
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
         for p in self.parameters():
             p.requires_grad_(requires_grad)
         return self
@@ -200,18 +233,18 @@ class Module:
             else:
                 p.grad.zero_()
 
-    def apply(self, fn: Callable[["Module"], None]) -> "Module":
+    def apply(self, fn: Callable[[Module], None]) -> Module:
         for m in self.children():
             m.apply(fn)
         fn(self)
         return self
 
     # ------------------------------------------------------------------ devices and dtypes
-    def _cast(self, dtype: Any) -> "Module":
+    def _cast(self, dtype: Any) -> Module:
         with no_grad():
             for m in self.modules():
                 for store in (m._parameters, m._buffers):
-                    for name, t in store.items():
+                    for t in store.values():
                         if t is not None and t.dtype.is_floating_point:
                             new = to_dtype(t, dtype)
                             t._bind(_detached(new.node))
@@ -219,8 +252,9 @@ class Module:
                                 t.grad._bind(_detached(to_dtype(t.grad, dtype).node))
         return self
 
-    def to(self, *args: Any, **kwargs: Any) -> "Module":
-        """``to(device)``, ``to(dtype)`` or both; parameters keep their identity."""
+    def to(self, *args: Any, **kwargs: Any) -> Module:
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(tensor)``; parameters and
+        buffers keep their identity, and only floating-point ones change dtype."""
         from ..tracer.dtype import dtype as dtype_cls
         dtype = kwargs.get("dtype")
         for a in args:
@@ -230,87 +264,108 @@ class Module:
                 dtype = a.dtype
             else:
                 check_device(a)
-        if "device" in kwargs:
+        if kwargs.get("device") is not None:
             check_device(kwargs["device"])
-        return self._cast(dtype) if dtype is not None else self
+        if dtype is None:
+            return self
+        if not dtype.is_floating_point:
+            raise TypeError(f"nn.Module.to only accepts floating point dtypes, but got desired "
+                            f"dtype={dtype}")
+        return self._cast(dtype)
 
-    def cpu(self) -> "Module":
+    def cpu(self) -> Module:
         return self
 
-    def cuda(self, device: Any = None) -> "Module":
+    def cuda(self, device: Any = None) -> Module:
         check_device("cuda")
         return self
 
-    def float(self) -> "Module":
+    def float(self) -> Module:
         return self._cast("float32")
 
-    def double(self) -> "Module":
+    def double(self) -> Module:
         return self._cast("float64")
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self, destination: dict | None = None, prefix: str = "",
-                   keep_vars: bool = False) -> "OrderedDict[str, Tensor]":
+                   keep_vars: bool = False) -> OrderedDict[str, Tensor]:
+        """Parameters and persistent buffers by dotted name (a module shared under two names
+        appears under both, as in torch); values are detached unless ``keep_vars``."""
         out: OrderedDict[str, Tensor] = OrderedDict() if destination is None else destination
-        for mod_prefix, mod in self.named_modules(prefix=prefix.rstrip(".")):
-            pre = f"{mod_prefix}." if mod_prefix else ""
-            for name, p in mod._parameters.items():
-                if p is not None:
-                    out[pre + name] = p if keep_vars else p.detach()
-            for name, b in mod._buffers.items():
-                if b is not None and name not in mod._non_persistent:
-                    out[pre + name] = b if keep_vars else b.detach()
+        for name, p in self._parameters.items():
+            if p is not None:
+                out[prefix + name] = p if keep_vars else p.detach()
+        for name, b in self._buffers.items():
+            if b is not None and name not in self._non_persistent:
+                out[prefix + name] = b if keep_vars else b.detach()
+        for name, mod in self._modules.items():
+            if mod is not None:
+                mod.state_dict(destination=out, prefix=f"{prefix}{name}.", keep_vars=keep_vars)
         return out
 
-    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False
-                        ) -> "IncompatibleKeys":
-        """Copy values from ``state_dict``; with ``strict``, keys must match exactly."""
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> IncompatibleKeys:
+        """Copy values from ``state_dict`` into the parameters and buffers (which keep their
+        identity and dtype).
+
+        Shapes must match whatever ``strict`` says; with ``strict`` the keys must match too. The
+        error lists every missing key, unexpected key and size mismatch, as torch's does. Values
+        may be tensors or arrays.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
         own = self.state_dict(keep_vars=True)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         errors = []
+        values: dict[str, Tensor] = {}
         for k, target in own.items():
             if k not in state_dict:
                 continue
             value = state_dict[k]
-            if not isinstance(value, Tensor):
-                value = Tensor(value)
-            if tuple(value.shape) != tuple(target.shape):
+            # arrays are copied: the model must not alias memory the caller may still write
+            values[k] = value if isinstance(value, Tensor) else tensor(value)
+            if tuple(values[k].shape) != tuple(target.shape):
                 errors.append(f"size mismatch for {k}: copying a param with shape "
-                              f"{list(value.shape)} from checkpoint, the shape in current model "
-                              f"is {list(target.shape)}.")
+                              f"{values[k].shape} from checkpoint, the shape in current model "
+                              f"is {target.shape}.")
         if strict:
             if unexpected:
                 errors.insert(0, "Unexpected key(s) in state_dict: " +
-                              ", ".join(f'"{k}"' for k in unexpected) + ".")
+                              ", ".join(f'"{k}"' for k in unexpected) + ". ")
             if missing:
                 errors.insert(0, "Missing key(s) in state_dict: " +
-                              ", ".join(f'"{k}"' for k in missing) + ".")
+                              ", ".join(f'"{k}"' for k in missing) + ". ")
         if errors:
             raise RuntimeError(with_location(
-                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" +
+                f"Error(s) in loading state_dict for {self._get_name()}:\n\t" +
                 "\n\t".join(errors), user_location()))
         with no_grad():
-            for k, target in own.items():
-                if k in state_dict:
-                    value = state_dict[k]
-                    value = value if isinstance(value, Tensor) else Tensor(value)
-                    target._bind(_detached(to_dtype(value, target.dtype).node))
+            for k, value in values.items():
+                target = own[k]
+                target._bind(_detached(to_dtype(value, target.dtype).node))
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing
+    def _get_name(self) -> str:
+        return type(self).__name__
+
     def extra_repr(self) -> str:
+        """One line (or several) of settings shown inside the module's repr."""
         return ""
 
     def __repr__(self) -> str:
         extra = self.extra_repr()
-        children = [(n, m) for n, m in self._modules.items()]
-        if not children:
-            return f"{type(self).__name__}({extra})"
-        lines = [extra] if extra else []
-        for name, mod in children:
-            text = repr(mod).replace("\n", "\n  ")
-            lines.append(f"({name}): {text}")
-        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [f"({name}): " + repr(mod).replace("\n", "\n  ")
+                       for name, mod in self._modules.items()]
+        lines = extra_lines + child_lines
+        body = ""
+        if len(extra_lines) == 1 and not child_lines:
+            body = extra_lines[0]
+        elif lines:
+            body = "\n  " + "\n  ".join(lines) + "\n"
+        return f"{self._get_name()}({body})"
 
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers) |
@@ -320,7 +375,7 @@ class Module:
 class IncompatibleKeys(tuple):
     """(missing_keys, unexpected_keys), as ``load_state_dict`` returns them."""
 
-    def __new__(cls, missing: list[str], unexpected: list[str]) -> "IncompatibleKeys":
+    def __new__(cls, missing: list[str], unexpected: list[str]) -> Self:
         return super().__new__(cls, (missing, unexpected))
 
     @property
