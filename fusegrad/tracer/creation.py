@@ -196,7 +196,9 @@ def randn_like(x: Tensor, dtype: Any = None) -> Tensor:
 def uniform_node_tensor(shape: tuple[int, ...], dtype: str) -> Tensor:
     """Lazy uniform numbers from an in-graph ``rand`` node (for dropout masks)."""
     from .rng import next_key
-    key = buffer_of(next_key(math.prod(shape)))
+    count = math.prod(shape)
+    key = buffer_of(next_key(count))
+    key.rng_count = max(count, 1)  # fusegrad.compile draws a fresh key on every replay
     return Tensor._from_node(ops.rand(ops.buffer(key), shape, dtype, user_location()))
 
 

@@ -1,0 +1,252 @@
+"""fusegrad.compile: trace once per signature, replay; equal to uncompiled; refusals."""
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import fusegrad as fg
+import fusegrad.nnlib as nn
+import fusegrad.optimlib as optim
+from fusegrad import CaptureError
+
+
+def _train(model_fn, opt_fn, batches, compiled, lr_schedule=None):
+    fg.manual_seed(0)
+    model = model_fn()
+    opt = opt_fn(model.parameters())
+    calls = {"n": 0}
+
+    def step(x, y):
+        calls["n"] += 1
+        opt.zero_grad()
+        loss = nn.CrossEntropyLoss()(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    fn = fg.compile(step) if compiled else step
+    losses = []
+    for i, (x, y) in enumerate(batches):
+        if lr_schedule is not None:
+            opt.param_groups[0]["lr"] = lr_schedule(i)
+        losses.append(fn(fg.tensor(x), fg.tensor(y)).item())
+    params = [p.detach().numpy().copy() for p in model.parameters()]
+    state = [{k: v.detach().numpy().copy() for k, v in s.items() if isinstance(v, fg.Tensor)}
+             for _, s in opt.state.items()]
+    return losses, params, state, calls["n"], fn
+
+
+def _batches(n, batch=8, features=12, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((batch, features)).astype(np.float32),
+             rng.integers(0, classes, batch)) for _ in range(n)]
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def _sgd(params):
+    return optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+
+def _assert_same(a, b):
+    np.testing.assert_array_equal(np.array(a[0]), np.array(b[0]))
+    for x, y in zip(a[1], b[1]):
+        np.testing.assert_array_equal(x, y)
+    assert len(a[2]) == len(b[2])
+    for sa, sb in zip(a[2], b[2]):
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            np.testing.assert_array_equal(sa[k], sb[k])
+
+
+def test_compiled_mlp_training_equals_uncompiled():
+    batches = _batches(20)
+    eager = _train(_mlp, _sgd, batches, compiled=False)
+    compiled = _train(_mlp, _sgd, batches, compiled=True)
+    _assert_same(eager, compiled)
+    assert compiled[3] == 1  # the body ran once for 20 calls
+
+
+def test_lr_changes_are_read_each_call_without_recompiling():
+    batches = _batches(10)
+    schedule = lambda i: 0.1 / (1 + i)  # noqa: E731
+    eager = _train(_mlp, _sgd, batches, compiled=False, lr_schedule=schedule)
+    compiled = _train(_mlp, _sgd, batches, compiled=True, lr_schedule=schedule)
+    _assert_same(eager, compiled)
+    assert compiled[3] == 1
+
+
+def test_dropout_and_batchnorm_train_mode_equal_uncompiled():
+    def model():
+        return nn.Sequential(nn.Linear(12, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3),
+                             nn.Linear(16, 4))
+    batches = _batches(8)
+
+    def run(compiled):
+        out = _train(model, _sgd, batches, compiled)
+        return out
+
+    eager, compiled = run(False), run(True)
+    _assert_same(eager, compiled)
+    assert compiled[3] == 1
+
+
+def test_body_runs_once_per_signature_and_limit_warns():
+    counter = {"n": 0}
+
+    @fg.compile(cache_limit=2)
+    def f(x):
+        counter["n"] += 1
+        return (x * 2 + 1).sum()
+
+    for _ in range(100):
+        f(fg.ones(4, 3))
+    assert counter["n"] == 1
+    assert f(fg.ones(4, 3)).item() == 36.0
+    f(fg.ones(5, 3))
+    assert counter["n"] == 2
+    with pytest.warns(RuntimeWarning, match=r"cache_limit=2.*shape \[5, 3\].*shape \[6, 3\]"):
+        f(fg.ones(6, 3))
+
+
+def test_replay_uses_new_argument_values():
+    @fg.compile
+    def f(x, y):
+        return x @ y + 1
+
+    a, b = np.ones((2, 3), np.float32), np.arange(6, dtype=np.float32).reshape(3, 2)
+    f(fg.tensor(a), fg.tensor(b))
+    out = f(fg.tensor(a * 2), fg.tensor(b))
+    np.testing.assert_allclose(out.numpy(), (a * 2) @ b + 1)
+
+
+def test_item_inside_is_refused_with_the_line():
+    @fg.compile
+    def f(x):
+        return x.sum().item()  # refused-item
+
+    with pytest.raises(CaptureError, match=r"(?s)item\(\).*test_compile.py:\d+"):
+        f(fg.ones(3))
+
+
+def test_numpy_inside_is_refused():
+    @fg.compile
+    def f(x):
+        return x.numpy()
+
+    with pytest.raises(CaptureError, match="numpy"):
+        f(fg.ones(3))
+
+
+def test_python_control_flow_on_tensor_values_is_refused():
+    @fg.compile
+    def f(x):
+        if x.sum() > 0:
+            return x
+        return -x
+
+    with pytest.raises(CaptureError, match="bool"):
+        f(fg.ones(3))
+
+
+def test_mutating_an_outside_tensor_is_refused():
+    counter = fg.zeros(3)
+    counter.numpy()
+
+    @fg.compile
+    def f(x):
+        counter.add_(x)
+        return x
+
+    with pytest.raises(CaptureError, match="neither an argument, a parameter"):
+        f(fg.ones(3))
+
+
+def test_mutating_an_argument_is_replayed():
+    @fg.compile
+    def f(acc, x):
+        acc.add_(x)
+        return acc.sum()
+
+    acc = fg.zeros(3)
+    for _ in range(4):
+        f(acc, fg.ones(3))
+    np.testing.assert_array_equal(acc.numpy(), [4.0, 4.0, 4.0])
+
+
+def test_dropout_random_numbers_advance_like_uncompiled():
+    def run(compiled):
+        fg.manual_seed(3)
+        drop = nn.Dropout(0.5)
+        fn = fg.compile(lambda x: drop(x)) if compiled else (lambda x: drop(x))
+        return [fn(fg.ones(6, 5)).numpy().copy() for _ in range(4)]
+
+    eager, compiled = run(False), run(True)
+    for a, b in zip(eager, compiled):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(compiled[0], compiled[1])
+
+
+def test_compile_a_module_and_explain():
+    fg.manual_seed(0)
+    model = _mlp()
+    cm = fg.compile(model)
+    x = fg.randn(8, 12)
+    np.testing.assert_allclose(cm(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(cm(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
+    text = cm.explain()
+    for word in ("ops traced", "kernels", "extern calls", "buffers", "compile", "replays"):
+        assert word in text
+    model.eval()
+    cm(x)  # a new training mode is a new signature
+    assert cm.entry_count == 2
+
+
+SCRIPT = r"""
+import json
+import fusegrad as fg, fusegrad.nnlib as nn, fusegrad.optimlib as optim
+from fusegrad.backends.numba_cpu import STATS
+fg.manual_seed(0)
+model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+@fg.compile
+def step(x, y):
+    opt.zero_grad()
+    loss = nn.CrossEntropyLoss()(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss
+x, y = fg.randn(4, 6), fg.randint(0, 3, (4,))
+losses = [step(x, y).item() for _ in range(3)]
+print(json.dumps({"compiled": STATS.kernels_compiled, "loaded": STATS.kernels_loaded,
+                  "losses": losses}))
+"""
+
+
+def _run_script(cache):
+    env = dict(os.environ, FUSEGRAD_CACHE_DIR=str(cache), FUSEGRAD_BACKEND="numba_cpu")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_compiles_nothing_and_truncated_entries_rebuild(tmp_path):
+    first = _run_script(tmp_path)
+    assert first["compiled"] > 0
+    second = _run_script(tmp_path)
+    assert second["compiled"] == 0 and second["loaded"] > 0
+    assert second["losses"] == first["losses"]
+    victim = sorted(tmp_path.rglob("*.nbc"))[0]
+    victim.write_bytes(victim.read_bytes()[:10])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        third = _run_script(tmp_path)
+    assert third["losses"] == first["losses"]
+    assert third["compiled"] >= 1
