@@ -608,3 +608,5 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
 from .functional_conv import (adaptive_avg_pool1d, adaptive_avg_pool2d,  # noqa: E402
                               adaptive_avg_pool3d, avg_pool1d, avg_pool2d, avg_pool3d, conv1d,
                               conv2d, conv3d, max_pool1d, max_pool2d, max_pool3d, unfold)
+from .functional_seq import (embedding, multi_head_attention_forward,  # noqa: E402
+                             scaled_dot_product_attention)
