@@ -5,6 +5,8 @@ import os
 import sys
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# The built-in demo is user code of the library: its lines are what `fusegrad dump` should show.
+_USER_FILES_IN_PKG = {_PKG_DIR + "demo.py"}
 
 
 def user_location() -> str | None:
@@ -12,7 +14,7 @@ def user_location() -> str | None:
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(_PKG_DIR):
+        if not filename.startswith(_PKG_DIR) or filename in _USER_FILES_IN_PKG:
             return f"{_short(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return None
