@@ -20,17 +20,22 @@ tensors are declared as state the compiled program updates, and a replay hook re
 runtime scalar from ``param_groups`` before each replay (and refuses to replay if an option that
 shapes the graph, such as ``momentum == 0`` or ``amsgrad``, has changed since tracing).
 
-Custom optimizers that override ``step`` and write ``p.add_(d_p, alpha=-group['lr'])`` (as in
-torch) work, but ``group['lr']`` is then a Python float that the tracer records as a constant:
-each distinct value compiles a new program. To keep one program, build the update from
-``self.scalar(group, 'lr', p)`` instead of ``group['lr']``.
+Custom optimizers that override ``step`` as in torch (``p.add_(d_p, alpha=-group['lr'])``) are
+compiled like the built-in ones: ``param_groups`` entries are :class:`ParamGroup` dicts whose
+float hyperparameters (``runtime_options``: ``lr``, ``momentum``, ``eps``...) read as
+:class:`~fusegrad.optimlib.runtime.RuntimeFloat` — a ``float`` in every Python sense that the
+tracer takes as a runtime input rather than a constant, also through arithmetic (``-lr``,
+``lr * k``). Changing ``param_groups[i]['lr']`` thus never compiles a new program, eagerly or
+under ``fusegrad.compile`` (where the replay hook refreshes these scalars as well). Values are
+stored as plain numbers: ``state_dict``, ``deepcopy`` and pickling see ``float``.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -40,6 +45,7 @@ from ..tracer import capture
 from ..tracer.grad_mode import enable_grad, no_grad
 from ..tracer.realize import realize
 from ..tracer.tensor import Tensor
+from .runtime import RuntimeFloat, RuntimeInt, plain
 
 
 class _Required:
@@ -62,6 +68,10 @@ class Optimizer:
         defaults: the default value of every option of a parameter group.
     """
 
+    #: float options read from ``param_groups`` as runtime inputs (subclasses may add names)
+    runtime_options: frozenset[str] = frozenset(
+        {"lr", "momentum", "dampening", "weight_decay", "eps", "alpha", "lr_decay"})
+
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of "
@@ -82,7 +92,7 @@ class Optimizer:
         """Add a group of parameters with its own options (unset options take the defaults)."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
-        group = dict(param_group)
+        group = ParamGroup(self, dict.items(param_group))
         params = group["params"]
         if isinstance(params, set):
             raise TypeError("optimizer parameters need to be organized in ordered collections, "
@@ -170,6 +180,23 @@ class Optimizer:
             capture.add_replay_hook(("optimizer", id(self)),
                                     _ReplayHook(self, self._graph_options()))
         return s.tensor
+
+    def _runtime(self, group: dict[str, Any], name: str, value: float) -> Any:
+        """``group[name]`` (``value``) as a number the tracer reads as a runtime input.
+
+        Eagerly the number is backed by a fresh buffer when an op first reads it; inside a
+        ``fusegrad.compile`` trace, by ``self.scalar(group, name)``, which replays refresh.
+        """
+        cls = RuntimeFloat if type(value) is float else RuntimeInt
+        trace = capture.active()
+        if trace is None:
+            return cls(value)
+
+        def make() -> Tensor:
+            if dict.get(group, name) != value:  # changed since it was read: use what was read
+                return cls(value).__fusegrad_scalar__
+            return self.scalar(group, name, "float64")
+        return cls(value, trace, make)
 
     def _graph_options(self) -> list[tuple]:
         """Per group, the option values that decide the graph's structure (not its data)."""
@@ -289,7 +316,11 @@ class _Scalar:
     tensor: Tensor
 
     def refresh(self) -> None:
-        v = self.group[self.name] if self.derive is None else self.derive(self.group)
+        group = self.group
+        if self.derive is None:
+            v = dict.__getitem__(group, self.name)
+        else:  # read plain values (runtime wrappers would trace tensor ops for nothing)
+            v = self.derive(dict(dict.items(group)) if isinstance(group, ParamGroup) else group)
         buf = self.tensor.node.attrs[0]
         new = np.array([v], dtype=buf.dtype)
         if buf.data.tobytes() != new.tobytes():
@@ -313,6 +344,63 @@ class _ReplayHook:
                 "function again after changing such options.")
         for s in opt._scalars.values():
             s.refresh()
+
+
+class ParamGroup(dict):
+    """One entry of ``optimizer.param_groups``: a dict of options (and ``'params'``).
+
+    Reading an option of ``optimizer.runtime_options`` that holds a number gives a
+    :class:`~fusegrad.optimlib.runtime.RuntimeFloat` (or ``RuntimeInt``), which traced ops read
+    as a runtime input; values are stored plain (runtime numbers written back are unwrapped), so
+    ``items()``, ``copy()``, ``state_dict``, ``deepcopy`` and pickling see plain numbers (the
+    last two give a plain ``dict``, as in torch).
+    """
+
+    def __init__(self, optimizer: Optimizer | None = None, items: Any = ()) -> None:
+        super().__init__()
+        self._optimizer = weakref.ref(optimizer) if optimizer is not None else None
+        for k, v in items:
+            dict.__setitem__(self, k, plain(v))
+
+    def __getitem__(self, key: Any) -> Any:
+        value = dict.__getitem__(self, key)
+        t = type(value)
+        if (t is float or t is int) and self._optimizer is not None:
+            opt = self._optimizer()
+            if opt is not None and key in opt.runtime_options:
+                return opt._runtime(self, key, value)
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default  # noqa: SIM401 (self.get is this)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        dict.__setitem__(self, key, plain(value))
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def __ior__(self, other: Any) -> Self:
+        self.update(other)
+        return self
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        return (dict, (dict(dict.items(self)),))
+
+    def __reduce__(self) -> tuple:
+        return self.__reduce_ex__(2)
+
+    def __copy__(self) -> dict:
+        return dict(dict.items(self))
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        return deepcopy(dict(dict.items(self)), memo)
 
 
 class _ParamState(dict):

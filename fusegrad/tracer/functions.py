@@ -109,6 +109,10 @@ def _cat(t: Tensor) -> int:
 def _operand(x: TensorLike, shape: tuple[int, ...], dtype: str, loc: str | None) -> Node:
     if isinstance(x, Tensor):
         return broadcast_node(ops.cast(node_of(x), dtype, loc), shape, loc)
+    runtime = getattr(x, "__fusegrad_scalar__", None)
+    if runtime is not None:
+        # a Python number backed by a 0-d tensor (optimizer hyperparameters): a runtime input
+        return broadcast_node(ops.cast(node_of(runtime), dtype, loc), shape, loc)
     if not isinstance(x, (int, float, bool, np.number, np.bool_)):
         raise TypeError(with_location(f"unsupported operand type {type(x).__name__}", loc))
     return ops.const(x.item() if isinstance(x, np.generic) else x, shape, dtype, loc)
