@@ -42,25 +42,37 @@ def summary(report: CompileReport) -> str:
     return "\n".join(lines)
 
 
-def graph_json(graph: Graph) -> str:
+def to_networkx(graph: Graph) -> "networkx.DiGraph":
+    """The graph as a networkx DiGraph: nodes ``%i`` with op, type and source line; edges from
+    inputs to users (in input order)."""
+    import networkx
     order = toposort(graph.outputs)
     ids = {n: i for i, n in enumerate(order)}
-    return json.dumps({
-        "nodes": [{"id": ids[n], "op": n.op, "shape": list(n.shape), "dtype": n.dtype,
-                   "inputs": [ids[i] for i in n.inputs], "loc": n.loc,
-                   "attrs": repr(n.attrs) if n.op != "buffer" else None} for n in order],
-        "outputs": [ids[o] for o in graph.outputs],
-    }, indent=1)
+    outputs = {ids[o] for o in graph.outputs}
+    g = networkx.DiGraph()
+    for n in order:
+        g.add_node(f"%{ids[n]}", op=n.op, type=n.type_str, loc=n.loc or "",
+                   attrs="" if n.op == "buffer" else repr(n.attrs), output=ids[n] in outputs)
+        for pos, i in enumerate(n.inputs):
+            g.add_edge(f"%{ids[i]}", f"%{ids[n]}", position=pos)
+    return g
+
+
+def graph_json(graph: Graph) -> str:
+    """networkx's node-link JSON of the graph."""
+    import networkx
+    return json.dumps(networkx.node_link_data(to_networkx(graph), edges="edges"), indent=1)
 
 
 def graph_dot(graph: Graph) -> str:
-    order = toposort(graph.outputs)
-    ids = {n: i for i, n in enumerate(order)}
+    """Graphviz DOT text of the graph (render with ``dot -Tsvg``)."""
+    g = to_networkx(graph)
     lines = ["digraph fusegrad {", "  node [shape=box, fontname=monospace];"]
-    for n in order:
-        label = f"%{ids[n]} {n.op}\\n{n.type_str}"
-        lines.append(f'  n{ids[n]} [label="{label}"];')
-        lines.extend(f"  n{ids[i]} -> n{ids[n]};" for i in n.inputs)
+    for name, data in g.nodes(data=True):
+        label = f"{name} {data['op']}\\n{data['type']}"
+        style = ", style=bold" if data["output"] else ""
+        lines.append(f'  "{name}" [label="{label}"{style}];')
+    lines.extend(f'  "{u}" -> "{v}";' for u, v in g.edges())
     lines.append("}")
     return "\n".join(lines)
 

@@ -34,3 +34,12 @@ def test_cache_info_and_clear(tmp_path):
     assert re.search(r"entries: [1-9]\d* kernels", info), info
     _cli("cache", "clear", cache=tmp_path)
     assert "entries: 0 kernels" in _cli("cache", "info", cache=tmp_path)
+
+
+def test_dump_json_and_dot():
+    import json
+    graph = json.loads(_cli("dump", "--batch", "4", "--format", "json"))
+    ops = {n["op"] for n in graph["nodes"]}
+    assert {"buffer", "matmul", "sum"} <= ops and graph["edges"]
+    dot = _cli("dump", "--batch", "4", "--format", "dot")
+    assert dot.startswith("digraph fusegrad {") and "->" in dot
