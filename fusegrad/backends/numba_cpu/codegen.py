@@ -1,8 +1,11 @@
 """Numba source for one fused Kernel: loop nests, index arithmetic and typed scalar code.
 
 A kernel becomes one ``@njit`` function over flat 1-D contiguous arrays: its outputs first, then
-each distinct loaded buffer once. Bounds, strides and offsets are baked in as literals, so LLVM
-sees plain counted loops it can vectorise. The comment lines of the generated module (the IR nodes
+one argument per distinct (loaded buffer, base offset) pair. Bounds and strides are baked in as
+literals, so LLVM sees plain counted loops it can vectorise; a load's constant flat offset is not:
+the program passes the buffer from that offset on (``buf[base:]``, see ``load_base``), so kernels
+that differ only in where they read (the time steps of an unrolled RNN) share one source, one
+compile and one cache entry. The comment lines of the generated module (the IR nodes
 and the user's lines they came from) are not part of the source hash: moving a line in the user's
 file does not recompile a kernel.
 """
@@ -11,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...ir.dtypes import is_float, is_int
 from ...ir.errors import FusegradError
 from ...ir.node import Node
 from ...ir.ops import REDUCE
 from ...ir.random import SCALAR_SOURCE
-from ...ir.schedule import Kernel
+from ...ir.schedule import Kernel, Load
 from ...ir.view import View
 
 
@@ -36,6 +39,10 @@ class KernelSource:
         function: name of the ``@njit`` function in the module.
         hash: sha256 (hex) of the module's code lines, comments left out.
         parallel: whether the function was generated with ``prange`` and ``parallel=True``.
+        operands: what the function takes, in call order, as (node, base): the kernel's outputs
+            (base 0), then one entry per distinct (load source, ``load_base``) pair, in the order
+            the code first reads them. The argument is the node's flat buffer from element
+            ``base`` on (``buffer[base:]``).
     """
 
     name: str
@@ -43,17 +50,38 @@ class KernelSource:
     function: str
     hash: str
     parallel: bool
+    operands: tuple[tuple[Node, int], ...] = field(default=(), compare=False, repr=False)
+
+
+def load_base(load: Load) -> int:
+    """Element of ``load.src`` that the kernel's argument for this load starts at.
+
+    The smallest flat offset the view reads at a valid (unmasked) position, so the offset left in
+    the kernel source (``view.offset - base``) depends only on the view's shape, strides and masks.
+    0 (the offset stays a literal) when the view reads no valid position at all (an empty or
+    fully masked view, whose offset may lie outside the buffer) or would read outside
+    ``load.src``: every index the kernel computes then stays what it was.
+    """
+    view = load.view
+    lo = hi = view.offset
+    for d, (n, stride) in enumerate(zip(view.shape, view.strides)):
+        m = view.mask(d)
+        if m is not None:
+            start, step, count = m
+            n = min(count, len(range(start, n, step)))  # valid positions k = 0 .. n-1
+        if n <= 0:
+            return 0
+        span = (n - 1) * stride
+        lo, hi = (lo + span, hi) if span < 0 else (lo, hi + span)
+    if lo <= 0 or hi >= load.src.size:
+        return 0
+    return lo
 
 
 def kernel_args(kernel: Kernel) -> list[Node]:
-    """The nodes whose buffers a kernel takes, in call order: outputs, then distinct load sources."""
-    args = list(kernel.outputs)
-    seen = set(args)
-    for load in kernel.loads.values():
-        if load.src not in seen:
-            seen.add(load.src)
-            args.append(load.src)
-    return args
+    """The nodes whose buffers a kernel takes, in call order (``KernelSource.operands`` without the
+    bases; a source read from two bases appears twice)."""
+    return [n for n, _ in kernel_source(kernel, False).operands]
 
 
 def kernel_work(kernel: Kernel) -> int:
@@ -84,7 +112,9 @@ def kernel_source(kernel: Kernel, parallel: bool) -> KernelSource:
     """
     writer = _KernelWriter(kernel, parallel)
     source = writer.module()
-    return KernelSource(kernel.name, source, writer.fn_name, source_hash(source), writer.parallel)
+    operands = [(n, 0) for n in writer.outputs] + list(writer.in_names)
+    return KernelSource(kernel.name, source, writer.fn_name, source_hash(source), writer.parallel,
+                        tuple(operands))
 
 
 # ----------------------------------------------------------------------------- scalar code
@@ -193,6 +223,13 @@ def _static_offset(view: View, index: tuple[int, ...]) -> int | None:
     return offset
 
 
+def _commutative(node: Node) -> bool:
+    """Ops whose two operands can be swapped without changing a bit of the result (float
+    ``maximum``/``minimum`` cannot: which NaN or which signed zero wins depends on the order)."""
+    return node.op in ("add", "mul", "eq", "ne") or (
+        node.op in ("maximum", "minimum") and not is_float(node.dtype))
+
+
 def _identifier(name: str) -> str:
     """The function name of a kernel: ``k_`` and its name without a position prefix (``k3_``), so
     the same kernel at another place in another schedule has the same code (and cache entry). The
@@ -221,11 +258,21 @@ class _KernelWriter:
         self.reduced = set(kernel.reduce_axes)
         self.body = set(kernel.body)
         self.fn_name = _identifier(kernel.name)
-        args = kernel_args(kernel)
-        self.arg_names = {n: f"out{i}" for i, n in enumerate(kernel.outputs)}
-        for i, n in enumerate(args[len(kernel.outputs):]):
-            self.arg_names[n] = f"in{i}"
-        self.args = args
+        # per load: the (source, base) argument it reads and its view relative to that base. The
+        # arguments are named in the order the code first reads them (``arg``), so kernels that
+        # compute the same thing from loads listed in another order still get the same source.
+        self.load_operand: dict[Node, tuple[Node, int]] = {}
+        self.views: dict[Node, View] = {}
+        for key, load in kernel.loads.items():
+            base = load_base(load)
+            self.load_operand[key] = (load.src, base)
+            v = load.view
+            self.views[key] = View(v.shape, v.strides, v.offset - base, v.masks) if base else v
+        self.in_names: dict[tuple[Node, int], str] = {}
+        self.sigs: dict[Node, str] = {}
+        # outputs in a canonical order, for the same reason (ties keep the schedule's order)
+        self.outputs = sorted(kernel.outputs, key=self.sig)
+        self.arg_names = {n: f"out{i}" for i, n in enumerate(self.outputs)}
         self.lines: list[str] = []
         self.depth = 1
         self.n_vars = 0
@@ -240,6 +287,30 @@ class _KernelWriter:
         self.kept_loops = self._group(kept_dims)
         self.red_loops = self._group(red_dims)
         self.parallel = parallel and bool(self.kept_loops)
+
+    def arg(self, key: Node) -> str:
+        """The argument name the load ``key`` reads, named ``in<n>`` at its first use."""
+        operand = self.load_operand[key]
+        if operand not in self.in_names:
+            self.in_names[operand] = f"in{len(self.in_names)}"
+        return self.in_names[operand]
+
+    def sig(self, node: Node) -> str:
+        """A digest of what ``node`` computes in this kernel, blind to which buffers it reads and
+        to the operand order of commutative ops: the canonical order of operands and outputs."""
+        if node not in self.sigs:
+            if node in self.k.loads and node not in self.body:
+                v = self.views[node]
+                parts = ("load", node.dtype, v.shape, v.strides, v.offset, v.masks)
+            elif node.op == "const":
+                parts = ("const", node.dtype, node.shape, repr(node.attrs[0]))
+            else:
+                inputs = [self.sig(i) for i in node.inputs]
+                if _commutative(node):
+                    inputs.sort()
+                parts = (node.op, node.dtype, node.shape, repr(node.attrs), tuple(inputs))
+            self.sigs[node] = hashlib.sha1(repr(parts).encode()).hexdigest()
+        return self.sigs[node]
 
     # ------------------------------------------------------------------ analysis
     def level(self, node: Node) -> str:
@@ -265,7 +336,7 @@ class _KernelWriter:
         if node in self.body and node.op not in ("const", "rand", "expand"):
             return
         if node in self.k.loads:
-            view = self.k.loads[node].view
+            view = self.views[node]
             if gather is not None:
                 self.accesses.append(_Access(view, self.level(gather), (gather.attrs[0],)))
             else:
@@ -370,7 +441,8 @@ class _KernelWriter:
             if node.op == "gather":
                 expr = self.gather_expr(node, memo)
             else:
-                expr = op_expr(node, [self.value(i, memo) for i in node.inputs])
+                inputs = sorted(node.inputs, key=self.sig) if _commutative(node) else node.inputs
+                expr = op_expr(node, [self.value(i, memo) for i in inputs])
         else:
             raise CodegenError(f"{self.k.name}: {node!r} is not a body node, load, const, rand or "
                                "expand of a body node")
@@ -388,10 +460,9 @@ class _KernelWriter:
         return f"{array}[{offset}] if {' and '.join(conds)} else {literal(0, dtype)}"
 
     def load_expr(self, node: Node) -> str:
-        load = self.k.loads[node]
         level = self.level(node)
         self._check_level(node, level)
-        return self._read(self.arg_names[load.src], node.dtype, self.index(load.view, level))
+        return self._read(self.arg(node), node.dtype, self.index(self.views[node], level))
 
     def gather_expr(self, node: Node, memo: dict[Node, str]) -> str:
         x, idx = node.inputs
@@ -399,22 +470,20 @@ class _KernelWriter:
         if x not in self.k.loads:
             raise CodegenError(f"{self.k.name}: gather source {x!r} must be a load")
         where = self.value(idx, memo)
-        load = self.k.loads[x]
-        access = self.index(load.view, self.level(node), {axis: (where, x.shape[axis])})
-        return self._read(self.arg_names[load.src], node.dtype, access)
+        access = self.index(self.views[x], self.level(node), {axis: (where, x.shape[axis])})
+        return self._read(self.arg(x), node.dtype, access)
 
     def rand_expr(self, node: Node) -> str:
         key = node.inputs[0]
         if key not in self.rand_keys:
             if key not in self.k.loads:
                 raise CodegenError(f"{self.k.name}: rand key {key!r} must be a load")
-            load = self.k.loads[key]
             n = len(self.rand_keys)
             names = (f"seed{n}", f"counter{n}")
             self.rand_keys[key] = names
             for name, i in zip(names, (0, 1)):
-                offset = _static_offset(load.view, (i,))
-                value = "0" if offset is None else f"{self.arg_names[load.src]}[{offset}]"
+                offset = _static_offset(self.views[key], (i,))
+                value = "0" if offset is None else f"{self.arg(key)}[{offset}]"
                 self.prelude.append(f"    {name} = {value}")
         seed, counter = self.rand_keys[key]
         level = self.level(node)
@@ -505,7 +574,7 @@ class _KernelWriter:
         self.open_loops(self.kept_loops, self.parallel)
         if not self.k.reduce_axes:
             memo: dict[Node, str] = {}
-            for out in self.k.outputs:
+            for out in self.outputs:
                 self.write_output(out, memo)
         else:
             self.reduce_body()
@@ -534,7 +603,7 @@ class _KernelWriter:
                 self.value(node, self.kept)
         if pending:
             self.stage(pending)
-        full = [o for o in self.k.outputs if self.level(o) == "full"]
+        full = [o for o in self.outputs if self.level(o) == "full"]
         if full:
             self.emit("# epilogue: full-shape outputs")
             self.open_loops(self.red_loops)
@@ -542,7 +611,7 @@ class _KernelWriter:
             for out in full:
                 self.write_output(out, memo)
             self.close_loops(self.red_loops)
-        for out in self.k.outputs:
+        for out in self.outputs:
             if self.level(out) == "kept":
                 self.write_output(out, self.kept)
 
@@ -550,14 +619,15 @@ class _KernelWriter:
         k = self.k
         mode = "parallel" if self.parallel else "serial"
         lines = [f"# kernel {k.name}: shape {list(k.shape)}, reduce axes {list(k.reduce_axes)}, {mode}"]
-        for n in self.args:
-            role = "output" if n in k.outputs else "input"
-            lines.append(f"#   {self.arg_names[n]}: {n.type_str} {role}")
-        srcs = {load.src: self.arg_names[load.src] for load in k.loads.values()}
+        for n in self.outputs:
+            lines.append(f"#   {self.arg_names[n]}: {n.type_str} output")
+        for (n, base), name in self.in_names.items():
+            at = f" from element {base} on" if base else ""
+            lines.append(f"#   {name}: {n.type_str} input{at}")
         for node, i in self.ids.items():
             if node in k.loads and node not in self.body:
-                v = k.loads[node].view
-                rhs = f"load({srcs[k.loads[node].src]}, strides={list(v.strides)}, offset={v.offset}"
+                v = self.views[node]
+                rhs = f"load({self.arg(node)}, strides={list(v.strides)}, offset={v.offset}"
                 rhs += f", masks={list(v.masks)})" if v.masks else ")"
             elif node.op == "const":
                 rhs = f"const[{node.attrs[0]!r}]"
@@ -575,6 +645,8 @@ class _KernelWriter:
 
     def module(self) -> str:
         self.function_body()
+        for key in self.k.loads:  # loads the code never reads still get their argument
+            self.arg(key)
         uses_rand = bool(self.rand_keys)
         uses_tanh = any("_fg_tanh32(" in line for line in self.lines)
         parts = ["# Generated by fusegrad.backends.numba_cpu.codegen from the IR listed below.",
@@ -586,7 +658,8 @@ class _KernelWriter:
                 parts.extend([helper.strip("\n"), "", ""])
         parts.extend(self.header())
         parts.append(f'@njit(cache=True, error_model="numpy", parallel={self.parallel})')
-        parts.append(f"def {self.fn_name}({', '.join(self.arg_names[n] for n in self.args)}):")
+        params = [self.arg_names[n] for n in self.outputs] + list(self.in_names.values())
+        parts.append(f"def {self.fn_name}({', '.join(params)}):")
         body = self.prelude + self.lines
         parts.extend(body if body else ["    pass"])
         return "\n".join(parts) + "\n"

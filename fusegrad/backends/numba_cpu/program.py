@@ -3,6 +3,11 @@
 ``NumbaProgram.run`` is itself generated Python: one line per item, calling the kernel
 dispatcher (or numpy, for externs) with arrays held in local variables, so a training step pays
 the dispatcher's own cost per kernel and nothing more. ``program.describe()`` prints it.
+
+A kernel argument that starts inside a buffer (``codegen.load_base``: the load's offset is not in
+the kernel's source) is a 1-D slice ``buf[base:]``: made once, when the program's buffers are
+allocated, for the program's own intermediates; once per run, at the top of ``run``, for inputs
+and outputs (their arrays change from call to call).
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from ...ir.schedule import Extern, Kernel, Schedule
 from ...ir.view import View
 from . import externs
 from .cache import load_kernel
-from .codegen import KernelSource, kernel_args, kernel_source, kernel_work
+from .codegen import KernelSource, kernel_source, kernel_work
 
 # Measured on the 2-core CI machines: a prange kernel beside OpenBLAS threads ran a 200k-element
 # SGD update 50x slower than serial (threads spin-waiting against each other), so parallel
@@ -197,20 +202,38 @@ def compile_schedule(schedule: Schedule) -> NumbaProgram:
     kernels: list[_CompiledKernel] = []
     prebound: list[tuple[str, str]] = []
     taken: set[str] = set()
+    head = len(body)                 # where the per-run slices go: before any item
+    per_run: dict[str, str] = {}     # slices of inputs and outputs, made by each run
+    once: set[str] = set()           # slices of planned buffers (they never move), made once
+
+    def operand(node: Node, base: int) -> str:
+        name = names[node]
+        if not base:
+            return name
+        view = f"{name}_{base}"
+        if name.startswith("t"):
+            if view not in once:
+                once.add(view)
+                prebound.append((view, f"{name}[{base}:]"))
+        else:
+            per_run.setdefault(view, f"{name}[{base}:]")
+        return view
+
     for t, item in enumerate(schedule.items):
         if isinstance(item, Kernel):
             ks = kernel_source(item, parallel=kernel_work(item) > threshold)
-            args = kernel_args(item)
-            fn = load_kernel(ks, tuple(n.dtype for n in args))
+            args = ks.operands
+            fn = load_kernel(ks, tuple(n.dtype for n, _ in args))
             call = ks.function
             while call in taken or call in namespace:
                 call += "_"
             taken.add(call)
             namespace[call] = fn
             kernels.append(_CompiledKernel(item, ks, call))
-            body.append(f"{call}({', '.join(names[n] for n in args)})")
+            body.append(f"{call}({', '.join(operand(n, base) for n, base in args)})")
         else:
             body.append(_extern_call(item, t, names, namespace, prebound))
+    body[head:head] = [f"{view} = {expr}" for view, expr in per_run.items()]
     results = [_output_expr(n, i, schedule.outputs, names) for i, n in enumerate(schedule.outputs)]
     body.append(f"return [{', '.join(results)}]")
     run_source = "def run(inputs):\n" + "".join(f"    {line}\n" for line in body)
