@@ -23,7 +23,7 @@ class Buffer:
         self.shape = tuple(shape)
         self.dtype = dtype
         if data is not None:
-            assert data.ndim == 1 and data.flags.c_contiguous and data.dtype.name == dtype
+            assert data.ndim == 1, "buffers hold flat arrays"
         self.data = data
         self.owner = None  # weakref to the leaf Tensor that requires grad and owns it, if any
         self.source = None  # the expression this buffer realized, kept when gradients need it

@@ -42,6 +42,17 @@ class Node:
         _INTERN[key] = node
         return node
 
+    @classmethod
+    def leaf(cls, op: str, shape: tuple[int, ...], dtype: str, attrs: tuple,
+             loc: str | None = None) -> "Node":
+        """A leaf that is unique by construction (a buffer: its attrs hold the Buffer object),
+        made without the interning table: the caller keeps it unique (``ops.buffer``)."""
+        node = object.__new__(cls)
+        node.op, node.inputs, node.shape, node.dtype, node.attrs = op, (), shape, dtype, attrs
+        node.loc = loc
+        node.uid = next(_counter)
+        return node
+
     def __reduce__(self):  # nodes are process-local; never pickle them by accident
         raise TypeError("IR nodes cannot be pickled")
 

@@ -47,7 +47,7 @@ def buffer(buf: Buffer, loc: str | None = None) -> Node:
     ref = buf._node
     node = ref() if ref is not None else None
     if node is None:
-        node = Node("buffer", (), buf.shape, buf.dtype, (buf,), loc)
+        node = Node.leaf("buffer", buf.shape, buf.dtype, (buf,), loc)
         buf._node = weakref.ref(node)
     return node
 

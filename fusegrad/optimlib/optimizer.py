@@ -314,6 +314,7 @@ class _Scalar:
     name: str
     derive: Callable[[dict[str, Any]], Any] | None
     tensor: Tensor
+    last: Any = None  # the value the buffer holds (skips rewriting it when nothing changed)
 
     def refresh(self) -> None:
         group = self.group
@@ -321,10 +322,14 @@ class _Scalar:
             v = dict.__getitem__(group, self.name)
         else:  # read plain values (runtime wrappers would trace tensor ops for nothing)
             v = self.derive(dict(dict.items(group)) if isinstance(group, ParamGroup) else group)
+        last = self.last
+        if v == last and type(v) is type(last) and (v != 0 or str(v) == str(last)):
+            return  # unchanged (0.0 and -0.0 compare equal, hence the str check)
         buf = self.tensor.node.attrs[0]
         new = np.array([v], dtype=buf.dtype)
         if buf.data.tobytes() != new.tobytes():
             buf.data = new
+        self.last = v if v == v else None
 
 
 class _ReplayHook:
