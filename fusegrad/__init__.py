@@ -46,3 +46,7 @@ def numel(t: Tensor) -> "int":
 
 
 FloatTensor = Tensor
+
+
+# As ``import torch`` makes torch.nn and torch.optim available, so does ``import fusegrad``.
+from . import nnlib, optimlib  # noqa: E402
