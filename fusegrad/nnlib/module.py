@@ -9,7 +9,7 @@ from ..ir.errors import with_location
 from ..tracer import capture
 from ..tracer.creation import tensor
 from ..tracer.device import check_device
-from ..tracer.functions import to_dtype
+from ..tracer.functions import clone, to_dtype
 from ..tracer.grad_mode import no_grad
 from ..tracer.provenance import user_location
 from ..tracer.tensor import Tensor, _detached
@@ -226,11 +226,9 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
-            if p.grad is None:
-                continue
             if set_to_none:
-                p.grad = None
-            else:
+                p.grad = None  # also when already None: a compile trace sees the grads cleared
+            elif p.grad is not None:
                 p.grad.zero_()
 
     def apply(self, fn: Callable[[Module], None]) -> Module:
@@ -343,7 +341,8 @@ class Module:
         with no_grad():
             for k, value in values.items():
                 target = own[k]
-                target._bind(_detached(to_dtype(value, target.dtype).node))
+                # copied, as torch's copy_: the model never shares storage with the state dict
+                target._bind(clone(to_dtype(value, target.dtype).detach()).node)
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing

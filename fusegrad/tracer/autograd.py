@@ -11,6 +11,7 @@ from . import capture
 from .provenance import user_location
 from .tensor import Tensor
 
+FREED = object()  # Buffer.source after backward() released the graph behind it
 RETAINED: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionary()
 
 
@@ -18,6 +19,9 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
              create_graph: bool = False, inputs: list[Tensor] | None = None) -> None:
     """Accumulate d(t)/d(leaf), weighted by ``gradient``, into ``leaf.grad`` for every leaf."""
     loc = user_location()
+    if create_graph:
+        raise RuntimeError(with_location(
+            "backward(create_graph=True): higher-order gradients are not supported", loc))
     if not t.requires_grad:
         raise RuntimeError(with_location(
             "element 0 of tensors does not require grad and does not have a grad_fn", loc))
@@ -51,6 +55,9 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
         allowed = {id(i) for i in inputs}
         targets = {n: [x for x in ts if id(x) in allowed] for n, ts in targets.items()}
     grads = autodiff.backward(root, seed, list(targets))
+    if not retain_graph:
+        for buf_node in sources:
+            buf_node.attrs[0].source = FREED
     if sources and grads:
         # ...and read those values back from their buffers rather than recomputing them.
         back = {src: buf for buf, src in sources.items()}
@@ -72,6 +79,12 @@ def _realized_sources(root: Node) -> dict[Node, Node]:
         seen.add(n)
         if n.op == "buffer":
             src = n.attrs[0].source
+            if src is FREED:
+                raise RuntimeError(with_location(
+                    "Trying to backward through the graph a second time (or directly access "
+                    "saved tensors after they have already been freed). Specify "
+                    "retain_graph=True if you need to backward through the graph a second "
+                    "time", user_location()))
             if src is not None:
                 found[n] = src
                 stack.append(src)

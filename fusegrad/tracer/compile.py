@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..ir import ops
 from ..ir.buffer import Buffer
 from ..ir.graph import toposort
@@ -28,6 +30,7 @@ from ..ir.node import Node
 from . import capture
 from .realize import (STATS, Entry, bind_value, pending_targets, prepare, realize, run_entry,
                       unique_nodes)
+from .grad_mode import is_grad_enabled
 from .rng import next_key
 from .tensor import PENDING, Tensor
 
@@ -60,6 +63,9 @@ def _unflatten(spec: Any, leaves: list[Any]) -> Any:
 
 
 def _hashable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        raise TypeError("fusegrad.compile: pass arrays as fusegrad tensors (fusegrad.tensor(a)); a "
+                        "numpy array argument would be frozen into the compiled program")
     try:
         hash(value)
         return value
@@ -78,7 +84,8 @@ def _signature(spec: Any, tensors: list[Tensor]) -> tuple:
         if kind in ("tuple", "list"):
             return (kind, tuple(strip(v) for v in body))
         return ("V", _hashable(body))
-    return (strip(spec), tuple((t.node.shape, t.node.dtype, t.requires_grad) for t in tensors))
+    return (strip(spec), tuple((t.node.shape, t.node.dtype, t.requires_grad) for t in tensors),
+            is_grad_enabled())
 
 
 def _describe_change(old: tuple, new: tuple) -> str:
@@ -89,6 +96,8 @@ def _describe_change(old: tuple, new: tuple) -> str:
                     f"{b[1]}")
     if old[0] != new[0]:
         return f"non-tensor arguments: {old[0]!r} -> {new[0]!r}"
+    if old[2] != new[2]:
+        return f"grad mode {'on' if old[2] else 'off'} -> {'on' if new[2] else 'off'}"
     if len(old[1]) != len(new[1]):
         return f"number of tensor arguments {len(old[1])} -> {len(new[1])}"
     return "module training modes or gradient state"
@@ -185,6 +194,27 @@ class CompiledEntry:
         return _unflatten(self.return_spec, returned)
 
 
+def _source_tensor(buf: Buffer, target_ids: set[int]) -> Tensor | None:
+    """The tensor whose current value a program input read through ``buf`` stands for.
+
+    Walks from ``buf`` to the buffer it views (``alias_of``): the first state tensor (owner or
+    holder) found wins, so a detached view of a parameter reads that parameter on replay while a
+    parameter loaded from another model's arrays reads itself; else the first live holder.
+    """
+    first = None
+    b: Buffer | None = buf
+    while b is not None:
+        for ref in (b.owner, b.holder):
+            t = ref() if ref is not None else None
+            if t is None:
+                continue
+            if capture.is_state(t) or id(t) in target_ids:
+                return t
+            first = first or t
+        b = b.alias_of
+    return first
+
+
 def _data(t: Tensor):
     if t.node.op != "buffer":
         realize(t)
@@ -259,6 +289,12 @@ class CompiledFunction:
             capture.pop()
         ret_flat: list[Tensor] = []
         ret_spec = _flatten(result, ret_flat)
+        if not trace.grads and any(t.requires_grad for t in ret_flat):
+            warnings.warn(
+                f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}) returns a tensor "
+                "that requires grad: later calls replay the program and return its value without "
+                "autograd history, so call backward() (and the optimizer step) inside the "
+                "compiled function", RuntimeWarning, stacklevel=3)
         pending = pending_targets([t for t in ret_flat if t.node.op != "buffer"])
         outputs = unique_nodes(pending)
         out_index = {n: i for i, n in enumerate(outputs)}
@@ -284,7 +320,7 @@ class CompiledFunction:
         for s in (entry_p.slots if entry_p is not None else []):
             buf = leaves[s].attrs[0]
             root = buf.root()
-            holder = root.holder() if root.holder is not None else None
+            holder = _source_tensor(buf, target_ids)
             if id(root) in trace.arg_buffers:
                 slots.append(_Slot("arg", trace.arg_buffers[id(root)]))
             elif root.rng_count:

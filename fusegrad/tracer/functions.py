@@ -248,7 +248,8 @@ def relu(x: Tensor) -> Tensor:
     loc = user_location()
     n = node_of(x)
     zero = ops.const(0, n.shape, n.dtype, loc)
-    return wrap(ops.where(ops.binary("lt", zero, n, loc), n, zero, loc), x)
+    # x <= 0 -> 0: NaN stays NaN (as in torch) and the gradient at 0 is 0
+    return wrap(ops.where(ops.binary("le", n, zero, loc), zero, n, loc), x)
 
 
 def clamp(x: Tensor, min: Scalar | Tensor | None = None,  # noqa: A002
@@ -642,7 +643,14 @@ def contiguous(x: Tensor) -> Tensor:
 
 
 def clone(x: Tensor) -> Tensor:
-    return wrap(node_of(x), x)
+    """A copy with storage of its own (a realized value is copied now; a pending one is computed
+    into a new buffer when realized); gradients flow back to ``x``."""
+    node = node_of(x)
+    if node.op == "buffer" and not (x.requires_grad and is_grad_enabled()):
+        from ..ir.buffer import Buffer
+        buf = node.attrs[0]
+        return Tensor._from_node(ops.buffer(Buffer(buf.shape, buf.dtype, buf.data.copy())))
+    return wrap(node, x)
 
 
 def detach(x: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ from ..backends.pipeline import Compiled, compile_graph, default_backend
 from ..ir import ops
 from ..ir.buffer import Buffer
 from ..ir.errors import CaptureError, with_location
-from ..ir.graph import Graph
+from ..ir.graph import Graph, substitute
 from ..ir.key import structural_key
 from ..ir.node import Node
 from . import capture
@@ -130,8 +130,11 @@ def prepare(outputs: list[Node]) -> tuple[Entry, list[Node]]:
     entry = _PROGRAMS.get((name, key))
     if entry is None:
         t0 = time.perf_counter()
-        compiled = compile_graph(Graph(tuple(outputs)), name)
-        position = {n: i for i, n in enumerate(leaves)}
+        # Compile from data-less stand-ins of the leaves: the cached program must not keep the
+        # arrays of the step that first built it alive.
+        stand_ins = {n: ops.buffer(Buffer(n.shape, n.dtype)) for n in leaves}
+        compiled = compile_graph(Graph(tuple(substitute(outputs, stand_ins))), name)
+        position = {stand_ins[n]: i for i, n in enumerate(leaves)}
         entry = Entry(compiled, [position[n] for n in compiled.inputs])
         _PROGRAMS[(name, key)] = entry
         STATS.programs_compiled += 1

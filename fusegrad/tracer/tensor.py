@@ -68,7 +68,11 @@ class Tensor:
             PENDING[id(self)] = self
         else:
             PENDING.pop(id(self), None)
-            node.attrs[0].holder = weakref.ref(self)
+            buf = node.attrs[0]
+            current = buf.holder() if buf.holder is not None else None
+            # a parameter or other state keeps its claim when a view or copy binds the same buffer
+            if current is None or current is self or not capture.is_state(current):
+                buf.holder = weakref.ref(self)
 
     @property
     def grad(self) -> "Tensor | None":
@@ -306,7 +310,10 @@ class Tensor:
         buf = self.node.attrs[0]
         t = type(self).__new__(type(self))
         Tensor.__init__(t, buf.numpy().copy())
-        t.requires_grad_(self.requires_grad) if self._is_leaf and self.requires_grad else None
+        if self._is_leaf and self.requires_grad:
+            t.requires_grad_(True)
+        if capture.is_state(self):
+            capture.mark_state(t)
         memo[id(self)] = t
         return t
 

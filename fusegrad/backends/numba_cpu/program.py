@@ -131,7 +131,7 @@ class NumbaProgram:
 
         Returns:
             A fresh flat array per ``schedule.outputs`` entry (an output that is an input is
-            returned as the input array itself).
+            a copy of it: results never share memory with inputs).
         """
         # First call: allocate the planned blocks, then replace this method by the generated loop.
         ns = self._namespace
@@ -241,8 +241,9 @@ def compile_schedule(schedule: Schedule) -> NumbaProgram:
 
 
 def _output_expr(node: Node, i: int, outputs: list[Node], names: dict[Node, str]) -> str:
-    if node in outputs[:i] and names[node].startswith("o"):
-        return f"{names[node]}.copy()"  # each entry gets an array of its own
+    if node in outputs[:i] or names[node].startswith("x"):
+        # each entry gets an array of its own: a result never shares memory with an input
+        return f"{names[node]}.copy()"
     return names[node]
 
 
