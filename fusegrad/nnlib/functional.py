@@ -14,6 +14,7 @@ from typing import Any
 
 from ..ir.errors import DTypeError, ShapeError, with_location
 from ..tracer import functions as F
+from ..tracer.capture import check_values
 from ..tracer.creation import arange, uniform_node_tensor
 from ..tracer.grad_mode import no_grad
 from ..tracer.provenance import user_location
@@ -552,15 +553,16 @@ def _check_class_target(op: str, input: Tensor, target: Tensor, loc: str | None)
 
 def _check_target_range(op: str, target: Tensor, num_classes: int, ignore_index: int,
                         loc: str | None) -> None:
-    """Class indices outside [0, C) are an IndexError, checked for targets already computed."""
-    if target.node.op != "buffer" or target.numel() == 0:
-        return
-    values = target.node.attrs[0].data
-    bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
-    if bad.size:
-        raise IndexError(with_location(
-            f"{op}: Target {int(bad[0])} is out of bounds (number of classes: {num_classes})",
-            loc))
+    """Class indices outside [0, C) are an IndexError, checked for targets already computed
+    (and, inside fusegrad.compile, on every call's targets)."""
+    def check(values) -> None:
+        bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
+        if bad.size:
+            raise IndexError(with_location(
+                f"{op}: Target {int(bad[0])} is out of bounds (number of classes: "
+                f"{num_classes})", loc))
+    if target.numel():
+        check_values(target, check)
 
 
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,

@@ -26,6 +26,7 @@ class Trace:
     modules: dict[int, Any] = field(default_factory=dict)            # id -> Module
     replay_hooks: list[Any] = field(default_factory=list)            # callables, run per call
     hook_keys: set[Any] = field(default_factory=set)
+    input_checks: list[tuple[Buffer, Any]] = field(default_factory=list)  # (buffer, check)
 
     def existed_before(self, buf: Buffer) -> bool:
         return buf.root().serial < self.start
@@ -65,6 +66,18 @@ def add_replay_hook(key: Any, hook: Any) -> None:
     if _active and key not in _active[-1].hook_keys:
         _active[-1].hook_keys.add(key)
         _active[-1].replay_hooks.append(hook)
+
+
+def check_values(tensor: Any, check: Any) -> None:
+    """Run ``check(flat_array)`` on ``tensor``'s value now (when it is computed) and, inside a
+    compile trace, on every later call's value of the argument it came from (e.g. class indices
+    that must be in range: the replayed program cannot look at them)."""
+    node = tensor.node
+    if node.op != "buffer" or node.attrs[0].data is None:
+        return
+    check(node.attrs[0].data)
+    if _active:
+        _active[-1].input_checks.append((node.attrs[0].root(), check))
 
 
 _STATE: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()

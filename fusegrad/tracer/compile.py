@@ -127,6 +127,7 @@ class CompiledEntry:
     modes: tuple[bool, ...]
     grad_guards: list[tuple[Any, bool]]        # (weakref leaf, grad must be None)
     hooks: list[Callable[[], None]]
+    input_checks: list[tuple[int, Callable[[Any], None]]]  # (flat argument index, check)
     traced_ops: int
     trace_seconds: float
     replays: int = 0
@@ -146,6 +147,8 @@ class CompiledEntry:
     def replay(self, flat_args: list[Tensor]) -> Any:
         for hook in self.hooks:
             hook()
+        for i, check in self.input_checks:
+            check(_data(flat_args[i]))
         arrays = []
         for slot in self.slots:
             kind = slot.kind
@@ -356,7 +359,10 @@ class CompiledFunction:
             grad_outputs=grad_outputs, return_outputs=return_outputs, return_spec=ret_spec,
             return_consts=return_consts, modules=[weakref.ref(m) for m in modules],
             modes=tuple(m.training for m in modules), grad_guards=guards,
-            hooks=list(trace.replay_hooks), traced_ops=traced_ops, trace_seconds=0.0,
+            hooks=list(trace.replay_hooks),
+            input_checks=[(trace.arg_buffers[id(buf)], check) for buf, check in trace.input_checks
+                          if id(buf) in trace.arg_buffers],
+            traced_ops=traced_ops, trace_seconds=0.0,
             output_meta=[(n.shape, n.dtype) for n in out_index])
 
     # ------------------------------------------------------------------ explain

@@ -17,6 +17,7 @@ from ..ir import ops
 from ..ir.dtypes import is_float, promote, promote_scalar
 from ..ir.errors import DTypeError, ShapeError, with_location
 from ..ir.node import Node
+from . import capture
 from . import dtype as dt
 from .grad_mode import is_grad_enabled
 from .provenance import user_location
@@ -858,13 +859,14 @@ def gather(x: Tensor, dim: int, index: Tensor) -> Tensor:
 def _check_index_range(op: str, index: Tensor, size: int, dim: int, loc: str | None) -> None:
     if index.node.dtype not in ("int32", "int64"):
         _fail(op, f"index must be an integer tensor, got {index.node.dtype}", loc, DTypeError)
-    if index.node.op == "buffer" and index.node.size:
-        arr = index.node.attrs[0].data
+    def check(arr: np.ndarray) -> None:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < -size or hi >= size:
             bad = lo if lo < -size else hi
             raise IndexError(with_location(f"{op}: index {bad} is out of bounds for dim {dim} "
                                            f"with size {size}", loc))
+    if index.node.size:
+        capture.check_values(index, check)
 
 
 def take_along_dim(x: Tensor, index: Tensor, dim: int) -> Tensor:

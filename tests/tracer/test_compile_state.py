@@ -91,3 +91,24 @@ def test_cached_programs_do_not_keep_step_arrays_alive():
     (x * 3 + 1).realize()
     compiled = STATS.last_entry.compiled
     assert all(n.attrs[0].data is None for n in compiled.inputs)
+
+
+def test_class_indices_are_checked_on_every_replay():
+    import fusegrad.nnlib as nn
+    model = nn.Linear(4, 3)
+
+    @fg.compile
+    def loss_of(x, y):
+        return nn.CrossEntropyLoss()(model(x), y).detach()
+
+    x = fg.randn(2, 4)
+    loss_of(x, fg.tensor([0, 2]))
+    loss_of(x, fg.tensor([1, 2]))
+    with pytest.raises(IndexError, match="Target 3 is out of bounds"):
+        loss_of(x, fg.tensor([3, 0]))
+
+
+def test_computed_indices_out_of_range_raise():
+    x = fg.randn(4, 3)
+    with pytest.raises(IndexError, match="out of range"):
+        x[fg.tensor([1]) * 5].numpy()

@@ -470,7 +470,12 @@ class _KernelWriter:
         if x not in self.k.loads:
             raise CodegenError(f"{self.k.name}: gather source {x!r} must be a load")
         where = self.value(idx, memo)
-        access = self.index(self.views[x], self.level(node), {axis: (where, x.shape[axis])})
+        size = x.shape[axis]
+        # an index computed in the graph is only known here: refuse to read outside the source
+        self.emit(f"if {where} < 0 or {where} >= {size}:")
+        self.emit(f"    raise IndexError('index out of range in gather along an axis of size "
+                  f"{size} (indexing, embedding or a class index)')")
+        access = self.index(self.views[x], self.level(node), {axis: (where, size)})
         return self._read(self.arg(x), node.dtype, access)
 
     def rand_expr(self, node: Node) -> str:
