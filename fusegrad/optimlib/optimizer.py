@@ -338,9 +338,13 @@ class _ReplayHook:
     def __init__(self, optimizer: Optimizer, traced: list[tuple]):
         self.optimizer = optimizer
         self.traced = traced
+        self.seen: tuple[int, int] | None = None  # (ParamGroup writes, groups) last refreshed
 
     def __call__(self) -> None:
         opt = self.optimizer
+        seen = (ParamGroup.writes, len(opt.param_groups))
+        if seen == self.seen:
+            return  # no option was written since the last call: the scalars are current
         if opt._graph_options() != self.traced:
             raise RuntimeError(
                 f"{type(opt).__name__}: param_groups changed in a way that changes the update's "
@@ -349,6 +353,7 @@ class _ReplayHook:
                 "function again after changing such options.")
         for s in opt._scalars.values():
             s.refresh()
+        self.seen = seen
 
 
 class ParamGroup(dict):
@@ -361,8 +366,11 @@ class ParamGroup(dict):
     last two give a plain ``dict``, as in torch).
     """
 
+    writes = 0  # counts writes to any group: replays refresh their scalars only after a write
+
     def __init__(self, optimizer: Optimizer | None = None, items: Any = ()) -> None:
         super().__init__()
+        ParamGroup.writes += 1
         self._optimizer = weakref.ref(optimizer) if optimizer is not None else None
         for k, v in items:
             dict.__setitem__(self, k, plain(v))
@@ -380,7 +388,20 @@ class ParamGroup(dict):
         return self[key] if key in self else default  # noqa: SIM401 (self.get is this)
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        ParamGroup.writes += 1
         dict.__setitem__(self, key, plain(value))
+
+    def __delitem__(self, key: Any) -> None:
+        ParamGroup.writes += 1
+        dict.__delitem__(self, key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        ParamGroup.writes += 1
+        return dict.pop(self, key, *default)
+
+    def clear(self) -> None:
+        ParamGroup.writes += 1
+        dict.clear(self)
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         if key not in self:
