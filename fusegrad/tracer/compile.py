@@ -172,17 +172,17 @@ class CompiledEntry:
         for ref, k in self.state_outputs:
             t = ref()
             if t is not None:
-                bind_value(t, outs[k])
+                t._adopt(outs[k])
         for ref, k in self.grad_outputs:
             leaf = ref()
             if leaf is None:
                 continue
-            shape, dtype = meta[k]
-            node = ops.buffer(Buffer(shape, dtype, outs[k]))
             if leaf.grad is None:
+                shape, dtype = meta[k]
+                node = ops.buffer(Buffer(shape, dtype, outs[k]))
                 leaf.grad = capture.mark_state(Tensor._from_node(node))
             else:
-                leaf.grad._bind(node)
+                leaf.grad._adopt(outs[k])
         returned: list[Any] = []
         consts = self.return_consts
         by_flat = {flat: (k, rg) for flat, k, rg in self.return_outputs}

@@ -74,6 +74,22 @@ class Tensor:
             if current is None or current is self or not capture.is_state(current):
                 buf.holder = weakref.ref(self)
 
+    def _adopt(self, array: np.ndarray) -> None:
+        """Hold ``array``, a new value of this tensor's shape and dtype (how compiled replays
+        update parameters and state: the same as realizing, with less bookkeeping)."""
+        old = self.node
+        buf = Buffer(old.shape, old.dtype, array)
+        ref = weakref.ref(self)
+        if self.requires_grad and self._is_leaf:
+            buf.owner = ref
+        node = Node.leaf("buffer", old.shape, old.dtype, (buf,))
+        buf._node = weakref.ref(node)
+        buf.holder = ref
+        self.node = node
+        self.seq = next(_seq)
+        if old.op != "buffer":
+            PENDING.pop(id(self), None)
+
     @property
     def grad(self) -> "Tensor | None":
         return self._grad
