@@ -198,6 +198,7 @@ def test_compile_a_module_and_explain():
     model = _mlp()
     cm = fg.compile(model)
     x = fg.randn(8, 12)
+    warnings.simplefilter("ignore", RuntimeWarning)  # a forward returning a grad-requiring value
     np.testing.assert_allclose(cm(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
     np.testing.assert_allclose(cm(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
     text = cm.explain()
