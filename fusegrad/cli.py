@@ -34,10 +34,11 @@ def _cache(args: argparse.Namespace) -> int:
         return 0
     files = [f for f in root.rglob("*") if f.is_file()] if root.exists() else []
     kernels = [f for f in files if f.suffix == ".py" and f.name.startswith("k_")]
+    programs = [f for f in files if f.suffix == ".json" and f.name.startswith("p_")]
     size = sum(f.stat().st_size for f in files)
     print(f"location: {root}{'' if cache_enabled() else ' (disabled by FUSEGRAD_CACHE=0)'}")
     print(f"this build's folder: {kernel_dir()}")
-    print(f"entries: {len(kernels)} kernels in {len(files)} files")
+    print(f"entries: {len(kernels)} kernels, {len(programs)} programs in {len(files)} files")
     print(f"size: {size / 1e6:.2f} MB")
     return 0
 

@@ -62,7 +62,7 @@ def train(steps: int = 20, batch: int = 64, seed: int = 0, verbose: bool = True
         if verbose:
             report = STATS.last_report
             kernels = f"{report.kernel_count} kernels + {report.extern_count} extern" \
-                if report is not None and report.schedule is not None else "interpreted"
+                if report is not None and report.backend != "interpreter" else "interpreted"
             print(f"step {i:3d}  loss {loss:.4f}  {dt * 1e3:8.2f} ms   "
                   f"programs compiled {STATS.programs_compiled} ({kernels})")
     if verbose and len(records) > 2:

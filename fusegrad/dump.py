@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .backends.pipeline import CompileReport
+from .backends.pipeline import CompileReport, bypass_program_cache, full_report
 from .ir.graph import Graph, format_graph, toposort
 
 STAGES = ("summary", "traced", "passes", "schedule", "source")
@@ -32,13 +32,17 @@ def format_report(report: CompileReport, stages: list[str] | None = None) -> str
 
 def summary(report: CompileReport) -> str:
     lines = [f"# summary ({report.backend})", f"traced nodes: {len(report.traced)}"]
+    if report.from_disk:
+        lines.append("loaded from the disk program cache: no passes or schedule in this process")
     for rec in report.passes:
         lines.append(f"pass {rec.name:<34} {rec.nodes_before:5d} -> {rec.nodes_after:5d} nodes "
                      f"{rec.seconds * 1e3:8.2f} ms")
-    if report.schedule is not None:
+    if report.schedule is not None or report.from_disk:
         lines.append(f"kernels: {report.kernel_count}, extern calls: {report.extern_count}")
     for stage, sec in report.seconds.items():
         lines.append(f"time {stage:<20} {sec * 1e3:8.1f} ms")
+    for stage, sec in report.original_seconds.items():
+        lines.append(f"time {stage:<20} {sec * 1e3:8.1f} ms (when first compiled)")
     return "\n".join(lines)
 
 
@@ -91,9 +95,10 @@ def dump_demo_step(batch: int = 64, stages: list[str] | None = None, fmt: str = 
     model = demo.make_mlp()
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     step = demo.make_step(model, opt, nn.CrossEntropyLoss())
-    for xb, yb in demo.synthetic_batches(2, batch):  # step 2 is the steady state
-        step(from_numpy(xb), from_numpy(yb)).item()
-    report = STATS.last_entry.compiled.report
+    with bypass_program_cache():  # a dump shows every stage: compile, never load from disk
+        for xb, yb in demo.synthetic_batches(2, batch):  # step 2 is the steady state
+            step(from_numpy(xb), from_numpy(yb)).item()
+        report = full_report(STATS.last_entry.compiled.report)
     if fmt == "json":
         return graph_json(report.traced)
     if fmt == "dot":

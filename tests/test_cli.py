@@ -31,9 +31,9 @@ def test_cache_info_and_clear(tmp_path):
     _cli("train", "--steps", "1", "--batch", "4", cache=tmp_path)
     info = _cli("cache", "info", cache=tmp_path)
     assert str(tmp_path) in info and "kernels" in info
-    assert re.search(r"entries: [1-9]\d* kernels", info), info
+    assert re.search(r"entries: [1-9]\d* kernels, [1-9]\d* programs", info), info
     _cli("cache", "clear", cache=tmp_path)
-    assert "entries: 0 kernels" in _cli("cache", "info", cache=tmp_path)
+    assert "entries: 0 kernels, 0 programs" in _cli("cache", "info", cache=tmp_path)
 
 
 def test_dump_json_and_dot():

@@ -1,8 +1,10 @@
 """From a traced Graph to something that runs: passes, fusion and code generation per backend."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,7 +22,13 @@ class Runnable(Protocol):
 
 @dataclass
 class CompileReport:
-    """What compiling one graph did: the stages' outputs and how long each took."""
+    """What compiling one graph did: the stages' outputs and how long each took.
+
+    A program loaded from the disk program cache (``from_disk``) ran no stage in this process:
+    ``passes`` is empty, ``schedule`` None, ``seconds`` holds the load time, and the counts and
+    stage times of the compilation that wrote the entry are ``stored_counts`` and
+    ``original_seconds``. ``full_report`` recompiles it for every stage.
+    """
 
     backend: str
     traced: Graph
@@ -28,14 +36,21 @@ class CompileReport:
     schedule: Any = None                              # ir.schedule.Schedule (compiled backends)
     seconds: dict[str, float] = field(default_factory=dict)
     program: Any = None
+    from_disk: bool = False
+    stored_counts: tuple[int, int] | None = None      # (kernels, externs) of a loaded program
+    original_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def kernel_count(self) -> int:
-        return len(self.schedule.kernels) if self.schedule is not None else 0
+        if self.schedule is not None:
+            return len(self.schedule.kernels)
+        return self.stored_counts[0] if self.stored_counts is not None else 0
 
     @property
     def extern_count(self) -> int:
-        return len(self.schedule.externs) if self.schedule is not None else 0
+        if self.schedule is not None:
+            return len(self.schedule.externs)
+        return self.stored_counts[1] if self.stored_counts is not None else 0
 
 
 @dataclass
@@ -74,3 +89,70 @@ def compile_graph(graph: Graph, backend: str) -> Compiled:
     report.passes, report.schedule, report.program = records, schedule, program
     report.seconds = {"passes": t1 - t0, "fusion": t2 - t1, "codegen+compile": t3 - t2}
     return Compiled(program, list(schedule.inputs), report)
+
+
+# ---------------------------------------------------------------------------- disk program cache
+_BYPASS: list[int] = [0]
+
+
+@contextlib.contextmanager
+def bypass_program_cache() -> Iterator[None]:
+    """Within this block, programs are compiled through every stage, never loaded from the disk
+    program cache (they are still written to it)."""
+    _BYPASS[0] += 1
+    try:
+        yield
+    finally:
+        _BYPASS[0] -= 1
+
+
+def load_cached(backend: str, key: tuple, graph: Graph, inputs: list[Node]
+                ) -> tuple[Compiled, list[int]] | None:
+    """The program of structural ``key`` from the disk program cache, or None (a miss).
+
+    Args:
+        backend: the backend name (only numba_cpu keeps programs on disk).
+        key: the graph's structural key (``ir.key.structural_key``).
+        graph: the graph over data-less stand-ins of its buffer leaves (the report's ``traced``).
+        inputs: those stand-ins, in the key's leaf order.
+
+    Returns:
+        The compiled program and, for each of its inputs, its position in ``inputs``.
+    """
+    if backend != "numba_cpu" or _BYPASS[0]:
+        return None
+    from .numba_cpu import program_cache
+    if not program_cache.enabled():
+        return None
+    t0 = time.perf_counter()
+    path = program_cache.entry_path(backend, key)
+    found = program_cache.load(path, len(inputs)) if path is not None else None
+    if found is None:
+        return None
+    program, slots = found
+    facts = program.facts
+    report = CompileReport(backend, graph, program=program, from_disk=True,
+                           stored_counts=(facts["kernel_count"], facts["extern_count"]),
+                           original_seconds=dict(facts["seconds"]))
+    report.seconds = {"load (disk cache)": time.perf_counter() - t0}
+    return Compiled(program, [inputs[s] for s in slots], report), slots
+
+
+def store_cached(backend: str, key: tuple, compiled: Compiled, slots: list[int]) -> None:
+    """Save a program just compiled to the disk program cache (numba_cpu; never fails)."""
+    if backend != "numba_cpu" or compiled.report.schedule is None:
+        return
+    from .numba_cpu import program_cache
+    if not program_cache.enabled():
+        return
+    path = program_cache.entry_path(backend, key)
+    if path is not None:
+        program_cache.store(path, compiled.program, slots, compiled.report.seconds)
+
+
+def full_report(report: CompileReport) -> CompileReport:
+    """``report`` with every stage: a program loaded from disk is compiled again from its traced
+    graph (its kernels come from memory or the kernel cache)."""
+    if not report.from_disk:
+        return report
+    return compile_graph(report.traced, report.backend).report

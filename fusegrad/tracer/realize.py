@@ -5,7 +5,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 
-from ..backends.pipeline import Compiled, compile_graph, default_backend
+from ..backends.pipeline import Compiled, compile_graph, default_backend, load_cached, store_cached
 from ..ir import ops
 from ..ir.buffer import Buffer
 from ..ir.errors import CaptureError, with_location
@@ -27,12 +27,18 @@ class Entry:
 @dataclass
 class Stats:
     realizations: int = 0
-    programs_compiled: int = 0
+    programs_compiled: int = 0   # programs made ready in this process: compiled or loaded from disk
+    programs_loaded: int = 0     # of those, loaded from the disk program cache
     program_cache_hits: int = 0
     compile_seconds: float = 0.0
     last_report: object = None   # report of the last program compiled
     last_entry: object = None    # the last program run
     history: list = field(default_factory=list)
+
+    @property
+    def programs_built(self) -> int:
+        """Programs compiled through the passes, fusion and code generation in this process."""
+        return self.programs_compiled - self.programs_loaded
 
     def reset(self) -> None:
         self.__init__()
@@ -132,10 +138,18 @@ def prepare(outputs: list[Node]) -> tuple[Entry, list[Node]]:
         t0 = time.perf_counter()
         # Compile from data-less stand-ins of the leaves: the cached program must not keep the
         # arrays of the step that first built it alive.
-        stand_ins = {n: ops.buffer(Buffer(n.shape, n.dtype)) for n in leaves}
-        compiled = compile_graph(Graph(tuple(substitute(outputs, stand_ins))), name)
-        position = {stand_ins[n]: i for i, n in enumerate(leaves)}
-        entry = Entry(compiled, [position[n] for n in compiled.inputs])
+        stand_ins = [ops.buffer(Buffer(n.shape, n.dtype)) for n in leaves]
+        graph = Graph(tuple(substitute(outputs, dict(zip(leaves, stand_ins)))))
+        loaded = load_cached(name, key, graph, stand_ins)  # another process compiled it before
+        if loaded is not None:
+            compiled, slots = loaded
+            STATS.programs_loaded += 1
+        else:
+            compiled = compile_graph(graph, name)
+            position = {n: i for i, n in enumerate(stand_ins)}
+            slots = [position[n] for n in compiled.inputs]
+            store_cached(name, key, compiled, slots)
+        entry = Entry(compiled, slots)
         _PROGRAMS[(name, key)] = entry
         STATS.programs_compiled += 1
         STATS.compile_seconds += time.perf_counter() - t0

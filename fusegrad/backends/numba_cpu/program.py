@@ -134,15 +134,9 @@ class NumbaProgram:
             a copy of it: results never share memory with inputs).
         """
         # First call: allocate the planned blocks, then replace this method by the generated loop.
-        ns = self._namespace
-        for i, (dtype, size) in enumerate(self.plan.blocks):
-            ns[f"block{i}"] = np.empty(size, to_numpy(dtype))
-        for j, node in enumerate(self.plan.nodes):
-            ns[f"t{j}"] = ns[f"block{self.plan.block_of[node]}"][:node.size]
-        for name, expr in self.prebound:  # numpy views of the program's own buffers, made once
-            ns[name] = eval(expr, ns)
-        exec(compile(self.run_source, "<fusegrad run>", "exec"), ns)  # noqa: S102 - our generated loop
-        self.run = ns["run"]
+        p = self.plan
+        self.run = bind_run(self._namespace, p.blocks, [(p.block_of[n], n.size) for n in p.nodes],
+                            self.prebound, self.run_source)
         return self.run(inputs)
 
     def describe(self) -> str:
@@ -168,6 +162,27 @@ class NumbaProgram:
                          f"(written by item {first}, last read by item {last})")
         lines.append(self.run_source.rstrip())
         return "\n".join(lines)
+
+
+def bind_run(ns: dict, blocks: list[tuple[str, int]], temps: list[tuple[int, int]],
+             prebound: list[tuple[str, str]], run_source: str):
+    """The generated ``run`` function, bound in ``ns`` to freshly allocated buffers.
+
+    Args:
+        ns: the program's namespace (numpy, extern helpers, kernel dispatchers, masked views).
+        blocks: (dtype, elements) of each planned block, bound as ``block{i}``.
+        temps: (block, elements) of each intermediate ``t{j}``: the block's first elements.
+        prebound: (name, expression) of the views of planned buffers made once.
+        run_source: the text of ``def run(inputs): ...``.
+    """
+    for i, (dtype, size) in enumerate(blocks):
+        ns[f"block{i}"] = np.empty(size, to_numpy(dtype))
+    for j, (block, size) in enumerate(temps):
+        ns[f"t{j}"] = ns[f"block{block}"][:size]
+    for name, expr in prebound:  # numpy views of the program's own buffers, made once
+        ns[name] = eval(expr, ns)
+    exec(compile(run_source, "<fusegrad run>", "exec"), ns)  # noqa: S102 - our generated loop
+    return ns["run"]
 
 
 def compile_schedule(schedule: Schedule) -> NumbaProgram:

@@ -1,0 +1,312 @@
+"""The on-disk program cache: what a compiled program needs to run, without its Schedule.
+
+A second process replaying a step it has seen skips the passes, fusion and code generation: the
+program's buffer plan, its generated run loop and its kernels' sources are read back from
+``<kernel_dir()>/p_<digest>.json`` and its kernels are loaded through the kernel cache
+(``cache.load_kernel``: a missing or damaged kernel file is rebuilt from the stored source).
+
+``digest`` is the sha256 of ``repr((backend, structural key, parallel threshold))``: the key's
+buffer leaves are slots and its attrs are Python ints, floats (with their ``float.hex``),
+bools, strings and tuples of them, whose ``repr`` is the same in every process. The folder names
+fusegrad, numba, llvmlite, Python and the CPU; the entry also records a fingerprint of the
+compiler's own source (``fusegrad/ir``, ``fusegrad/backends``), so editing the compiler without a
+version bump never replays a program compiled by the old code.
+
+An entry is JSON (no pickle), written once and atomically: ``{"checksum": <sha256 of the program
+text>, "program": <program>}``. Anything wrong with it (unreadable, truncated, not JSON, a bad
+checksum, a missing field, another format or compiler, a kernel that will not load) makes it a
+miss: it is deleted and the program is compiled again. ``FUSEGRAD_CACHE=0`` turns it off.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...ir.dtypes import DTYPES, to_numpy
+from ...ir.view import View
+from . import externs
+from .cache import STATS, _usable_folder, _write_atomic, cache_enabled, cache_key, kernel_dir, load_kernel
+from .codegen import KernelSource, source_hash
+from .program import NumbaProgram, _CompiledKernel, bind_run, parallel_threshold
+
+FORMAT = 1
+_PREFIX = '{"checksum":"'
+_MIDDLE = '","program":'
+_BASE_NAMES = ("np", "dense", "scatter_add")   # what compile_schedule puts in every namespace
+
+
+# ---------------------------------------------------------------------------- keys
+_FINGERPRINT: list[str | None] = []
+
+
+def compiler_fingerprint() -> str | None:
+    """sha256 of the source of everything that turns a graph into a program (computed once);
+    None when that source cannot be read (the program cache is then off)."""
+    if not _FINGERPRINT:
+        root = Path(__file__).resolve().parents[2]   # the fusegrad package
+        h = hashlib.sha256()
+        try:
+            paths = [p for folder in ("ir", "backends") for p in sorted((root / folder).rglob("*.py"))]
+            for path in paths:
+                h.update(path.relative_to(root).as_posix().encode() + b"\0")
+                h.update(path.read_bytes() + b"\0")
+            _FINGERPRINT.append(h.hexdigest() if paths else None)
+        except OSError:
+            _FINGERPRINT.append(None)
+    return _FINGERPRINT[0]
+
+
+def enabled() -> bool:
+    """Whether programs are read from and written to disk (off with ``FUSEGRAD_CACHE=0``)."""
+    return cache_enabled() and compiler_fingerprint() is not None
+
+
+def entry_path(backend: str, key: tuple) -> Path | None:
+    """The file of the program of ``key``; None when the key has no stable text."""
+    try:
+        text = repr((backend, key, parallel_threshold()))
+    except Exception:  # noqa: BLE001 - an attr whose repr fails: no disk entry for this graph
+        return None
+    if " at 0x" in text:  # an attr without a value repr: its text changes from run to run
+        return None
+    return kernel_dir() / f"p_{hashlib.sha256(text.encode()).hexdigest()[:40]}.json"
+
+
+# ---------------------------------------------------------------------------- the loaded program
+@dataclass
+class StoredPlan:
+    """The buffer plan of a program read from disk: blocks and where each intermediate lives."""
+
+    blocks: list[tuple[str, int]] = field(default_factory=list)
+    temps: list[tuple[int, int]] = field(default_factory=list)   # (block, elements) of t_j
+    no_reuse_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(to_numpy(dt).itemsize * n for dt, n in self.blocks)
+
+
+class StoredProgram:
+    """A program read from the disk cache: runs like the ``NumbaProgram`` it was saved from.
+
+    It has no Schedule (``schedule`` is None); ``sources`` are the stored kernel modules and
+    ``facts`` the counts and compile times of the original compilation.
+    """
+
+    schedule = None
+
+    def __init__(self, kernels: list[_CompiledKernel], plan: StoredPlan, run_source: str,
+                 namespace: dict, prebound: list[tuple[str, str]], facts: dict):
+        self.kernels = kernels
+        self.plan = plan
+        self.run_source = run_source
+        self.prebound = prebound
+        self.facts = facts
+        self._namespace = namespace
+
+    @property
+    def sources(self) -> list[KernelSource]:
+        return [k.source for k in self.kernels]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Same contract as ``NumbaProgram.run``."""
+        self.run = bind_run(self._namespace, self.plan.blocks, self.plan.temps, self.prebound,
+                            self.run_source)
+        return self.run(inputs)
+
+    def describe(self) -> str:
+        f = self.facts
+        lines = [(f"NumbaProgram (loaded from the disk cache): {f['items']} items "
+                  f"({f['kernel_count']} kernels, {f['extern_count']} externs), {f['inputs']} "
+                  f"inputs, {f['outputs']} outputs")]
+        for k in self.kernels:
+            mode = "parallel" if k.source.parallel else "serial"
+            lines.append(f"  kernel {k.source.function:<32} {mode:<8} hash {k.source.hash[:12]}")
+        p = self.plan
+        lines.append(f"buffer plan: {len(p.temps)} intermediates in {len(p.blocks)} blocks, "
+                     f"{p.total_bytes} B (without reuse {p.no_reuse_bytes} B)")
+        lines.append(self.run_source.rstrip())
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- store
+def _view_json(view: View) -> dict:
+    return {"shape": list(view.shape), "strides": list(view.strides), "offset": view.offset,
+            "masks": None if view.masks is None else [None if m is None else list(m)
+                                                      for m in view.masks]}
+
+
+def encode(program: NumbaProgram, slots: list[int], seconds: dict[str, float]) -> str | None:
+    """The entry text of ``program`` (None if it holds something this format cannot keep)."""
+    schedule, plan = program.schedule, program.plan
+    calls = {k.call_name for k in program.kernels}
+    views = {name: v for name, v in program._namespace.items() if isinstance(v, View)}
+    if set(program._namespace) != set(_BASE_NAMES) | calls | set(views):
+        return None  # a namespace entry this format does not know how to save
+    body = {
+        "format": FORMAT,
+        "toolchain": cache_key(),
+        "compiler": compiler_fingerprint(),
+        "slots": list(slots),
+        "blocks": [[dt, n] for dt, n in plan.blocks],
+        "temps": [[plan.block_of[n], n.size] for n in plan.nodes],
+        "prebound": [[name, expr] for name, expr in program.prebound],
+        "run_source": program.run_source,
+        "kernels": [{"name": k.source.name, "source": k.source.source,
+                     "function": k.source.function, "hash": k.source.hash,
+                     "parallel": k.source.parallel, "call": k.call_name,
+                     "arg_dtypes": [n.dtype for n, _ in k.source.operands]}
+                    for k in program.kernels],
+        "views": {name: _view_json(v) for name, v in views.items()},
+        "facts": {"kernel_count": len(schedule.kernels), "extern_count": len(schedule.externs),
+                  "items": len(schedule.items), "inputs": len(schedule.inputs),
+                  "outputs": len(schedule.outputs), "total_bytes": plan.total_bytes,
+                  "no_reuse_bytes": plan.no_reuse_bytes,
+                  "seconds": {k: float(v) for k, v in seconds.items()}},
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return f"{_PREFIX}{hashlib.sha256(text.encode()).hexdigest()}{_MIDDLE}{text}}}"
+
+
+def store(path: Path, program: NumbaProgram, slots: list[int], seconds: dict[str, float]) -> bool:
+    """Write the entry of ``program`` at ``path`` unless one is there; True if written or present.
+
+    Never fails: a folder that cannot be written leaves the program in memory only.
+    """
+    try:
+        text = encode(program, slots, seconds)
+        if text is None or not _usable_folder():
+            return False
+        _write_atomic(path, text)
+        return True
+    except Exception:  # noqa: BLE001 - a program that cannot be saved is only kept in memory
+        return False
+
+
+# ---------------------------------------------------------------------------- load
+class StaleEntry(Exception):
+    """A well-formed entry written by another format or compiler: replaced without a warning."""
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise ValueError(what)
+
+
+def _ints(value, n: int | None = None) -> list[int]:
+    _check(isinstance(value, list) and all(type(v) is int for v in value), "expected ints")
+    _check(n is None or len(value) == n, "wrong length")
+    return value
+
+
+def decode(text: str) -> dict:
+    """The program of an entry's text, its checksum verified (ValueError if anything is off)."""
+    head = len(_PREFIX) + 64
+    _check(text.startswith(_PREFIX) and text[head:head + len(_MIDDLE)] == _MIDDLE
+           and text.endswith("}"), "not a program entry")
+    body_text = text[head + len(_MIDDLE):-1]
+    _check(hashlib.sha256(body_text.encode()).hexdigest() == text[len(_PREFIX):head],
+           "checksum mismatch")
+    body = json.loads(body_text)
+    _check(isinstance(body, dict), "not an object")
+    if body.get("format") != FORMAT or body.get("toolchain") != cache_key() or \
+            body.get("compiler") != compiler_fingerprint():
+        raise StaleEntry("written by another fusegrad")
+    return body
+
+
+def rebuild(body: dict, leaf_count: int) -> tuple[StoredProgram, list[int]]:
+    """The program of a decoded entry and its input slots; its kernels loaded (or compiled)."""
+    slots = _ints(body["slots"])
+    _check(len(set(slots)) == len(slots) and all(0 <= s < leaf_count for s in slots), "bad slots")
+    facts = body["facts"]
+    for name in ("kernel_count", "extern_count", "items", "inputs", "outputs", "total_bytes",
+                 "no_reuse_bytes"):
+        _check(type(facts[name]) is int and facts[name] >= 0, f"bad {name}")
+    _check(facts["inputs"] == len(slots), "inputs do not match slots")
+    _check(isinstance(facts["seconds"], dict)
+           and all(isinstance(v, float) for v in facts["seconds"].values()), "bad seconds")
+    blocks = []
+    for entry in body["blocks"]:
+        _check(isinstance(entry, list) and len(entry) == 2 and entry[0] in DTYPES
+               and type(entry[1]) is int and entry[1] >= 0, "bad block")
+        blocks.append((entry[0], entry[1]))
+    temps = []
+    for entry in body["temps"]:
+        block, size = _ints(entry, 2)
+        _check(0 <= block < len(blocks) and 0 <= size <= blocks[block][1], "bad intermediate")
+        temps.append((block, size))
+    prebound = []
+    for entry in body["prebound"]:
+        _check(isinstance(entry, list) and len(entry) == 2
+               and all(isinstance(x, str) for x in entry), "bad prebound view")
+        prebound.append((entry[0], entry[1]))
+    run_source = body["run_source"]
+    _check(isinstance(run_source, str) and run_source.startswith("def run(inputs):\n"),
+           "bad run loop")
+    compile(run_source, "<fusegrad run>", "exec")  # a SyntaxError is a damaged entry
+
+    namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add}
+    for name, v in body["views"].items():
+        masks = v["masks"]
+        _check(masks is None or isinstance(masks, list), "bad masks")
+        view = View(tuple(_ints(v["shape"])), tuple(_ints(v["strides"], len(v["shape"]))),
+                    v["offset"], None if masks is None else
+                    tuple(None if m is None else tuple(_ints(m, 3)) for m in masks))
+        _check(type(view.offset) is int and name not in namespace, "bad view")
+        namespace[name] = view
+    kernels: list[_CompiledKernel] = []
+    for k in body["kernels"]:
+        ks = KernelSource(k["name"], k["source"], k["function"], k["hash"], bool(k["parallel"]))
+        _check(all(isinstance(x, str) for x in (ks.name, ks.source, ks.function, k["call"]))
+               and ks.function.isidentifier() and k["call"].isidentifier()
+               and source_hash(ks.source) == ks.hash, "bad kernel")
+        dtypes = k["arg_dtypes"]
+        _check(isinstance(dtypes, list) and all(d in DTYPES for d in dtypes), "bad dtypes")
+        _check(k["call"] not in namespace, "kernel name taken twice")
+        namespace[k["call"]] = load_kernel(ks, tuple(dtypes))
+        kernels.append(_CompiledKernel(None, ks, k["call"]))
+    _check(len(kernels) == facts["kernel_count"], "kernel count mismatch")
+    plan = StoredPlan(blocks, temps, facts["no_reuse_bytes"])
+    return StoredProgram(kernels, plan, run_source, namespace, prebound, facts), slots
+
+
+def load(path: Path, leaf_count: int) -> tuple[StoredProgram, list[int]] | None:
+    """The program stored at ``path`` and its input slots, or None (a miss).
+
+    A damaged or stale entry is deleted (a damaged one with a warning); never raises.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        _discard(path, exc)
+        return None
+    try:
+        return rebuild(decode(text), leaf_count)
+    except StaleEntry:
+        _discard(path, None)
+    except Exception as exc:  # noqa: BLE001 - anything wrong with an entry makes it a miss
+        _discard(path, exc)
+    return None
+
+
+def _discard(path: Path, exc: BaseException | None) -> None:
+    """Delete a damaged (``exc``: with a warning) or stale entry."""
+    if exc is not None:
+        STATS.damaged_entries += 1
+        warnings.warn(f"fusegrad: program cache entry {path.name} was damaged "
+                      f"({type(exc).__name__}: {exc}); compiling the program again",
+                      RuntimeWarning, stacklevel=3)
+    try:
+        os.unlink(path)
+    except OSError:  # already gone (another process deleted it) or not ours to delete
+        pass
+
