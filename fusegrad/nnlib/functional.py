@@ -564,7 +564,7 @@ def _check_target_range(op: str, target: Tensor, num_classes: int, ignore_index:
                 f"{op}: Target {int(bad[0])} is out of bounds (number of classes: "
                 f"{num_classes})", loc))
     if target.numel():
-        check_values(target, check)
+        check_values(target, check, ("class index", num_classes, ignore_index))
 
 
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,

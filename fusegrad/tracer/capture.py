@@ -27,6 +27,7 @@ class Trace:
     replay_hooks: list[Any] = field(default_factory=list)            # callables, run per call
     hook_keys: set[Any] = field(default_factory=set)
     input_checks: list[tuple[Buffer, Any]] = field(default_factory=list)  # (buffer, check)
+    check_keys: set[Any] = field(default_factory=set)
 
     def existed_before(self, buf: Buffer) -> bool:
         return buf.root().serial < self.start
@@ -68,7 +69,7 @@ def add_replay_hook(key: Any, hook: Any) -> None:
         _active[-1].replay_hooks.append(hook)
 
 
-def check_values(tensor: Any, check: Any) -> None:
+def check_values(tensor: Any, check: Any, key: Any = None) -> None:
     """Run ``check(flat_array)`` on ``tensor``'s value now (when it is computed) and, inside a
     compile trace, on every later call's value of the argument it came from (e.g. class indices
     that must be in range: the replayed program cannot look at them)."""
@@ -77,7 +78,12 @@ def check_values(tensor: Any, check: Any) -> None:
         return
     check(node.attrs[0].data)
     if _active:
-        _active[-1].input_checks.append((node.attrs[0].root(), check))
+        root = node.attrs[0].root()
+        if key is not None:  # the same check asked twice (cross_entropy, then nll_loss): once
+            if (id(root), key) in _active[-1].check_keys:
+                return
+            _active[-1].check_keys.add((id(root), key))
+        _active[-1].input_checks.append((root, check))
 
 
 _STATE: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
