@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from typing import Any
 
 from .dtypes import SHORT
 
@@ -70,7 +69,3 @@ class Node:
     def __repr__(self) -> str:
         attrs = f" {self.attrs}" if self.attrs and self.op != "buffer" else ""
         return f"<{self.op}{attrs} {self.type_str} #{self.uid}>"
-
-
-def attr(node: Node, index: int = 0) -> Any:
-    return node.attrs[index]

@@ -182,7 +182,3 @@ def plain(value: Any) -> Any:
     if type(value) in (tuple, list) and any(isinstance(v, _RuntimeNumber) for v in value):
         return type(value)(plain(v) for v in value)
     return value
-
-
-def is_runtime(value: Any) -> bool:
-    return isinstance(value, _RuntimeNumber)

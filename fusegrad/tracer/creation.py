@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 
 from ..ir import ops
+from ..ir.buffer import Buffer
 from . import dtype as dt
 from . import capture
 from .device import check_device
 from .provenance import user_location
 from .rng import generator
-from .tensor import Tensor, buffer_of
+from .tensor import Tensor
 
 
 def as_array(data: Any, dtype: Any = None) -> np.ndarray:
@@ -197,10 +198,10 @@ def uniform_node_tensor(shape: tuple[int, ...], dtype: str) -> Tensor:
     """Lazy uniform numbers from an in-graph ``rand`` node (for dropout masks)."""
     from .rng import next_key
     count = math.prod(shape)
-    key = buffer_of(next_key(count))
+    key = Buffer.from_array(next_key(count))
     key.rng_count = max(count, 1)  # fusegrad.compile draws a fresh key on every replay
     return Tensor._from_node(ops.rand(ops.buffer(key), shape, dtype, user_location()))
 
 
 def buffer_tensor(array: np.ndarray) -> Tensor:
-    return Tensor._from_node(ops.buffer(buffer_of(array)))
+    return Tensor._from_node(ops.buffer(Buffer.from_array(array)))

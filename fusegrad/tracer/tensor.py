@@ -39,7 +39,7 @@ class Tensor:
         from .device import check_device
         check_device(device)
         arr = as_array(data, dtype)
-        self._bind(ops.buffer(buffer_of(arr)))
+        self._bind(ops.buffer(Buffer.from_array(arr)))
         self._grad: Tensor | None = None
         self._is_leaf = True
         self._version = 0
@@ -354,12 +354,6 @@ def _norm_dim(dim: int, ndim: int, op: str = "dim") -> int:
             f"{op}: dimension out of range (expected to be in range of [{-n}, {n - 1}], but got "
             f"{dim})", user_location()))
     return dim % n
-
-
-def buffer_of(array: np.ndarray) -> Buffer:
-    """A Buffer holding ``array`` with its shape kept (``Buffer.from_array`` turns 0-d into 1-d)."""
-    arr = np.require(array, requirements="C")
-    return Buffer(arr.shape, arr.dtype.name, arr.reshape(-1))
 
 
 def _detached(node: Node) -> Node:

@@ -78,12 +78,6 @@ def load_base(load: Load) -> int:
     return lo
 
 
-def kernel_args(kernel: Kernel) -> list[Node]:
-    """The nodes whose buffers a kernel takes, in call order (``KernelSource.operands`` without the
-    bases; a source read from two bases appears twice)."""
-    return [n for n, _ in kernel_source(kernel, False).operands]
-
-
 def kernel_work(kernel: Kernel) -> int:
     """Innermost-loop iterations of one call: one pass over ``shape`` per reduction stage and epilogue."""
     passes = sum(1 for n in kernel.body if n.op in REDUCE)
