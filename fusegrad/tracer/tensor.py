@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
+from sys import getrefcount
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ class Tensor:
     @classmethod
     def _from_node(cls, node: Node, requires_grad: bool = False) -> "Tensor":
         t = object.__new__(cls)
-        t._bind(node)
+        t._bind(node, new=True)
         t.requires_grad = requires_grad
         t._grad = None
         t._is_leaf = not requires_grad
@@ -61,13 +62,15 @@ class Tensor:
         t._data_of = None
         return t
 
-    def _bind(self, node: Node) -> None:
+    def _bind(self, node: Node, new: bool = False) -> None:
+        """Hold ``node``; ``new``: this tensor was just made (it cannot be pending yet)."""
         self.node = node
         self.seq = next(_seq)
         if node.op != "buffer":
             PENDING[id(self)] = self
         else:
-            PENDING.pop(id(self), None)
+            if not new:
+                PENDING.pop(id(self), None)
             buf = node.attrs[0]
             current = buf.holder() if buf.holder is not None else None
             # a parameter or other state keeps its claim when a view or copy binds the same buffer
@@ -78,6 +81,16 @@ class Tensor:
         """Hold ``array``, a new value of this tensor's shape and dtype (how compiled replays
         update parameters and state: the same as realizing, with less bookkeeping)."""
         old = self.node
+        if old.op == "buffer":
+            buf = old.attrs[0]
+            # Referenced only by this tensor (self.node, ``old``, getrefcount's argument), the
+            # leaf cannot be in any graph, saved value or program; held only by the leaf
+            # (attrs, ``buf``, the argument), the buffer is no view's base nor a program's
+            # constant. Nobody can tell it apart from a new one, so it takes the array in place
+            # (CPython's reference counts, as NumPy's elision of temporaries reads them).
+            if getrefcount(old) == 3 and getrefcount(buf) == 3:
+                buf.data = array
+                return
         buf = Buffer(old.shape, old.dtype, array)
         ref = weakref.ref(self)
         if self.requires_grad and self._is_leaf:
