@@ -1,10 +1,16 @@
 """Replay overhead of ``fusegrad.compile`` on the MLP training step, beside torch eager.
 
-Times, in one run: the compiled step (replay), the same step uncompiled (lazy tracing every
-call), the program alone (``program.run`` on the step's inputs: the kernels plus the generated
-loop that calls them) and torch eager. The overhead of replay is its time above the program's.
+Times, in one run and interleaved in rounds (the machines are shared and noisy):
 
-    python benchmarks/compile_replay.py [--batch 64] [--steps 300]
+- the compiled step (replay) and the same step uncompiled (lazy tracing every call);
+- the same replayed steps again with a clock reading after every kernel and matmul of the
+  program (``timed_run``): the sum of the kernels' times inside real steps, the program's run
+  (kernels plus the generated loop that calls them) and the step around them;
+- torch eager.
+
+The overhead of replay is the step's time above its kernels' sum, as a share of the step.
+
+    python benchmarks/compile_replay.py [--batch 64] [--steps 100] [--rounds 5]
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import fusegrad as fg
 import fusegrad.nnlib as nn
 import fusegrad.optimlib as optim
 from fusegrad import demo
+from fusegrad.backends.numba_cpu.program import timed_run
 
 
 def make(compiled: bool):
@@ -26,67 +33,16 @@ def make(compiled: bool):
     return fg.compile(step) if compiled else step
 
 
-def time_steps(step, batches, warmup: int) -> list[float]:
+def time_steps(step, xs) -> list[float]:
     times = []
-    xs = [(fg.from_numpy(x), fg.from_numpy(y)) for x, y in batches]
     for x, y in xs:
         t0 = time.perf_counter()
         step(x, y)
         times.append(time.perf_counter() - t0)
-    xs[-1][0].numpy()
-    return times[warmup:]
+    return times
 
 
-def time_program(batches, reps: int) -> float:
-    from fusegrad.tracer.realize import STATS
-    entry = STATS.last_entry
-    program = entry.compiled.program
-    leaves = [None] * len(entry.slots)
-    compiled_entry = _last_compiled_entry
-    inputs = []
-    for slot in compiled_entry.slots:
-        if slot.kind == "const":
-            inputs.append(slot.ref.data)
-        elif slot.kind == "state":
-            inputs.append(slot.ref().node.attrs[0].data)
-        elif slot.kind == "arg":
-            x, y = batches[0]
-            inputs.append((x if slot.ref == 0 else y).reshape(-1))
-        else:
-            inputs.append(fg.tracer.rng.next_key(slot.ref))
-    del leaves
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        program.run(inputs)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def time_program_inside_replay(compiled, batches, warmup: int) -> tuple[float, float]:
-    """Median time of ``program.run`` within replayed steps, and the median share of each step
-    spent outside it (signature, gathering inputs, rebinding outputs)."""
-    entry = next(iter(compiled.entries.values()))[-1]
-    program = entry.program_entry.compiled.program
-    run = program.run
-    inside: list[float] = []
-
-    def timed(inputs):
-        t0 = time.perf_counter()
-        out = run(inputs)
-        inside.append(time.perf_counter() - t0)
-        return out
-
-    program.run = timed
-    try:
-        steps = time_steps(compiled, batches, 0)
-    finally:
-        program.run = run
-    shares = [(s - i) / s for s, i in zip(steps[warmup:], inside[warmup:])]
-    return statistics.median(inside[warmup:]), statistics.median(shares)
-
-
-def torch_steps(batches, warmup: int) -> list[float]:
+def torch_step():
     import torch
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(),
@@ -94,46 +50,63 @@ def torch_steps(batches, warmup: int) -> list[float]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
                           weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
-    xs = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
-    times = []
-    for x, y in xs:
-        t0 = time.perf_counter()
+
+    def step(x, y):
         opt.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
-        times.append(time.perf_counter() - t0)
-    return times[warmup:]
-
-
-_last_compiled_entry = None
+        return loss
+    return step
 
 
 def main() -> None:
-    global _last_compiled_entry
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=100, help="steps per round and variant")
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
+    import torch
     batches = demo.synthetic_batches(args.steps, args.batch)
-    lazy = statistics.median(time_steps(make(False), batches, args.warmup))
-    compiled = make(True)
-    replay = statistics.median(time_steps(compiled, batches, args.warmup))
-    _last_compiled_entry = next(iter(compiled.entries.values()))[-1]
-    program = time_program(batches, args.steps)
-    in_step = time_program_inside_replay(compiled, batches, args.warmup)
-    th = statistics.median(torch_steps(batches, args.warmup))
-    print(f"MLP 784-256-10 training step, batch {args.batch} (medians of "
-          f"{args.steps - args.warmup} steps)")
-    print(f"  program alone (kernels + call loop): {program * 1e3:8.3f} ms")
-    print(f"  program inside the replayed steps:  {in_step[0] * 1e3:8.3f} ms")
-    print(f"  fusegrad.compile replay:            {replay * 1e3:8.3f} ms  "
-          f"(overhead {100 * (replay - program) / replay:.1f}% of the step above the program "
-          f"alone; {100 * in_step[1]:.1f}% above the program inside the same steps)")
-    print(f"  fusegrad uncompiled (lazy tracing): {lazy * 1e3:8.3f} ms")
-    print(f"  torch eager:                        {th * 1e3:8.3f} ms")
-    print(f"  replay speed-up vs torch eager: {th / replay:.2f}x")
+    fg_xs = [(fg.from_numpy(x), fg.from_numpy(y)) for x, y in batches]
+    th_xs = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
+
+    lazy, compiled, th = make(False), make(True), torch_step()
+    for step, xs in ((lazy, fg_xs), (compiled, fg_xs), (th, th_xs)):
+        time_steps(step, xs[:20])  # warm up: compile, load, first-touch memory
+    program = next(iter(compiled.entries.values()))[-1].program_entry.compiled.program
+    plain_run = program.run
+    timed, stamps = timed_run(program)
+
+    t = {"lazy": [], "replay": [], "torch": [], "timed step": [], "run": [], "kernels": []}
+    for _ in range(args.rounds):
+        t["torch"] += time_steps(th, th_xs)
+        t["lazy"] += time_steps(lazy, fg_xs)
+        t["replay"] += time_steps(compiled, fg_xs)
+        program.run = timed
+        stamps.clear()
+        t["timed step"] += time_steps(compiled, fg_xs)
+        program.run = plain_run
+        for s in stamps:
+            t["run"].append(s[-1] - s[0])
+            t["kernels"].append(sum(b - a for a, b in zip(s[1:-1:2], s[2:-1:2])))
+    med = {k: statistics.median(v) * 1e3 for k, v in t.items()}
+    items = (len(stamps[0]) - 2) // 2
+    print(f"MLP 784-256-10 training step, batch {args.batch}: medians of "
+          f"{args.rounds} rounds x {args.steps} steps, interleaved")
+    print(f"  torch eager:                           {med['torch']:7.3f} ms")
+    print(f"  fusegrad uncompiled (lazy tracing):    {med['lazy']:7.3f} ms")
+    print(f"  fusegrad.compile replay:               {med['replay']:7.3f} ms  "
+          f"({med['torch'] / med['replay']:.2f}x torch eager)")
+    print(f"  replayed with a clock around each of its {items} kernels and matmuls:")
+    print(f"    step                                 {med['timed step']:7.3f} ms")
+    print(f"    program run (kernels + call loop)    {med['run']:7.3f} ms")
+    print(f"    kernels and matmuls, summed          {med['kernels']:7.3f} ms")
+    over = (med["timed step"] - med["kernels"]) / med["timed step"]
+    python = (med["timed step"] - med["run"]) / med["timed step"]
+    print(f"  overhead above the kernels: {100 * over:.1f}% of the step "
+          f"(Python around the program: {100 * python:.1f}%; the program's call loop: "
+          f"{100 * (over - python):.1f}%)")
 
 
 if __name__ == "__main__":

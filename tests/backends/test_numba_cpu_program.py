@@ -129,3 +129,30 @@ def test_end_to_end_through_fuse(leaf, rng):
     for g, e, node in zip(got, evaluate(graph.outputs), graph.outputs):
         np.testing.assert_allclose(g.reshape(node.shape), e, rtol=1e-5, atol=1e-5)
     assert "kernel" in program.describe()
+
+
+def test_timed_run_gives_the_same_outputs_and_a_reading_around_each_item(builder, leaf, rng):
+    from fusegrad.backends.numba_cpu.program import timed_run
+    schedule = _three_kernel_schedule(builder, leaf, rng)
+    program = compile_schedule(schedule)
+    inputs = [n.attrs[0].data for n in schedule.inputs]
+    expected = program.run(inputs)
+    run, stamps = timed_run(program)
+    for got, want in zip(run(inputs), expected):
+        np.testing.assert_array_equal(got, want)
+    (readings,) = stamps
+    assert len(readings) == 2 + 2 * len(schedule.items)
+    assert readings == sorted(readings)
+    assert program.run_source.count("  # [") == len(schedule.items)  # items marked by index
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
+def test_in_range_kernel(dtype):
+    from fusegrad.backends.numba_cpu.checks import in_range_kernel
+    check = in_range_kernel(dtype)
+    bounds = np.array([0, 5], np.int64)
+    assert check(np.array([0, 4, 2], dtype), bounds)
+    assert not check(np.array([0, 5], dtype), bounds)
+    assert check(np.array([], dtype), bounds)
+    if dtype != "uint8":
+        assert not check(np.array([3, -1], dtype), bounds)

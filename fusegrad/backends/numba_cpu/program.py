@@ -12,7 +12,11 @@ and outputs (their arrays change from call to call).
 from __future__ import annotations
 
 import os
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -185,6 +189,32 @@ def bind_run(ns: dict, blocks: list[tuple[str, int]], temps: list[tuple[int, int
     return ns["run"]
 
 
+_ITEM = re.compile(r"  # \[(\d+)\]")
+
+
+def timed_run(program: Any) -> tuple[Callable[[list[np.ndarray]], list[np.ndarray]],
+                                     list[list[float]]]:
+    """A copy of ``program.run`` that reads the clock around every item (for benchmarks that need
+    each kernel's time inside real steps) and the list each call appends its readings to: the
+    call's start, then (before, after) of each item in schedule order, then the call's end.
+    ``program`` must have run once.
+    """
+    stamps: list[list[float]] = []
+    ns = dict(program._namespace)
+    ns["_clock"], ns["_stamps"] = time.perf_counter, stamps
+    lines = program.run_source.rstrip().splitlines()
+    out = [lines[0], "    _s = [_clock()]", "    _stamps.append(_s)"]
+    for line in lines[1:]:
+        if line.lstrip().startswith("return "):
+            out.append("    _s.append(_clock())")
+        if _ITEM.search(line):
+            out += ["    _s.append(_clock())", line, "    _s.append(_clock())"]
+        else:
+            out.append(line)
+    exec(compile("\n".join(out), "<fusegrad timed run>", "exec"), ns)  # noqa: S102
+    return ns["run"], stamps
+
+
 def compile_schedule(schedule: Schedule) -> NumbaProgram:
     """Generate, load (or compile) every kernel of ``schedule`` and plan its buffers.
 
@@ -245,7 +275,7 @@ def compile_schedule(schedule: Schedule) -> NumbaProgram:
             taken.add(call)
             namespace[call] = fn
             kernels.append(_CompiledKernel(item, ks, call))
-            body.append(f"{call}({', '.join(operand(n, base) for n, base in args)})")
+            body.append(f"{call}({', '.join(operand(n, base) for n, base in args)})  # [{t}]")
         else:
             body.append(_extern_call(item, t, names, namespace, prebound))
     body[head:head] = [f"{view} = {expr}" for view, expr in per_run.items()]
@@ -280,8 +310,8 @@ def _extern_call(item: Extern, t: int, names: dict[Node, str], namespace: dict,
                 expr = name
         views.append(expr)
     if node.op == "matmul":
-        return f"np.matmul({views[0]}, {views[1]}, out={views[2]})  # extern {item.name}"
+        return f"np.matmul({views[0]}, {views[1]}, out={views[2]})  # [{t}] extern {item.name}"
     if node.op == "scatter_add":
         return (f"scatter_add({names[node]}, {views[0]}, {views[1]}, {node.attrs[0]}, {node.shape})"
-                f"  # extern {item.name}")
+                f"  # [{t}] extern {item.name}")
     raise FusegradError(f"no CPU extern for op {node.op!r}")
