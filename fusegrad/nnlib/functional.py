@@ -12,9 +12,11 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ..ir.errors import DTypeError, ShapeError, with_location
 from ..tracer import functions as F
-from ..tracer.capture import check_values
+from ..tracer.capture import check_values, in_range_check
 from ..tracer.creation import arange, uniform_node_tensor
 from ..tracer.grad_mode import no_grad
 from ..tracer.provenance import user_location
@@ -555,8 +557,13 @@ def _check_target_range(op: str, target: Tensor, num_classes: int, ignore_index:
                         loc: str | None) -> None:
     """Class indices outside [0, C) are an IndexError, checked for targets already computed
     (and, inside fusegrad.compile, on every call's targets)."""
+    bounds = np.array([0, num_classes], np.int64)
+    in_range: list[Any] = []  # the compiled check, fetched when there are values to check
+
     def check(values) -> None:
-        if 0 <= values.min() and values.max() < num_classes:
+        if not in_range:
+            in_range.append(in_range_check(target.dtype.name))
+        if in_range[0](values, bounds):
             return  # the common case, without building masks
         bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
         if bad.size:

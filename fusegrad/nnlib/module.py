@@ -65,6 +65,8 @@ class Module:
             self._buffers[name] = value if value is None else capture.mark_state(value)
         else:
             object.__setattr__(self, name, value)
+            if name == "training":
+                capture.modes_changed()
 
     def _drop(self, name: str) -> None:
         self.__dict__.pop(name, None)
@@ -212,6 +214,7 @@ class Module:
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")  # noqa: TRY004 - torch's
         object.__setattr__(self, "training", mode)
+        capture.modes_changed()
         for m in self.children():
             m.train(mode)  # through each child's own train(), which subclasses may extend
         return self

@@ -56,6 +56,16 @@ def refuse(what: str) -> None:
                                          user_location()))
 
 
+# How many times a module's training mode has been set: a replay re-reads the modes it was
+# traced with only after a change (a model of hundreds of modules would cost microseconds).
+MODES_SET = [0]
+
+
+def modes_changed() -> None:
+    """Record that some module's ``training`` was set (``Module.train``, ``.training = ...``)."""
+    MODES_SET[0] += 1
+
+
 def note_module(module: Any) -> None:
     if _active:
         _active[-1].modules[id(module)] = module
@@ -67,6 +77,14 @@ def add_replay_hook(key: Any, hook: Any) -> None:
     if _active and key not in _active[-1].hook_keys:
         _active[-1].hook_keys.add(key)
         _active[-1].replay_hooks.append(hook)
+
+
+def in_range_check(dtype: str) -> Any:
+    """``check(values, bounds)``: whether every element of a flat ``dtype`` array lies in
+    ``[bounds[0], bounds[1])`` — a compiled one-pass kernel, for checks that run on every replay
+    (numpy's ``min`` and ``max`` cost three times as much right after a step's kernels)."""
+    from ..backends.numba_cpu.checks import in_range_kernel
+    return in_range_kernel(dtype)
 
 
 def check_values(tensor: Any, check: Any, key: Any = None) -> None:

@@ -23,45 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from ..ir import ops
 from ..ir.buffer import Buffer
 from ..ir.graph import toposort
 from ..ir.node import Node
 from . import capture
-from .realize import (STATS, Entry, bind_value, pending_targets, prepare, realize, run_entry,
+from .realize import (Entry, bind_value, pending_targets, prepare, realize, run_entry,
                       unique_nodes)
 from .grad_mode import is_grad_enabled
-from .rng import next_key
+from .pytree import flatten, unflatten
+from .replay import MISS, build_replay
 from .tensor import PENDING, Tensor
 
 DEFAULT_CACHE_LIMIT = 8
 
 
-# ---------------------------------------------------------------------------- pytrees
-def _flatten(obj: Any, leaves: list[Any]) -> Any:
-    """Replace tensors in nested tuples/lists/dicts by their index in ``leaves``."""
-    if isinstance(obj, Tensor):
-        leaves.append(obj)
-        return ("T", len(leaves) - 1)
-    if isinstance(obj, (tuple, list)):
-        return (type(obj).__name__, tuple(_flatten(o, leaves) for o in obj))
-    if isinstance(obj, dict):
-        return ("dict", tuple((k, _flatten(v, leaves)) for k, v in obj.items()))
-    return ("V", obj)
-
-
-def _unflatten(spec: Any, leaves: list[Any]) -> Any:
-    kind, body = spec
-    if kind == "T":
-        return leaves[body]
-    if kind in ("tuple", "list"):
-        items = [_unflatten(s, leaves) for s in body]
-        return tuple(items) if kind == "tuple" else items
-    if kind == "dict":
-        return {k: _unflatten(s, leaves) for k, s in body}
-    return body
-
-
+# ---------------------------------------------------------------------------- signatures
 def _hashable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         raise TypeError("fusegrad.compile: pass arrays as fusegrad tensors (fusegrad.tensor(a)); a "
@@ -86,6 +62,11 @@ def _signature(spec: Any, tensors: list[Tensor]) -> tuple:
         return ("V", _hashable(body))
     return (strip(spec), tuple((t.node.shape, t.node.dtype, t.requires_grad) for t in tensors),
             is_grad_enabled())
+
+
+def _positional_spec(n: int) -> tuple:
+    """The signature's argument structure for a call with ``n`` tensors, all positional."""
+    return ("tuple", (("tuple", ("T",) * n), ("dict", ())))
 
 
 def _describe_change(old: tuple, new: tuple) -> str:
@@ -133,68 +114,14 @@ class CompiledEntry:
     replays: int = 0
     output_meta: list[tuple[tuple[int, ...], str]] = field(default_factory=list)
 
-    def matches(self) -> bool:
-        for ref, mode in zip(self.modules, self.modes):
-            m = ref()
-            if m is not None and m.training != mode:
-                return False
-        for ref, must_be_none in self.grad_guards:
-            leaf = ref()
-            if leaf is not None and (leaf.grad is None) != must_be_none:
-                return False
-        return True
+    replay_source: str = ""
+    replay: Callable[[Any], Any] | None = field(default=None, repr=False)
 
-    def replay(self, flat_args: list[Tensor]) -> Any:
-        for hook in self.hooks:
-            hook()
-        for i, check in self.input_checks:
-            check(_data(flat_args[i]))
-        arrays = []
-        for slot in self.slots:
-            kind = slot.kind
-            if kind == "const":
-                arrays.append(slot.ref.data)
-            elif kind == "arg":
-                arrays.append(_data(flat_args[slot.ref]))
-            elif kind == "state":
-                t = slot.ref()
-                if t is None:
-                    raise RuntimeError("a tensor captured by a compiled function no longer exists")
-                arrays.append(_data(t))
-            else:
-                arrays.append(None)
-        for i in self.rng_order:
-            arrays[i] = next_key(self.slots[i].ref)
-        self.program_entry.runs += 1
-        STATS.last_entry = self.program_entry
-        outs = self.program_entry.compiled.program.run(arrays)
-        meta = self.output_meta
-        for ref, k in self.state_outputs:
-            t = ref()
-            if t is not None:
-                t._adopt(outs[k])
-        for ref, k in self.grad_outputs:
-            leaf = ref()
-            if leaf is None:
-                continue
-            if leaf.grad is None:
-                shape, dtype = meta[k]
-                node = ops.buffer(Buffer(shape, dtype, outs[k]))
-                leaf.grad = capture.mark_state(Tensor._from_node(node))
-            else:
-                leaf.grad._adopt(outs[k])
-        returned: list[Any] = []
-        consts = self.return_consts
-        by_flat = {flat: (k, rg) for flat, k, rg in self.return_outputs}
-        for flat in range(len(by_flat) + len(consts)):
-            if flat in consts:
-                returned.append(consts[flat])
-                continue
-            k, rg = by_flat[flat]
-            shape, dtype = meta[k]
-            returned.append(Tensor._from_node(ops.buffer(Buffer(shape, dtype, outs[k]))))
-        self.replays += 1
-        return _unflatten(self.return_spec, returned)
+    def build(self) -> None:
+        """Generate ``replay(args)``, this entry's guards and replay as straight-line Python
+        (see ``replay.py``): it returns ``MISS`` when ``args`` or the modules' modes do not
+        match the signature, else runs the program and returns what the function returned."""
+        self.replay_source, self.replay = build_replay(self)
 
 
 def _source_tensor(buf: Buffer, target_ids: set[int]) -> Tensor | None:
@@ -218,12 +145,6 @@ def _source_tensor(buf: Buffer, target_ids: set[int]) -> Tensor | None:
     return first
 
 
-def _data(t: Tensor):
-    if t.node.op != "buffer":
-        realize(t)
-    return t.node.attrs[0].data
-
-
 # ---------------------------------------------------------------------------- the API
 class CompiledFunction:
     """A function (or a Module's forward) that is traced once per signature and replayed."""
@@ -234,28 +155,31 @@ class CompiledFunction:
         self.module = module
         self.cache_limit = cache_limit
         self.entries: dict[tuple, list[CompiledEntry]] = {}
+        self._positional: list[CompiledEntry] = []  # entries traced from f(tensor, tensor, ...)
         self.hits = 0
         self.misses = 0
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not kwargs and all(type(a) is Tensor for a in args):
-            # the common call, all-tensor positional arguments: a cheaper signature, same content
-            flat = list(args)
-            sig = (("tuple", (("tuple", ("T",) * len(args)), ("dict", ()))),
-                   tuple((t.node.shape, t.node.dtype, t.requires_grad) for t in flat),
-                   is_grad_enabled())
-        else:
-            flat = []
-            sig = _signature(_flatten((args, kwargs), flat), flat)
+        if not kwargs:
+            # the common call, tensors passed positionally: each entry's replay checks them
+            for entry in self._positional:
+                result = entry.replay(args)
+                if result is not MISS:
+                    self.hits += 1
+                    return result
+        flat: list[Tensor] = []
+        sig = _signature(flatten((args, kwargs), flat), flat)
         for entry in self.entries.get(sig, ()):
-            if entry.matches():
+            result = entry.replay(flat)
+            if result is not MISS:
                 self.hits += 1
-                if PENDING:
-                    realize(*PENDING.values())  # the program reads state from buffers
-                return entry.replay(flat)
+                return result
         self.misses += 1
-        return self._trace(args, kwargs, flat, sig)[1]
+        entry, result = self._trace(args, kwargs, flat, sig)
+        if sig[0] == _positional_spec(len(args)):
+            self._positional.append(entry)
+        return result
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         """Compiled methods bind like functions (one compiled cache per function)."""
@@ -297,7 +221,7 @@ class CompiledFunction:
         finally:
             capture.pop()
         ret_flat: list[Tensor] = []
-        ret_spec = _flatten(result, ret_flat)
+        ret_spec = flatten(result, ret_flat)
         if not trace.grads and any(t.requires_grad for t in ret_flat):
             warnings.warn(
                 f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}) returns a tensor "
@@ -316,9 +240,10 @@ class CompiledFunction:
         by_node = dict(zip(outputs, values))
         for t in pending:
             bind_value(t, by_node[t.node])
+        entry.build()
         entry.trace_seconds = time.perf_counter() - t0
         self.entries.setdefault(sig, []).append(entry)
-        return entry, _unflatten(ret_spec, ret_flat)
+        return entry, unflatten(ret_spec, ret_flat)
 
     def _record(self, trace: capture.Trace, sig: tuple, entry_p: Entry | None,
                 leaves: list[Node], pending: list[Tensor], out_index: dict[Node, int],
@@ -408,6 +333,8 @@ def _explain_entry(e: CompiledEntry) -> str:
                f"{len(e.return_outputs)} returned")
     for stage, sec in report.seconds.items():
         out.append(f"  compile {stage:<18} {sec * 1e3:8.1f} ms")
+    out.append("  replay (generated Python run per call):")
+    out.extend(f"    {line}" for line in e.replay_source.splitlines())
     return "\n".join(out)
 
 

@@ -202,11 +202,38 @@ def test_compile_a_module_and_explain():
     np.testing.assert_allclose(cm(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
     np.testing.assert_allclose(cm(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
     text = cm.explain()
-    for word in ("ops traced", "kernels", "extern calls", "buffers", "compile", "replays"):
+    for word in ("ops traced", "kernels", "extern calls", "buffers", "compile", "replays",
+                 "def replay(args):", ".compiled.program.run(["):
         assert word in text
     model.eval()
     cm(x)  # a new training mode is a new signature
     assert cm.entry_count == 2
+
+
+def test_mode_switches_replay_the_entry_of_each_mode():
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 6), nn.Dropout(0.5), nn.Linear(6, 2))
+    calls = {"n": 0}
+
+    @fg.compile
+    def forward(x):
+        calls["n"] += 1
+        return model(x).detach()
+
+    x = fg.randn(3, 6)
+    train = forward(x)
+    model.eval()
+    evaluated = [forward(x).numpy() for _ in range(2)]
+    model[1].training = True  # set directly on one module, not through train()
+    partly = forward(x)
+    model.train()
+    again = forward(x)
+    assert calls["n"] == 3 and forward.entry_count == 3
+    np.testing.assert_array_equal(evaluated[0], evaluated[1])
+    with fg.no_grad():
+        np.testing.assert_allclose(evaluated[0], model.eval()(x).numpy(), rtol=1e-6)
+    assert not np.array_equal(train.numpy(), again.numpy())  # dropout draws anew each call
+    assert partly.shape == train.shape
 
 
 SCRIPT = r"""
