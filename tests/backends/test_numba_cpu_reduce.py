@@ -126,3 +126,37 @@ def test_size_one_reduced_axis(builder, leaf, check, rng):
     b = builder([x])
     b.kernel("k_softmax_width1", [y, ops.argmax(x, 1)], (4, 1), (1,))
     check(b.schedule([y, ops.argmax(x, 1)]))
+
+
+def test_leading_axis_reductions_nest_reduced_loops_outside(builder, leaf, check, rng):
+    """Sums and maxes over leading axes (a bias gradient's column sum) run with the reduced loops
+    outside and one accumulator per kept position; a full-shape output that needs no reduction
+    is written in the same pass, one that does in an epilogue, and kept outputs after."""
+    x = leaf(rng.standard_normal((6, 4, 5)).astype(np.float32))
+    n = leaf(rng.integers(-3, 4, (6, 4, 5)).astype(np.int64))
+    padded = ops.pad(x, (6, 4, 7), ((0, 1), (0, 1), (1, 1)))       # masked reads
+    relu = ops.where(ops.binary("lt", padded, ops.const(0.0, padded.shape, "float32")),
+                     ops.const(0.0, padded.shape, "float32"), padded)
+    s = ops.reduce("sum", relu, (0, 1))
+    m = ops.reduce("max", padded, (0, 1))
+    counts = ops.reduce("sum", ops.binary("lt", ops.pad(n, (6, 4, 7), ((0, 1), (0, 1), (1, 1))),
+                                          ops.const(0, (6, 4, 7), "int64")), (0, 1))
+    isum = ops.reduce("sum", ops.pad(n, (6, 4, 7), ((0, 1), (0, 1), (1, 1))), (0, 1))
+    centred = ops.binary("sub", padded, ops.expand(m, padded.shape))   # needs the max: epilogue
+    mean = ops.binary("mul", s, ops.const(1 / 24, s.shape, "float32"))  # a kept output
+    b = builder([x, n])
+    k = b.kernel("k_leading", [s, m, counts, isum, relu, centred, mean], padded.shape, (0, 1))
+    program = check(b.schedule([s, m, counts, isum, relu, centred, mean]))
+    source = next(c.source.source for c in program.kernels if c.kernel is k)
+    assert "reduced axes outermost" in source and "epilogue" in source
+
+
+def test_inner_and_two_pass_reductions_keep_the_usual_nesting(builder, leaf):
+    from fusegrad.backends.numba_cpu import kernel_source
+    x = leaf(np.ones((4, 6), np.float32))
+    b = builder([x])
+    inner = b.kernel("k_rows", [ops.reduce("sum", x, (1,))], (4, 6), (1,))
+    y, _ = _softmax(x, 0)  # max, then a sum that needs it: two passes
+    two_pass = b.kernel("k_softmax0", [y], (4, 6), (0,))
+    for kernel in (inner, two_pass):
+        assert "reduced axes outermost" not in kernel_source(kernel, parallel=False).source
