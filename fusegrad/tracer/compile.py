@@ -99,11 +99,10 @@ class CompiledEntry:
     program_entry: Entry
     slots: list[_Slot]
     rng_order: list[int]                       # slot indices of random keys, in draw order
-    state_outputs: list[tuple[Any, int]]       # (weakref Tensor, output index)
+    state_outputs: list[tuple[Any, int]]       # (weakref Tensor or argument index, output)
     grad_outputs: list[tuple[Any, int]]        # (weakref leaf, output index)
-    return_outputs: list[tuple[int, int, bool]]  # (flat index, output index, requires_grad)
+    returns: list[tuple[str, Any]]             # where each returned tensor comes from
     return_spec: Any
-    return_consts: dict[int, Tensor]           # returned tensors that are not program outputs
     modules: list[Any]                         # weakrefs to the modules called
     modes: tuple[bool, ...]
     grad_guards: list[tuple[Any, bool]]        # (weakref leaf, grad must be None)
@@ -122,6 +121,32 @@ class CompiledEntry:
         (see ``replay.py``): it returns ``MISS`` when ``args`` or the modules' modes do not
         match the signature, else runs the program and returns what the function returned."""
         self.replay_source, self.replay = build_replay(self)
+
+
+def _return_source(t: Tensor, out_index: dict[Node, int], arg_index: dict[int, int],
+                   trace: capture.Trace, target_ids: set[int]) -> tuple[str, Any]:
+    """Where a replay gets the returned tensor ``t`` from, as ``(kind, what)``.
+
+    ``out``: a new tensor holding program output ``what``; ``arg``: this call's argument
+    ``what`` (or ``arg_detached``: its ``detach()``); ``state``: the state tensor itself, updated
+    by the call (``state_detached``: its ``detach()``); ``same``: a tensor from outside the
+    function; ``const``: a new tensor on the constant leaf ``what``, made inside the function.
+    """
+    if id(t) in arg_index:
+        return "arg", arg_index[id(t)]
+    if capture.is_state(t):
+        return "state", weakref.ref(t)
+    if t.node in out_index:
+        return "out", out_index[t.node]
+    buf = t.node.attrs[0]
+    if id(buf.root()) in trace.arg_buffers:
+        return "arg_detached", trace.arg_buffers[id(buf.root())]
+    if buf.serial < trace.start:  # this very buffer is older than the trace
+        return "same", t
+    source = _source_tensor(buf, target_ids)
+    if buf.alias_of is not None and source is not None and source is not t:
+        return "state_detached", weakref.ref(source)
+    return "const", t.node
 
 
 def _source_tensor(buf: Buffer, target_ids: set[int]) -> Tensor | None:
@@ -233,7 +258,7 @@ class CompiledFunction:
         out_index = {n: i for i, n in enumerate(outputs)}
         traced_ops = len(toposort(outputs)) if outputs else 0
         entry_p, leaves = prepare(outputs) if outputs else (None, [])
-        entry = self._record(trace, sig, entry_p, leaves, pending, out_index, ret_flat,
+        entry = self._record(trace, sig, entry_p, leaves, pending, out_index, flat, ret_flat,
                              ret_spec, traced_ops)
         # run this first call with the program just compiled, exactly as a replay does
         values = run_entry(entry_p, leaves) if entry_p is not None else []
@@ -247,7 +272,8 @@ class CompiledFunction:
 
     def _record(self, trace: capture.Trace, sig: tuple, entry_p: Entry | None,
                 leaves: list[Node], pending: list[Tensor], out_index: dict[Node, int],
-                ret_flat: list[Tensor], ret_spec: Any, traced_ops: int) -> CompiledEntry:
+                flat: list[Tensor], ret_flat: list[Tensor], ret_spec: Any, traced_ops: int
+                ) -> CompiledEntry:
         target_ids = {id(t) for t in pending}
         slots: list[_Slot] = []
         rng: list[tuple[int, int]] = []
@@ -267,28 +293,26 @@ class CompiledFunction:
         grads = {id(ref()): ref for ref, _ in trace.grads.values() if ref() is not None}
         grad_tensor_ids = {id(leaf.grad): ref for ref in grads.values()
                            if (leaf := ref()) is not None and leaf.grad is not None}
+        arg_index = {id(t): i for i, t in enumerate(flat)}
         state_outputs, grad_outputs = [], []
         ret_ids = {id(t) for t in ret_flat}
         for t in pending:
             k = out_index[t.node]
             if id(t) in grad_tensor_ids:
                 grad_outputs.append((grad_tensor_ids[id(t)], k))
-            elif id(t) not in ret_ids:
+            elif id(t) in arg_index:  # an argument updated in place: this call's argument
+                state_outputs.append((arg_index[id(t)], k))
+            elif id(t) not in ret_ids or capture.is_state(t):
                 state_outputs.append((weakref.ref(t), k))
-        return_outputs, return_consts = [], {}
-        for i, t in enumerate(ret_flat):
-            if t.node in out_index:
-                return_outputs.append((i, out_index[t.node], t.requires_grad))
-            else:
-                return_consts[i] = t
+        returns = [_return_source(t, out_index, arg_index, trace, target_ids) for t in ret_flat]
         guards = [(ref, mode == "none") for ref, mode in trace.grads.values()
                   if mode in ("none", "read")]
         modules = list(trace.modules.values())
         return CompiledEntry(
             signature=sig, program_entry=entry_p, slots=slots,
             rng_order=[i for _, i in sorted(rng)], state_outputs=state_outputs,
-            grad_outputs=grad_outputs, return_outputs=return_outputs, return_spec=ret_spec,
-            return_consts=return_consts, modules=[weakref.ref(m) for m in modules],
+            grad_outputs=grad_outputs, returns=returns, return_spec=ret_spec,
+            modules=[weakref.ref(m) for m in modules],
             modes=tuple(m.training for m in modules), grad_guards=guards,
             hooks=list(trace.replay_hooks),
             input_checks=[(trace.arg_buffers[id(buf)], check) for buf, check in trace.input_checks
@@ -330,7 +354,7 @@ def _explain_entry(e: CompiledEntry) -> str:
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
     out.append("  inputs: " + ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) +
                f"; outputs: {len(e.state_outputs)} state, {len(e.grad_outputs)} grads, "
-               f"{len(e.return_outputs)} returned")
+               f"{sum(kind == 'out' for kind, _ in e.returns)} returned")
     for stage, sec in report.seconds.items():
         out.append(f"  compile {stage:<18} {sec * 1e3:8.1f} ms")
     out.append("  replay (generated Python run per call):")

@@ -64,7 +64,7 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
                            "_new_grad": _new_grad, "_unflatten": unflatten,
                            "_next_key": next_key, "_STATS": STATS, "MISS": MISS,
                            "Tensor": Tensor, "PENDING": PENDING, "_grad_enabled": is_grad_enabled,
-                           "_realize_pending": _realize_pending,
+                           "_realize_pending": _realize_pending, "_wrap": Tensor._from_node,
                            "_MODES_SET": capture.MODES_SET}
     body: list[str] = []
     emit = body.append
@@ -137,15 +137,27 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
     # Python that follows the kernels runs on cold caches, so it is kept to plain stores.
     returned: list[str] = []
     fill: list[str] = []
-    by_flat = {flat: k for flat, k, _ in entry.return_outputs}
-    for flat in range(len(by_flat) + len(entry.return_consts)):
-        if flat in entry.return_consts:
-            returned.append(name("const", entry.return_consts[flat]))
+    made: dict[int, str] = {}  # output index -> its tensor (a value returned twice is one tensor)
+    for kind, what in entry.returns:
+        if kind == "out":
+            if what not in made:
+                made[what] = f"r{what}"
+                shape, dtype = entry.output_meta[what]
+                emit(f"r{what} = _new_tensor(None, {shape!r}, {dtype!r})")
+                fill.append(f"r{what}.node.attrs[0].data = outs[{what}]")
+            returned.append(made[what])
+        elif kind == "arg":
+            returned.append(f"args[{what}]")
+        elif kind == "arg_detached":
+            returned.append(f"args[{what}].detach()")
+        elif kind == "state":
+            returned.append(state(what))
+        elif kind == "state_detached":
+            returned.append(f"{state(what)}.detach()")
+        elif kind == "same":
+            returned.append(name("outside", what))
         else:
-            shape, dtype = entry.output_meta[by_flat[flat]]
-            emit(f"r{flat} = _new_tensor(None, {shape!r}, {dtype!r})")
-            fill.append(f"r{flat}.node.attrs[0].data = outs[{by_flat[flat]}]")
-            returned.append(f"r{flat}")
+            returned.append(f"_wrap({name('leaf', what)})")
 
     program = entry.program_entry
     if program is not None:  # None: the function computes nothing (it returns constants)
@@ -154,12 +166,15 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         emit(f"_STATS.last_entry = {program_var}")
         emit(f"outs = {program_var}.compiled.program.run([{', '.join(inputs)}])")
 
-    for ref, k in entry.state_outputs:
-        var = state_var.get(id(ref()))
+    for target, k in entry.state_outputs:
+        if isinstance(target, int):  # an argument updated in place
+            emit(f"args[{target}]._adopt(outs[{k}])")
+            continue
+        var = state_var.get(id(target()))
         if var is not None:
             emit(f"{var}._adopt(outs[{k}])")
         else:  # an output that no input read: the tensor may be gone, as uncompiled
-            emit(f"t = {name('ref', ref)}()")
+            emit(f"t = {name('ref', target)}()")
             emit(f"if t is not None: t._adopt(outs[{k}])")
     for ref, k in entry.grad_outputs:
         shape, dtype = entry.output_meta[k]

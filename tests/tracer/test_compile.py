@@ -180,6 +180,46 @@ def test_mutating_an_argument_is_replayed():
     np.testing.assert_array_equal(acc.numpy(), [4.0, 4.0, 4.0])
 
 
+def test_an_argument_updated_in_place_is_this_calls_argument():
+    @fg.compile
+    def inc(a):
+        a.add_(1)
+        return a * 2, a
+
+    first, second = fg.zeros(3), fg.full((3,), 5.0)
+    inc(first)
+    doubled, same = inc(second)
+    assert same is second
+    np.testing.assert_array_equal(first.numpy(), [1, 1, 1])
+    np.testing.assert_array_equal(second.numpy(), [6, 6, 6])
+    np.testing.assert_array_equal(doubled.numpy(), [12, 12, 12])
+
+
+def test_returned_tensors_that_are_not_outputs_come_from_this_call():
+    warnings.simplefilter("ignore", RuntimeWarning)  # returning the grad-requiring weight
+    lin = nn.Linear(2, 2)
+    outside = fg.ones(2)
+
+    @fg.compile
+    def f(a, b):
+        y = a * 3
+        return (a, a.detach(), b, y, y, lin.weight, lin.weight.detach(), outside,
+                fg.tensor([1.0, 2.0]))
+
+    first = f(fg.randn(2), fg.randn(2))
+    a, b = fg.randn(2), fg.randn(2)
+    with fg.no_grad():
+        lin.weight.mul_(0)
+    r = f(a, b)
+    assert r[0] is a and r[2] is b and r[3] is r[4] and r[5] is lin.weight and r[7] is outside
+    np.testing.assert_array_equal(r[1].numpy(), a.numpy())
+    assert not r[1].requires_grad
+    np.testing.assert_allclose(r[3].numpy(), a.numpy() * 3, rtol=1e-6)
+    np.testing.assert_array_equal(r[6].numpy(), np.zeros((2, 2), np.float32))
+    assert r[8] is not first[8]
+    np.testing.assert_array_equal(r[8].numpy(), [1.0, 2.0])
+
+
 def test_dropout_random_numbers_advance_like_uncompiled():
     def run(compiled):
         fg.manual_seed(3)
