@@ -21,6 +21,7 @@ class Trace:
 
     start: int                                   # Buffer.mark() when the trace began
     arg_buffers: dict[int, int]                  # id(root Buffer) -> flat argument index
+    arg_aliases: list[tuple[int, int]] = field(default_factory=list)  # arguments sharing memory
     grads: dict[int, tuple[Any, str]] = field(default_factory=dict)  # id(leaf) -> (ref, mode)
     grad_cleared: set[int] = field(default_factory=set)
     modules: dict[int, Any] = field(default_factory=dict)            # id -> Module

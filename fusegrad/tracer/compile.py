@@ -108,6 +108,7 @@ class CompiledEntry:
     grad_guards: list[tuple[Any, bool]]        # (weakref leaf, grad must be None)
     hooks: list[Callable[[], None]]
     input_checks: list[tuple[int, Callable[[Any], None]]]  # (flat argument index, check)
+    arg_aliases: list[tuple[int, int]]         # arguments that shared memory when traced
     traced_ops: int
     trace_seconds: float
     replays: int = 0
@@ -121,6 +122,20 @@ class CompiledEntry:
         (see ``replay.py``): it returns ``MISS`` when ``args`` or the modules' modes do not
         match the signature, else runs the program and returns what the function returned."""
         self.replay_source, self.replay = build_replay(self)
+
+
+def _aliases(flat: list[Tensor]) -> list[tuple[int, int]]:
+    """Pairs (first, later) of arguments viewing the same memory: the program read them as one
+    input, so a replay needs them to share memory again."""
+    first: dict[int, int] = {}
+    pairs = []
+    for i, t in enumerate(flat):
+        root = id(t.node.attrs[0].root())
+        if root in first:
+            pairs.append((first[root], i))
+        else:
+            first[root] = i
+    return pairs
 
 
 def _return_source(t: Tensor, out_index: dict[Node, int], arg_index: dict[int, int],
@@ -237,6 +252,7 @@ class CompiledFunction:
                 realize(t)
         trace = capture.Trace(Buffer.mark(), {id(t.node.attrs[0].root()): i
                                               for i, t in enumerate(flat)})
+        trace.arg_aliases = _aliases(flat)
         if self.module is not None:
             for m in self.module.modules():
                 trace.modules[id(m)] = m
@@ -317,6 +333,7 @@ class CompiledFunction:
             hooks=list(trace.replay_hooks),
             input_checks=[(trace.arg_buffers[id(buf)], check) for buf, check in trace.input_checks
                           if id(buf) in trace.arg_buffers],
+            arg_aliases=trace.arg_aliases,
             traced_ops=traced_ops, trace_seconds=0.0,
             output_meta=[(n.shape, n.dtype) for n in out_index])
 

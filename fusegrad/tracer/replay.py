@@ -113,6 +113,9 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         emit(f"if leaf is not None and (leaf._grad is None) is not {must_be_none!r}: "
              "return MISS")
     emit("if PENDING: _realize_pending()")
+    for i, j in entry.arg_aliases:
+        emit(f"if args[{i}].node.attrs[0].root() is not args[{j}].node.attrs[0].root(): "
+             "return MISS")
 
     for hook in entry.hooks:
         emit(f"{name('hook', hook)}()")

@@ -195,6 +195,20 @@ def test_an_argument_updated_in_place_is_this_calls_argument():
     np.testing.assert_array_equal(doubled.numpy(), [12, 12, 12])
 
 
+def test_the_same_tensor_passed_twice_is_its_own_signature():
+    @fg.compile
+    def f(a, b):
+        a.add_(1)
+        return a * 2 + b
+
+    x = fg.ones(3)
+    np.testing.assert_array_equal(f(x, x).numpy(), [6, 6, 6])  # b is the updated a
+    np.testing.assert_array_equal(f(fg.ones(3), fg.zeros(3)).numpy(), [4, 4, 4])
+    y = fg.ones(3)
+    np.testing.assert_array_equal(f(y, y).numpy(), [6, 6, 6])
+    assert f.entry_count == 2
+
+
 def test_returned_tensors_that_are_not_outputs_come_from_this_call():
     warnings.simplefilter("ignore", RuntimeWarning)  # returning the grad-requiring weight
     lin = nn.Linear(2, 2)
