@@ -12,6 +12,20 @@ from .provenance import user_location
 from .tensor import Tensor
 
 FREED = object()  # Buffer.source after backward() released the graph behind it
+
+
+class LazySource:
+    """``Buffer.source`` of a value a compiled replay computed: the expression it realized is
+    built only when a backward needs it, from the traced expression over stand-in leaves and
+    the leaves of that call (its arguments, the parameters as they were)."""
+
+    __slots__ = ("expr", "stand_ins", "leaves")
+
+    def __init__(self, expr: Node, stand_ins: list[Node], leaves: list[Node]):
+        self.expr, self.stand_ins, self.leaves = expr, stand_ins, leaves
+
+    def build(self) -> Node:
+        return substitute([self.expr], dict(zip(self.stand_ins, self.leaves)))[0]
 RETAINED: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionary()
 
 
@@ -79,6 +93,8 @@ def _realized_sources(root: Node) -> dict[Node, Node]:
         seen.add(n)
         if n.op == "buffer":
             src = n.attrs[0].source
+            if isinstance(src, LazySource):
+                src = n.attrs[0].source = src.build()
             if src is FREED:
                 raise RuntimeError(with_location(
                     "Trying to backward through the graph a second time (or directly access "

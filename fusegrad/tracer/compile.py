@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..ir.buffer import Buffer
-from ..ir.graph import toposort
+from ..ir import ops
+from ..ir.graph import substitute, toposort
 from ..ir.node import Node
 from . import capture
 from .realize import (Entry, bind_value, pending_targets, prepare, realize, run_entry,
@@ -86,6 +87,19 @@ def _describe_change(old: tuple, new: tuple) -> str:
 
 # ---------------------------------------------------------------------------- one entry
 @dataclass
+class _History:
+    """How a replay gives returned values the autograd history a backward needs: the expression
+    of each returned output that requires grad, over stand-ins of the expressions' leaves, and
+    where each leaf comes from on a call: ``(kind, what, detached)`` with kind ``arg`` (argument
+    index), ``state`` (weakref), ``rng`` (program input index of the key) or ``const`` (the
+    leaf); ``detached``: the leaf was a ``detach()`` view, so no gradient flows through it."""
+
+    exprs: dict[int, Node]                     # output index -> expression over stand_ins
+    stand_ins: list[Node]
+    leaves: list[tuple[str, Any, bool]]
+
+
+@dataclass
 class _Slot:
     kind: str           # "arg" | "state" | "const" | "rng"
     ref: Any            # arg index | weakref to Tensor | Buffer | rng count
@@ -109,6 +123,7 @@ class CompiledEntry:
     hooks: list[Callable[[], None]]
     input_checks: list[tuple[int, Callable[[Any], None]]]  # (flat argument index, check)
     arg_aliases: list[tuple[int, int]]         # arguments that shared memory when traced
+    history: _History | None                   # autograd of returned values (no backward inside)
     traced_ops: int
     trace_seconds: float
     replays: int = 0
@@ -122,6 +137,49 @@ class CompiledEntry:
         (see ``replay.py``): it returns ``MISS`` when ``args`` or the modules' modes do not
         match the signature, else runs the program and returns what the function returned."""
         self.replay_source, self.replay = build_replay(self)
+
+
+def _history(ret_flat: list[Tensor], returns: list[tuple[str, Any]], trace: capture.Trace,
+             target_ids: set[int], leaves: list[Node], entry_p: Entry | None
+             ) -> _History | None:
+    """The ``_History`` of the returned outputs that require grad (None if a random key they
+    read is not an input of the program, so a replay could not give it back)."""
+    exprs = {k: t.node for t, (kind, k) in zip(ret_flat, returns)
+             if kind == "out" and t.requires_grad}
+    if not exprs or entry_p is None:
+        return _History({}, [], [])
+    rng_input = {id(leaves[p].attrs[0].root()): j for j, p in enumerate(entry_p.slots)
+                 if leaves[p].attrs[0].root().rng_count}
+    found = [n for n in toposort(list(exprs.values())) if n.op == "buffer"]
+    sources: list[tuple[str, Any, bool]] = []
+    for node in found:
+        buf = node.attrs[0]
+        kind, what = _classify(buf, trace, target_ids)
+        if kind == "rng":
+            if id(what) not in rng_input:
+                return None
+            what = rng_input[id(what)]
+        elif kind == "const":
+            what = node
+        sources.append((kind, what, buf.owner is None))
+    stand_ins = [ops.buffer(Buffer(n.shape, n.dtype)) for n in found]
+    rebuilt = substitute(list(exprs.values()), dict(zip(found, stand_ins)))
+    return _History(dict(zip(exprs, rebuilt)), stand_ins, sources)
+
+
+def _classify(buf: Buffer, trace: capture.Trace, target_ids: set[int]) -> tuple[str, Any]:
+    """Where a replay gets the value a leaf of the trace read through ``buf``: ``("arg", index)``,
+    ``("rng", root buffer)`` (a random key, drawn anew), ``("state", weakref to the tensor)`` or
+    ``("const", None)`` (made inside the trace: frozen)."""
+    root = buf.root()
+    if id(root) in trace.arg_buffers:
+        return "arg", trace.arg_buffers[id(root)]
+    if root.rng_count:
+        return "rng", root
+    holder = _source_tensor(buf, target_ids)
+    if holder is not None and (trace.existed_before(root) or id(holder) in target_ids):
+        return "state", weakref.ref(holder)
+    return "const", None
 
 
 def _aliases(flat: list[Tensor]) -> list[tuple[int, int]]:
@@ -263,12 +321,6 @@ class CompiledFunction:
             capture.pop()
         ret_flat: list[Tensor] = []
         ret_spec = flatten(result, ret_flat)
-        if not trace.grads and any(t.requires_grad for t in ret_flat):
-            warnings.warn(
-                f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}) returns a tensor "
-                "that requires grad: later calls replay the program and return its value without "
-                "autograd history, so call backward() (and the optimizer step) inside the "
-                "compiled function", RuntimeWarning, stacklevel=3)
         pending = pending_targets([t for t in ret_flat if t.node.op != "buffer"])
         outputs = unique_nodes(pending)
         out_index = {n: i for i, n in enumerate(outputs)}
@@ -295,17 +347,12 @@ class CompiledFunction:
         rng: list[tuple[int, int]] = []
         for s in (entry_p.slots if entry_p is not None else []):
             buf = leaves[s].attrs[0]
-            root = buf.root()
-            holder = _source_tensor(buf, target_ids)
-            if id(root) in trace.arg_buffers:
-                slots.append(_Slot("arg", trace.arg_buffers[id(root)]))
-            elif root.rng_count:
-                rng.append((root.serial, len(slots)))
-                slots.append(_Slot("rng", root.rng_count))
-            elif holder is not None and (trace.existed_before(root) or id(holder) in target_ids):
-                slots.append(_Slot("state", weakref.ref(holder)))
+            kind, what = _classify(buf, trace, target_ids)
+            if kind == "rng":
+                rng.append((what.serial, len(slots)))
+                slots.append(_Slot("rng", what.rng_count))
             else:
-                slots.append(_Slot("const", buf))
+                slots.append(_Slot(kind, buf if kind == "const" else what))
         grads = {id(ref()): ref for ref, _ in trace.grads.values() if ref() is not None}
         grad_tensor_ids = {id(leaf.grad): ref for ref in grads.values()
                            if (leaf := ref()) is not None and leaf.grad is not None}
@@ -321,6 +368,15 @@ class CompiledFunction:
             elif id(t) not in ret_ids or capture.is_state(t):
                 state_outputs.append((weakref.ref(t), k))
         returns = [_return_source(t, out_index, arg_index, trace, target_ids) for t in ret_flat]
+        history = None
+        if not trace.grads:  # a forward without its backward: keep what a backward will need
+            history = _history(ret_flat, returns, trace, target_ids, leaves, entry_p)
+            if history is None:
+                warnings.warn(
+                    f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}) returns a "
+                    "tensor that requires grad and depends on random numbers the program does not "
+                    "read back: later calls return its value without autograd history; call "
+                    "backward() inside the compiled function", RuntimeWarning, stacklevel=4)
         guards = [(ref, mode == "none") for ref, mode in trace.grads.values()
                   if mode in ("none", "read")]
         modules = list(trace.modules.values())
@@ -333,7 +389,7 @@ class CompiledFunction:
             hooks=list(trace.replay_hooks),
             input_checks=[(trace.arg_buffers[id(buf)], check) for buf, check in trace.input_checks
                           if id(buf) in trace.arg_buffers],
-            arg_aliases=trace.arg_aliases,
+            arg_aliases=trace.arg_aliases, history=history,
             traced_ops=traced_ops, trace_seconds=0.0,
             output_meta=[(n.shape, n.dtype) for n in out_index])
 

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..ir import ops
 from ..ir.buffer import Buffer
+from ..ir.node import Node
 from . import capture
+from .autograd import LazySource
 from .realize import STATS, realize
 from .rng import next_key
 from .pytree import unflatten
 from .grad_mode import is_grad_enabled
-from .tensor import PENDING, Tensor
+from .tensor import PENDING, Tensor, _detached
 
 if TYPE_CHECKING:
     from .compile import CompiledEntry
@@ -54,6 +56,17 @@ def _new_tensor(array, shape: tuple[int, ...], dtype: str) -> Tensor:
     return Tensor._from_node(ops.buffer(Buffer(shape, dtype, array)))
 
 
+def _key_leaf(key, shape: tuple[int, ...], dtype: str) -> Node:
+    return ops.buffer(Buffer(shape, dtype, key))
+
+
+def _with_history(t: Tensor, expr: Node, stand_ins: list[Node], leaves: list[Node]) -> None:
+    """Make the returned ``t`` require grad, its expression built if a backward needs it."""
+    t.requires_grad = True
+    t._is_leaf = False
+    t.node.attrs[0].source = LazySource(expr, stand_ins, leaves)
+
+
 def _new_grad(leaf: Tensor, array, shape: tuple[int, ...], dtype: str) -> None:
     leaf.grad = capture.mark_state(_new_tensor(array, shape, dtype))
 
@@ -65,6 +78,8 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
                            "_next_key": next_key, "_STATS": STATS, "MISS": MISS,
                            "Tensor": Tensor, "PENDING": PENDING, "_grad_enabled": is_grad_enabled,
                            "_realize_pending": _realize_pending, "_wrap": Tensor._from_node,
+                           "_key_leaf": _key_leaf, "_with_history": _with_history,
+                           "_detached": _detached,
                            "_MODES_SET": capture.MODES_SET}
     body: list[str] = []
     emit = body.append
@@ -162,6 +177,22 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         else:
             returned.append(f"_wrap({name('leaf', what)})")
 
+    history = entry.history
+    if history is not None and history.exprs:
+        # the leaves a backward of the returned values will read: this call's, before updates
+        leaves = []
+        for (kind, what, detached), stand_in in zip(history.leaves, history.stand_ins):
+            if kind == "arg":
+                expr = f"args[{what}].node"
+            elif kind == "state":
+                expr = f"{state(what)}.node"
+            elif kind == "rng":
+                expr = f"_key_leaf({inputs[what]}, {stand_in.shape!r}, {stand_in.dtype!r})"
+            else:
+                expr = name("leaf", what)
+            leaves.append(f"_detached({expr})" if detached else expr)
+        emit(f"h = [{', '.join(leaves)}]")
+
     program = entry.program_entry
     if program is not None:  # None: the function computes nothing (it returns constants)
         program_var = name("entry", program)
@@ -187,6 +218,10 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         emit(f"    if g is None: _new_grad(leaf, outs[{k}], {shape!r}, {dtype!r})")
         emit(f"    else: g._adopt(outs[{k}])")
     body.extend(fill)
+    if history is not None:
+        for k, expr in history.exprs.items():
+            emit(f"_with_history({made[k]}, {name('expr', expr)}, "
+                 f"{name('stand_ins', history.stand_ins)}, h)")
     emit(f"{name('entry', entry)}.replays += 1")
     if entry.return_spec[0] == "T":
         emit(f"return {returned[entry.return_spec[1]]}")

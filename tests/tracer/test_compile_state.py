@@ -76,9 +76,61 @@ def test_grad_mode_is_part_of_the_signature():
 
     with fg.no_grad():
         assert not f(fg.ones(3)).requires_grad
-    with pytest.warns(RuntimeWarning, match="without autograd history"):
-        assert f(fg.ones(3)).requires_grad
+    assert f(fg.ones(3)).requires_grad
+    assert f(fg.ones(3)).requires_grad  # replayed, with autograd history
     assert f.entry_count == 2
+
+
+def _train_with_compiled_forward(model_fn, compiled, steps=5):
+    """The usual torch.compile loop: only the model is compiled; loss, backward and the
+    optimizer step run outside."""
+    fg.manual_seed(0)
+    model = model_fn()
+    forward = fg.compile(model) if compiled else model
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = fg.randn(6, 4), fg.randint(0, 3, (6,))
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = nn.CrossEntropyLoss()(forward(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses, [p.detach().numpy().copy() for p in model.parameters()], model
+
+
+@pytest.mark.parametrize("model_fn", [
+    lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3)),
+    lambda: nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)),
+], ids=["dropout", "batchnorm"])
+def test_a_compiled_forward_trains_with_backward_outside(model_fn):
+    eager = _train_with_compiled_forward(model_fn, False)
+    compiled = _train_with_compiled_forward(model_fn, True)
+    assert compiled[0] == eager[0]
+    for a, b in zip(compiled[1], eager[1]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(compiled[2].buffers(), eager[2].buffers()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_replayed_outputs_backward_like_uncompiled_values():
+    w = nn.Parameter(fg.tensor([1.0, 2.0, 3.0]))
+    frozen = nn.Parameter(fg.tensor([1.0, 1.0, 1.0]))
+
+    @fg.compile
+    def f(x):
+        return (x * w * frozen.detach()).sum()
+
+    f(fg.ones(3))
+    out = f(fg.tensor([1.0, 0.0, 2.0]))  # replayed
+    assert out.requires_grad and not out.is_leaf
+    out.backward(retain_graph=True)
+    np.testing.assert_array_equal(w.grad.numpy(), [1.0, 0.0, 2.0])
+    assert frozen.grad is None  # no gradient through a detach() inside
+    out.backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0, 0.0, 4.0])
+    with pytest.raises(RuntimeError, match="second time"):
+        out.backward()
 
 
 def test_numpy_array_arguments_are_refused():
