@@ -259,6 +259,9 @@ class CompiledFunction:
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if capture.active() is not None:
+            # called while another compiled function traces: its body becomes part of that trace
+            return self.fn(*args, **kwargs)
         if not kwargs:
             # the common call, tensors passed positionally: each entry's replay checks them
             for entry in self._positional:

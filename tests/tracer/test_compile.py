@@ -195,6 +195,28 @@ def test_an_argument_updated_in_place_is_this_calls_argument():
     np.testing.assert_array_equal(doubled.numpy(), [12, 12, 12])
 
 
+def test_a_compiled_model_called_inside_a_compiled_step_is_traced_into_it():
+    eager = _train(_mlp, _sgd, _batches(4), compiled=False)
+    fg.manual_seed(0)
+    model = _mlp()
+    forward = fg.compile(model)
+    opt = _sgd(model.parameters())
+    forward(fg.tensor(_batches(1)[0][0]))  # traced on its own first
+
+    @fg.compile
+    def step(x, y):
+        opt.zero_grad()
+        loss = nn.CrossEntropyLoss()(forward(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    losses = [step(fg.tensor(x), fg.tensor(y)).item() for x, y in _batches(4)]
+    np.testing.assert_array_equal(losses, eager[0])
+    for p, q in zip(model.parameters(), eager[1]):
+        np.testing.assert_array_equal(p.detach().numpy(), q)
+
+
 def test_the_same_tensor_passed_twice_is_its_own_signature():
     @fg.compile
     def f(a, b):
