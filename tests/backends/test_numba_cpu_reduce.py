@@ -160,3 +160,21 @@ def test_inner_and_two_pass_reductions_keep_the_usual_nesting(builder, leaf):
     two_pass = b.kernel("k_softmax0", [y], (4, 6), (0,))
     for kernel in (inner, two_pass):
         assert "reduced axes outermost" not in kernel_source(kernel, parallel=False).source
+
+
+def test_mask_conditions_on_outer_loops_are_hoisted(builder, leaf, check, rng):
+    """A concatenation written as a sum of pads (as an unrolled RNN's backward stacks its
+    steps): each piece's mask depends on the outer step index only, so it is one flag per step."""
+    parts = [leaf(rng.standard_normal((3, 1, 8)).astype(np.float32)) for _ in range(4)]
+    padded = [ops.pad(p, (3, 4, 8), ((0, 1), (i, 1), (0, 1))) for i, p in enumerate(parts)]
+    total = padded[0]
+    for p in padded[1:]:
+        total = ops.binary("add", total, p)
+    s = ops.reduce("sum", total, (0, 1))
+    b = builder(parts)
+    k = b.kernel("k_stack", [total, s], (3, 4, 8), (0, 1))
+    program = check(b.schedule([total, s]))
+    source = next(c.source.source for c in program.kernels if c.kernel is k)
+    flags = [line.strip() for line in source.splitlines() if line.strip().startswith("c")
+             and " = i1" in line]
+    assert len(flags) == 4, source
