@@ -256,6 +256,7 @@ class Optimizer:
                 if k != "params":
                     group[k] = deepcopy(v)
         self.state.clear()
+        capture.structure_changed()  # compiled steps hold the state tensors replaced here
         for k, s in state_dict["state"].items():
             p = by_index[int(k)]
             self.state[p] = {name: _state_copy(name, v, p) for name, v in s.items()}
@@ -346,11 +347,10 @@ class _ReplayHook:
         if seen == self.seen:
             return  # no option was written since the last call: the scalars are current
         if opt._graph_options() != self.traced:
-            raise RuntimeError(
-                f"{type(opt).__name__}: param_groups changed in a way that changes the update's "
-                f"graph since fusegrad.compile traced the step (traced: {self.traced}, now: "
-                f"{opt._graph_options()}); the compiled program cannot follow. Compile the "
-                "function again after changing such options.")
+            # an option the update's graph is built from (amsgrad, nesterov, ...) changed: the
+            # compiled program cannot follow, so the step is traced again
+            raise capture.Retrace(f"{type(opt).__name__} options changed: {self.traced} -> "
+                                  f"{opt._graph_options()}")
         for s in opt._scalars.values():
             s.refresh()
         self.seen = seen

@@ -67,6 +67,22 @@ def modes_changed() -> None:
     MODES_SET[0] += 1
 
 
+# How many times a module's parameter, buffer or submodule was replaced by another object, or an
+# optimizer's state was loaded: compiled functions forget their traces after a change (a replay
+# would read and update the objects it was traced with).
+STRUCTURE_SET = [0]
+
+
+class Retrace(Exception):
+    """Raised by a replay hook: this entry can no longer replay (what its program was built
+    from changed), so the compiled function drops it and traces the call again."""
+
+
+def structure_changed() -> None:
+    """Record that tensors a compiled function may hold were replaced by other objects."""
+    STRUCTURE_SET[0] += 1
+
+
 def note_module(module: Any) -> None:
     if _active:
         _active[-1].modules[id(module)] = module

@@ -32,7 +32,7 @@ from .realize import (Entry, bind_value, pending_targets, prepare, realize, run_
                       unique_nodes)
 from .grad_mode import is_grad_enabled
 from .pytree import flatten, unflatten
-from .replay import MISS, build_replay
+from .replay import MISS, STALE, build_replay
 from .tensor import PENDING, Tensor
 
 DEFAULT_CACHE_LIMIT = 8
@@ -88,15 +88,17 @@ def _describe_change(old: tuple, new: tuple) -> str:
 # ---------------------------------------------------------------------------- one entry
 @dataclass
 class _History:
-    """How a replay gives returned values the autograd history a backward needs: the expression
-    of each returned output that requires grad, over stand-ins of the expressions' leaves, and
-    where each leaf comes from on a call: ``(kind, what, detached)`` with kind ``arg`` (argument
-    index), ``state`` (weakref), ``rng`` (program input index of the key) or ``const`` (the
-    leaf); ``detached``: the leaf was a ``detach()`` view, so no gradient flows through it."""
+    """How a replay gives values the autograd history a backward needs (a function without a
+    backward inside): the expression of each output that requires grad (returned, or a state
+    or argument updated in place), over stand-ins of the expressions' leaves, and where each
+    leaf comes from on a call, as ``(kind, what, mode)``. ``kind`` is ``arg`` (argument index),
+    ``state`` (weakref), ``rng`` (program input index of the key) or ``const`` (the leaf);
+    ``mode`` is ``live`` (gradients flowed to the tensor when traced), ``detached`` (they did
+    not: a ``detach()``) or ``plain`` (the tensor did not require grad)."""
 
     exprs: dict[int, Node]                     # output index -> expression over stand_ins
     stand_ins: list[Node]
-    leaves: list[tuple[str, Any, bool]]
+    leaves: list[tuple[str, Any, str]]
 
 
 @dataclass
@@ -105,7 +107,7 @@ class _Slot:
     ref: Any            # arg index | weakref to Tensor | Buffer | rng count
 
 
-@dataclass
+@dataclass(eq=False)  # entries are compared by identity
 class CompiledEntry:
     """One traced signature: the program, where its inputs come from, what its outputs set."""
 
@@ -114,7 +116,7 @@ class CompiledEntry:
     slots: list[_Slot]
     rng_order: list[int]                       # slot indices of random keys, in draw order
     state_outputs: list[tuple[Any, int]]       # (weakref Tensor or argument index, output)
-    grad_outputs: list[tuple[Any, int]]        # (weakref leaf, output index)
+    grad_outputs: list[tuple[Any, int, str]]   # (weakref leaf, output index, trace's mode)
     returns: list[tuple[str, Any]]             # where each returned tensor comes from
     return_spec: Any
     modules: list[Any]                         # weakrefs to the modules called
@@ -139,29 +141,27 @@ class CompiledEntry:
         self.replay_source, self.replay = build_replay(self)
 
 
-def _history(ret_flat: list[Tensor], returns: list[tuple[str, Any]], trace: capture.Trace,
-             target_ids: set[int], leaves: list[Node], entry_p: Entry | None
-             ) -> _History | None:
-    """The ``_History`` of the returned outputs that require grad (None if a random key they
-    read is not an input of the program, so a replay could not give it back)."""
-    exprs = {k: t.node for t, (kind, k) in zip(ret_flat, returns)
-             if kind == "out" and t.requires_grad}
-    if not exprs or entry_p is None:
-        return _History({}, [], [])
+def _history(exprs: dict[int, Node], trace: capture.Trace, target_ids: set[int],
+             leaves: list[Node], entry_p: Entry, flat: list[Tensor]) -> _History | None:
+    """The ``_History`` of the outputs ``exprs`` (None if a random key they read is not an input
+    of the program, so a replay could not give it back)."""
     rng_input = {id(leaves[p].attrs[0].root()): j for j, p in enumerate(entry_p.slots)
                  if leaves[p].attrs[0].root().rng_count}
     found = [n for n in toposort(list(exprs.values())) if n.op == "buffer"]
-    sources: list[tuple[str, Any, bool]] = []
+    sources: list[tuple[str, Any, str]] = []
     for node in found:
         buf = node.attrs[0]
         kind, what = _classify(buf, trace, target_ids)
+        tensor = flat[what] if kind == "arg" else what() if kind == "state" else None
         if kind == "rng":
             if id(what) not in rng_input:
                 return None
             what = rng_input[id(what)]
         elif kind == "const":
             what = node
-        sources.append((kind, what, buf.owner is None))
+        mode = "plain" if tensor is None or not tensor.requires_grad else \
+            "live" if buf.owner is not None or buf.source is not None else "detached"
+        sources.append((kind, what, mode))
     stand_ins = [ops.buffer(Buffer(n.shape, n.dtype)) for n in found]
     rebuilt = substitute(list(exprs.values()), dict(zip(found, stand_ins)))
     return _History(dict(zip(exprs, rebuilt)), stand_ins, sources)
@@ -197,14 +197,18 @@ def _aliases(flat: list[Tensor]) -> list[tuple[int, int]]:
 
 
 def _return_source(t: Tensor, out_index: dict[Node, int], arg_index: dict[int, int],
-                   trace: capture.Trace, target_ids: set[int]) -> tuple[str, Any]:
+                   trace: capture.Trace, target_ids: set[int], grad_of: dict[int, Any]
+                   ) -> tuple[str, Any]:
     """Where a replay gets the returned tensor ``t`` from, as ``(kind, what)``.
 
     ``out``: a new tensor holding program output ``what``; ``arg``: this call's argument
     ``what`` (or ``arg_detached``: its ``detach()``); ``state``: the state tensor itself, updated
     by the call (``state_detached``: its ``detach()``); ``same``: a tensor from outside the
-    function; ``const``: a new tensor on the constant leaf ``what``, made inside the function.
+    function; ``const``: a new tensor on the constant leaf ``what``, made inside the function;
+    ``grad``: the ``.grad`` of the leaf ``what`` (weakref) after the call.
     """
+    if id(t) in grad_of:
+        return "grad", grad_of[id(t)]
     if id(t) in arg_index:
         return "arg", arg_index[id(t)]
     if capture.is_state(t):
@@ -238,7 +242,7 @@ def _source_tensor(buf: Buffer, target_ids: set[int]) -> Tensor | None:
                 continue
             if capture.is_state(t) or id(t) in target_ids:
                 return t
-            first = first or t
+            first = first if first is not None else t
         b = b.alias_of
     return first
 
@@ -254,6 +258,7 @@ class CompiledFunction:
         self.cache_limit = cache_limit
         self.entries: dict[tuple, list[CompiledEntry]] = {}
         self._positional: list[CompiledEntry] = []  # entries traced from f(tensor, tensor, ...)
+        self._structure = capture.STRUCTURE_SET[0]
         self.hits = 0
         self.misses = 0
         functools.update_wrapper(self, fn)
@@ -262,25 +267,51 @@ class CompiledFunction:
         if capture.active() is not None:
             # called while another compiled function traces: its body becomes part of that trace
             return self.fn(*args, **kwargs)
+        if capture.STRUCTURE_SET[0] != self._structure:
+            # a parameter, buffer, submodule or optimizer state was replaced: trace again
+            self._structure = capture.STRUCTURE_SET[0]
+            self.entries.clear()
+            self._positional.clear()
         if not kwargs:
             # the common call, tensors passed positionally: each entry's replay checks them
-            for entry in self._positional:
-                result = entry.replay(args)
-                if result is not MISS:
-                    self.hits += 1
-                    return result
+            result = self._replay(self._positional, args)
+            if result is not MISS:
+                return result
         flat: list[Tensor] = []
         sig = _signature(flatten((args, kwargs), flat), flat)
-        for entry in self.entries.get(sig, ()):
-            result = entry.replay(flat)
-            if result is not MISS:
-                self.hits += 1
-                return result
+        result = self._replay(self.entries.get(sig, ()), flat)
+        if result is not MISS:
+            return result
         self.misses += 1
         entry, result = self._trace(args, kwargs, flat, sig)
         if sig[0] == _positional_spec(len(args)):
             self._positional.append(entry)
         return result
+
+    def _replay(self, entries: list[CompiledEntry], args: Any) -> Any:
+        """The first replay of ``entries`` whose guards match this call, or MISS. An entry that
+        can never replay again is dropped: a tensor it reads is gone, or an optimizer's graph
+        options changed (``capture.Retrace``)."""
+        for entry in entries:
+            try:
+                result = entry.replay(args)
+            except capture.Retrace:
+                result = STALE
+            if result is STALE:
+                self._forget(entry)
+            elif result is not MISS:
+                self.hits += 1
+                return result
+        return MISS
+
+    def _forget(self, entry: CompiledEntry) -> None:
+        """Drop ``entry`` (new lists: a loop over the old ones goes on undisturbed)."""
+        same = [e for e in self.entries[entry.signature] if e is not entry]
+        if same:
+            self.entries[entry.signature] = same
+        else:
+            del self.entries[entry.signature]
+        self._positional = [e for e in self._positional if e is not entry]
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         """Compiled methods bind like functions (one compiled cache per function)."""
@@ -356,25 +387,35 @@ class CompiledFunction:
                 slots.append(_Slot("rng", what.rng_count))
             else:
                 slots.append(_Slot(kind, buf if kind == "const" else what))
-        grads = {id(ref()): ref for ref, _ in trace.grads.values() if ref() is not None}
-        grad_tensor_ids = {id(leaf.grad): ref for ref in grads.values()
-                           if (leaf := ref()) is not None and leaf.grad is not None}
+        modes = {id(ref()): mode for ref, mode in trace.grads.values() if ref() is not None}
+        grad_of = {id(leaf.grad): ref for ref, _ in trace.grads.values()
+                   if (leaf := ref()) is not None and leaf.grad is not None}
         arg_index = {id(t): i for i, t in enumerate(flat)}
         state_outputs, grad_outputs = [], []
+        updated: list[Tensor] = []
         ret_ids = {id(t) for t in ret_flat}
         for t in pending:
             k = out_index[t.node]
-            if id(t) in grad_tensor_ids:
-                grad_outputs.append((grad_tensor_ids[id(t)], k))
+            if id(t) in grad_of:
+                grad_outputs.append((grad_of[id(t)], k, modes[id(grad_of[id(t)]())]))
             elif id(t) in arg_index:  # an argument updated in place: this call's argument
                 state_outputs.append((arg_index[id(t)], k))
+                updated.append(t)
             elif id(t) not in ret_ids or capture.is_state(t):
                 state_outputs.append((weakref.ref(t), k))
-        returns = [_return_source(t, out_index, arg_index, trace, target_ids) for t in ret_flat]
+                updated.append(t)
+        returns = [_return_source(t, out_index, arg_index, trace, target_ids, grad_of)
+                   for t in ret_flat]
         history = None
-        if not trace.grads:  # a forward without its backward: keep what a backward will need
-            history = _history(ret_flat, returns, trace, target_ids, leaves, entry_p)
-            if history is None:
+        if not trace.grads and entry_p is not None:
+            # a forward without its backward: keep what a later backward will need
+            exprs = {k: t.node for t, (kind, k) in zip(ret_flat, returns)
+                     if kind == "out" and t.requires_grad}
+            exprs.update({out_index[t.node]: t.node for t in updated
+                          if t.requires_grad and not t._is_leaf})
+            history = _history(exprs, trace, target_ids, leaves, entry_p, flat) if exprs \
+                else None
+            if exprs and history is None:
                 warnings.warn(
                     f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}) returns a "
                     "tensor that requires grad and depends on random numbers the program does not "

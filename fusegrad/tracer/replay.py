@@ -1,14 +1,15 @@
 """The replay of one ``fusegrad.compile`` entry, generated as straight-line Python.
 
-A replay runs the replay hooks and input checks, gathers the program's inputs, runs the program
-and rebinds its outputs to the tensors they update. Each of these is one line of the generated
-function — no loop over slot kinds, no per-call lookups of what is known when the entry is
-recorded — so the Python around the kernels costs a few microseconds per call.
-``CompiledEntry.replay_source`` holds the function (``explain()`` prints it).
+A replay checks its guards, runs the replay hooks and input checks, gathers the program's
+inputs, runs the program and rebinds its outputs to the tensors they update. Each of these is
+one line of the generated function — no loop over slot kinds, no per-call lookups of what is
+known when the entry is recorded — so the Python around the kernels costs a few microseconds per
+call. ``CompiledEntry.replay_source`` holds the function (``explain()`` prints it).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from sys import getrefcount
 from typing import TYPE_CHECKING, Any
 
 from ..ir import ops
@@ -16,14 +17,27 @@ from ..ir.buffer import Buffer
 from ..ir.node import Node
 from . import capture
 from .autograd import LazySource
+from .functions import node_of
+from .grad_mode import is_grad_enabled
+from .pytree import unflatten
 from .realize import STATS, realize
 from .rng import next_key
-from .pytree import unflatten
-from .grad_mode import is_grad_enabled
 from .tensor import PENDING, Tensor, _detached
 
 if TYPE_CHECKING:
     from .compile import CompiledEntry
+
+
+class _Sentinel:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+MISS = _Sentinel("MISS")    # the guards do not match this call: nothing ran
+STALE = _Sentinel("STALE")  # a tensor the entry reads no longer exists: it can never replay
 
 
 def _data(t: Tensor):
@@ -33,23 +47,9 @@ def _data(t: Tensor):
     return t.node.attrs[0].data
 
 
-class _Miss:
-    """What a replay returns when its guards do not match the call (no program ran)."""
-
-    def __repr__(self) -> str:
-        return "MISS"
-
-
-MISS = _Miss()
-
-
 def _realize_pending() -> None:
     """Compute every pending tensor first: the program reads state from buffers."""
     realize(*PENDING.values())
-
-
-def _gone() -> None:
-    raise RuntimeError("a tensor captured by a compiled function no longer exists")
 
 
 def _new_tensor(array, shape: tuple[int, ...], dtype: str) -> Tensor:
@@ -61,26 +61,23 @@ def _key_leaf(key, shape: tuple[int, ...], dtype: str) -> Node:
 
 
 def _with_history(t: Tensor, expr: Node, stand_ins: list[Node], leaves: list[Node]) -> None:
-    """Make the returned ``t`` require grad, its expression built if a backward needs it."""
+    """Give ``t`` (a value this call computed) the autograd history a backward will need: its
+    expression is built if a backward reaches it."""
     t.requires_grad = True
     t._is_leaf = False
     t.node.attrs[0].source = LazySource(expr, stand_ins, leaves)
 
 
-def _new_grad(leaf: Tensor, array, shape: tuple[int, ...], dtype: str) -> None:
-    leaf.grad = capture.mark_state(_new_tensor(array, shape, dtype))
-
-
 def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
     """The source of ``replay(args)`` for ``entry`` and the names it refers to."""
-    env: dict[str, Any] = {"_data": _data, "_gone": _gone, "_new_tensor": _new_tensor,
-                           "_new_grad": _new_grad, "_unflatten": unflatten,
-                           "_next_key": next_key, "_STATS": STATS, "MISS": MISS,
-                           "Tensor": Tensor, "PENDING": PENDING, "_grad_enabled": is_grad_enabled,
-                           "_realize_pending": _realize_pending, "_wrap": Tensor._from_node,
-                           "_key_leaf": _key_leaf, "_with_history": _with_history,
-                           "_detached": _detached,
-                           "_MODES_SET": capture.MODES_SET}
+    env: dict[str, Any] = {
+        "_data": _data, "_new_tensor": _new_tensor, "_mark_state": capture.mark_state,
+        "_getrefcount": getrefcount,
+        "_unflatten": unflatten, "_next_key": next_key, "_STATS": STATS, "MISS": MISS,
+        "STALE": STALE, "Tensor": Tensor, "PENDING": PENDING, "_grad_enabled": is_grad_enabled,
+        "_realize_pending": _realize_pending, "_wrap": Tensor._from_node, "_key_leaf": _key_leaf,
+        "_with_history": _with_history, "_LazySource": LazySource, "_detached": _detached,
+        "_node_of": node_of, "_MODES_SET": capture.MODES_SET}
     body: list[str] = []
     emit = body.append
 
@@ -103,7 +100,7 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         if key not in state_var:
             var = state_var[key] = f"s{len(state_var)}"
             emit(f"{var} = {name('ref', ref)}()")
-            emit(f"if {var} is None: _gone()")
+            emit(f"if {var} is None: return STALE")
         return state_var[key]
 
     # guards: the signature (the tensors' shapes, dtypes and requires_grad, grad mode), the
@@ -128,9 +125,7 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         emit(f"if leaf is not None and (leaf._grad is None) is not {must_be_none!r}: "
              "return MISS")
     emit("if PENDING: _realize_pending()")
-    for i, j in entry.arg_aliases:
-        emit(f"if args[{i}].node.attrs[0].root() is not args[{j}].node.attrs[0].root(): "
-             "return MISS")
+    _emit_alias_guards(entry, emit)
 
     for hook in entry.hooks:
         emit(f"{name('hook', hook)}()")
@@ -152,11 +147,12 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         emit(f"k{j} = _next_key({int(entry.slots[j].ref)})")
 
     # Returned tensors are made before the program runs and given their arrays after it: the
-    # Python that follows the kernels runs on cold caches, so it is kept to plain stores.
+    # Python that follows the kernels runs on cold caches, so it is kept to plain stores. A
+    # detach() the body took of an argument or state reads it as it was before this call.
     returned: list[str] = []
     fill: list[str] = []
     made: dict[int, str] = {}  # output index -> its tensor (a value returned twice is one tensor)
-    for kind, what in entry.returns:
+    for n, (kind, what) in enumerate(entry.returns):
         if kind == "out":
             if what not in made:
                 made[what] = f"r{what}"
@@ -166,32 +162,40 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             returned.append(made[what])
         elif kind == "arg":
             returned.append(f"args[{what}]")
-        elif kind == "arg_detached":
-            returned.append(f"args[{what}].detach()")
+        elif kind in ("arg_detached", "state_detached"):
+            source = f"args[{what}]" if kind == "arg_detached" else state(what)
+            emit(f"d{n} = {source}.detach()")
+            returned.append(f"d{n}")
         elif kind == "state":
             returned.append(state(what))
-        elif kind == "state_detached":
-            returned.append(f"{state(what)}.detach()")
+        elif kind == "grad":
+            returned.append(f"{name('leaf', what)}().grad")
         elif kind == "same":
             returned.append(name("outside", what))
         else:
             returned.append(f"_wrap({name('leaf', what)})")
 
     history = entry.history
-    if history is not None and history.exprs:
-        # the leaves a backward of the returned values will read: this call's, before updates
+    if history is not None:
+        # the leaves a backward of this call's values will read: as they are before its updates
         leaves = []
-        for (kind, what, detached), stand_in in zip(history.leaves, history.stand_ins):
+        for (kind, what, mode), stand_in in zip(history.leaves, history.stand_ins):
             if kind == "arg":
-                expr = f"args[{what}].node"
+                tensor = f"args[{what}]"
             elif kind == "state":
-                expr = f"{state(what)}.node"
+                tensor = state(what)
             elif kind == "rng":
-                expr = f"_key_leaf({inputs[what]}, {stand_in.shape!r}, {stand_in.dtype!r})"
+                leaves.append(f"_key_leaf({inputs[what]}, {stand_in.shape!r}, "
+                              f"{stand_in.dtype!r})")
+                continue
             else:
-                expr = name("leaf", what)
-            leaves.append(f"_detached({expr})" if detached else expr)
+                leaves.append(name("leaf", what))
+                continue
+            leaves.append(f"_node_of({tensor})" if mode == "live" else
+                          f"_detached({tensor}.node)" if mode == "detached" else
+                          f"{tensor}.node")
         emit(f"h = [{', '.join(leaves)}]")
+        stand_ins = name("stand_ins", history.stand_ins)
 
     program = entry.program_entry
     if program is not None:  # None: the function computes nothing (it returns constants)
@@ -202,32 +206,57 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
 
     for target, k in entry.state_outputs:
         if isinstance(target, int):  # an argument updated in place
-            emit(f"args[{target}]._adopt(outs[{k}])")
-            continue
-        var = state_var.get(id(target()))
-        if var is not None:
-            emit(f"{var}._adopt(outs[{k}])")
+            var = f"args[{target}]"
+        elif id(target()) in state_var:
+            var = state_var[id(target())]
         else:  # an output that no input read: the tensor may be gone, as uncompiled
             emit(f"t = {name('ref', target)}()")
             emit(f"if t is not None: t._adopt(outs[{k}])")
-    for ref, k in entry.grad_outputs:
+            continue
+        emit(f"{var}._adopt(outs[{k}])")
+        if history is not None and k in history.exprs:
+            emit(f"{var}.node.attrs[0].source = _LazySource("
+                 f"{name('expr', history.exprs[k])}, {stand_ins}, h)")
+    for ref, k, mode in entry.grad_outputs:
+        # A body that set the grad to None first (zero_grad) makes a new grad tensor: one that
+        # someone else still holds (more than the slot, ``g`` and getrefcount's argument) keeps
+        # its value. Otherwise the grad tensor takes the new value.
         shape, dtype = entry.output_meta[k]
         emit(f"leaf = {name('ref', ref)}()")
         emit("if leaf is not None:")
         emit("    g = leaf._grad")
-        emit(f"    if g is None: _new_grad(leaf, outs[{k}], {shape!r}, {dtype!r})")
+        held = " or _getrefcount(g) > 3" if mode == "cleared" else ""
+        emit(f"    if g is None{held}: leaf.grad = _mark_state(_new_tensor(outs[{k}], "
+             f"{shape!r}, {dtype!r}))")
         emit(f"    else: g._adopt(outs[{k}])")
     body.extend(fill)
     if history is not None:
         for k, expr in history.exprs.items():
-            emit(f"_with_history({made[k]}, {name('expr', expr)}, "
-                 f"{name('stand_ins', history.stand_ins)}, h)")
+            if k in made:
+                emit(f"_with_history({made[k]}, {name('expr', expr)}, {stand_ins}, h)")
     emit(f"{name('entry', entry)}.replays += 1")
     if entry.return_spec[0] == "T":
         emit(f"return {returned[entry.return_spec[1]]}")
     else:
         emit(f"return _unflatten({name('spec', entry.return_spec)}, [{', '.join(returned)}])")
     return "def replay(args):\n" + "".join(f"    {line}\n" for line in body), env
+
+
+def _emit_alias_guards(entry: CompiledEntry, emit: Callable[[str], None]) -> None:
+    """Arguments that shared memory when traced must share it now (the program read them as one
+    input); when the body updates an argument in place, the others must not share memory with
+    it unless they did when traced (the program reads each before any update)."""
+    root = "args[{}].node.attrs[0].root()"
+    for i, j in entry.arg_aliases:
+        emit(f"if {root.format(i)} is not {root.format(j)}: return MISS")
+    updated = sorted({t for t, _ in entry.state_outputs if isinstance(t, int)})
+    if not updated:
+        return
+    group = {later: first for first, later in entry.arg_aliases}
+    for i in updated:
+        for j in range(len(entry.signature[1])):
+            if j != i and group.get(i, i) != group.get(j, j):
+                emit(f"if {root.format(i)} is {root.format(j)}: return MISS")
 
 
 def build_replay(entry: CompiledEntry) -> tuple[str, Callable[[list[Tensor]], Any]]:

@@ -90,6 +90,10 @@ class Tensor:
             # (CPython's reference counts, as NumPy's elision of temporaries reads them).
             if getrefcount(old) == 3 and getrefcount(buf) == 3:
                 buf.data = array
+                ref = weakref.ref(self)  # and the rest as a new buffer would have it
+                buf.owner = ref if self.requires_grad and self._is_leaf else None
+                buf.holder = ref
+                buf.source = buf.alias_of = None
                 return
         buf = Buffer(old.shape, old.dtype, array)
         ref = weakref.ref(self)

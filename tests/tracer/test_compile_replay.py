@@ -1,0 +1,250 @@
+"""Replays of fusegrad.compile against running the same Python uncompiled: what the call returns,
+what it updates, what tensors held outside see, and the gradients a later backward computes."""
+import numpy as np
+import pytest
+
+import fusegrad as fg
+import fusegrad.nnlib as nn
+import fusegrad.optimlib as optim
+
+
+def _both(run):
+    """``run(compile_or_not)`` twice, uncompiled then compiled, from the same seed."""
+    results = []
+    for compiled in (False, True):
+        fg.manual_seed(0)
+        results.append(run(fg.compile if compiled else (lambda f: f)))
+    return results
+
+
+def _same(a, b):
+    if isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _same(x, y)
+    elif a is None or b is None:
+        assert a is None and b is None
+    else:
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7)
+
+
+def _values(t):
+    return None if t is None else t.detach().numpy().copy()
+
+
+def test_fresh_argument_leaves_get_their_gradients():
+    def run(wrap):
+        w = fg.randn(3)
+        f = wrap(lambda x: (x * w).sum())
+        grads = []
+        for _ in range(3):
+            x = fg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+            f(x).backward()
+            grads.append(_values(x.grad))
+        return grads
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_gradients_flow_through_a_non_leaf_argument():
+    def run(wrap):
+        w = fg.randn(3, requires_grad=True)
+        v = nn.Parameter(fg.randn(3))
+        f = wrap(lambda h: (h * v).sum())
+        out = []
+        for _ in range(3):
+            f(w * 2).backward()
+            out.append((_values(w.grad), _values(v.grad)))
+        return out
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_an_argument_updated_in_place_keeps_its_gradient_history():
+    def run(wrap):
+        w = fg.randn(3, requires_grad=True)
+
+        def f(h):
+            h.mul_(2)
+            return h
+
+        f = wrap(f)
+        out = []
+        for _ in range(3):
+            w.grad = None
+            h = f(w * 3)
+            h.sum().backward()
+            out.append((_values(h), _values(w.grad)))
+        return out
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_a_parameter_that_was_a_view_before_the_step_is_its_own_tensor_after():
+    def run(wrap):
+        w = nn.Parameter(fg.tensor([1.0, 1.0, 1.0]))
+
+        def bump():
+            with fg.no_grad():
+                w.add_(1.0)
+
+        step = wrap(bump)
+        step()
+        src = fg.tensor([10.0, 20.0, 30.0])
+        w.data = src
+        step()
+        with fg.no_grad():
+            g = wrap(lambda a: a + w)
+            return [_values(g(src)) for _ in range(3)] + [_values(w), _values(src)]
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_a_returned_gradient_is_this_steps_gradient():
+    def run(wrap):
+        m = nn.Linear(3, 2)
+        opt = optim.SGD(m.parameters(), lr=0.1)
+
+        def step(x):
+            m(x).pow(2).sum().backward()
+            return m.weight.grad
+
+        step = wrap(step)
+        x = fg.randn(4, 3)
+        out = []
+        for _ in range(3):
+            opt.zero_grad()
+            g = step(x)
+            out.append(_values(g))
+            assert g is m.weight.grad
+            opt.step()
+        return out
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_a_detach_taken_before_an_update_keeps_the_old_value():
+    def run(wrap):
+        m = nn.Linear(2, 2)
+        opt = optim.SGD(m.parameters(), lr=0.5)
+
+        def step(x):
+            xd, wd = x.detach(), m.weight.detach()
+            x.mul_(2)
+            opt.zero_grad()
+            m(x).sum().backward()
+            opt.step()
+            return xd, wd
+
+        step = wrap(step)
+        return [[_values(t) for t in step(fg.tensor([[1.0, 2.0]]))] for _ in range(3)]
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_arguments_that_share_memory_only_now_are_a_new_signature():
+    def run(wrap):
+        def f(x, y):
+            x.add_(1)
+            return y * 2
+
+        f = wrap(f)
+        out = [_values(f(fg.ones(3), fg.ones(3)))]
+        a = fg.ones(3)
+        out.append(_values(f(a, a)))
+        out.append(_values(a))
+        return out
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_a_gradient_held_from_the_last_step_keeps_its_value():
+    def run(wrap):
+        m = nn.Linear(3, 2)
+        opt = optim.Adam(m.parameters(), lr=0.1)
+
+        def step(x):
+            opt.zero_grad()
+            m(x).pow(2).sum().backward()
+            opt.step()
+
+        step = wrap(step)
+        x = fg.randn(4, 3)
+        held = []
+        for _ in range(4):
+            step(x)
+            held.append(m.weight.grad)
+        return [_values(g) for g in held]
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_loading_optimizer_and_model_state_between_steps():
+    def run(wrap):
+        m = nn.Linear(3, 2)
+        opt = optim.Adam(m.parameters(), lr=0.1)
+
+        def step(x):
+            opt.zero_grad()
+            loss = m(x).pow(2).sum()
+            loss.backward()
+            opt.step()
+            return loss
+
+        step = wrap(step)
+        x = fg.randn(4, 3)
+        out = []
+        for i in range(7):
+            if i == 2:
+                saved, model = opt.state_dict(), m.state_dict()
+            if i == 5:
+                opt.load_state_dict(saved)
+                m.load_state_dict(model)
+            out.append([_values(step(x))] + [_values(p) for p in m.parameters()])
+        return out
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_replacing_a_submodule_or_parameter_traces_again():
+    def run(wrap):
+        net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2))
+        keep = net[2]  # the replaced layer stays alive: a replay must not keep using it
+        forward = wrap(net)
+        x = fg.randn(4, 3)
+        with fg.no_grad():
+            out = [_values(forward(x)), _values(forward(x))]
+            net[2] = nn.Linear(3, 2)
+            out.append(_values(forward(x)))
+            net[0].weight = nn.Parameter(fg.ones(3, 3))
+            out.append(_values(forward(x)))
+        assert keep is not net[2]
+        return out
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_a_leaf_viewed_by_another_tensor_is_read_on_replay():
+    w = fg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    (w * 1).sum().backward()
+    v = w.view(3)
+    f = fg.compile(lambda x: (x * w).detach())
+    assert v.shape == (3,)
+    for _ in range(2):
+        np.testing.assert_array_equal(f(fg.ones(3)).numpy(), [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("steps", [3])
+def test_forward_only_replays_with_dropout_give_the_same_gradients(steps):
+    def run(wrap):
+        model = nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.Tanh(), nn.Linear(6, 2))
+        forward = wrap(model)
+        out = []
+        for _ in range(steps):
+            x = fg.randn(5, 4, requires_grad=True)
+            model.zero_grad()
+            forward(x).pow(2).sum().backward()
+            out.append([_values(x.grad)] + [_values(p.grad) for p in model.parameters()])
+        return out
+    eager, compiled = _both(run)
+    _same(eager, compiled)
