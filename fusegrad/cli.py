@@ -9,7 +9,7 @@ def _train(args: argparse.Namespace) -> int:
     from . import demo
     from .tracer.realize import set_backend
     set_backend(args.backend)
-    demo.train(steps=args.steps, batch=args.batch, seed=args.seed)
+    demo.train(steps=args.steps, batch=args.batch, seed=args.seed, compiled=args.compile)
     return 0
 
 
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--backend", choices=["numba_cpu", "interpreter"], default=None)
+    t.add_argument("--compile", action="store_true",
+                   help="trace the step once with fusegrad.compile and replay it")
     t.set_defaults(func=_train)
     d = sub.add_parser("dump", help="print the demo training step at every compiler stage")
     d.add_argument("--batch", type=int, default=64)

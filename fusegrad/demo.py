@@ -45,14 +45,17 @@ def make_step(model: nn.Module, opt: optim.Optimizer, loss_fn: nn.Module):
     return step
 
 
-def train(steps: int = 20, batch: int = 64, seed: int = 0, verbose: bool = True
-          ) -> list[StepRecord]:
-    """Train the MLP for ``steps`` steps; print loss, time per step and the kernels compiled."""
+def train(steps: int = 20, batch: int = 64, seed: int = 0, verbose: bool = True,
+          compiled: bool = False) -> list[StepRecord]:
+    """Train the MLP for ``steps`` steps; print loss, time per step and the kernels compiled.
+    ``compiled``: run the step through ``fusegrad.compile`` (traced once, then replayed)."""
     from .tracer.realize import STATS
     fg.manual_seed(seed)
     model = make_mlp()
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     step = make_step(model, opt, nn.CrossEntropyLoss())
+    if compiled:
+        step = fg.compile(step)
     records = []
     for i, (xb, yb) in enumerate(synthetic_batches(steps, batch, seed=seed)):
         t0 = time.perf_counter()

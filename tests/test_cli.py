@@ -20,6 +20,14 @@ def test_train_prints_loss_time_and_kernels():
     assert out.count("loss") >= 3 and "kernels" in out and " ms" in out
 
 
+def test_train_compiled_gives_the_same_losses():
+    def losses(out):
+        return re.findall(r"loss (\d+\.\d+)", out)
+    eager = losses(_cli("train", "--steps", "4", "--batch", "8"))
+    compiled = losses(_cli("train", "--steps", "4", "--batch", "8", "--compile"))
+    assert len(eager) == 4 and compiled == eager
+
+
 def test_dump_shows_every_stage():
     out = _cli("dump", "--batch", "8")
     for marker in ("# summary", "# traced", "after cse", "after dce", "# schedule",
