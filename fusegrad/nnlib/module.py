@@ -16,6 +16,9 @@ from ..tracer.tensor import Tensor, _detached
 from .parameter import Parameter
 
 
+_ABSENT = object()  # no entry under a name (a registered None is an entry)
+
+
 class Module:
     """Base class for all layers: ``forward`` holds the computation, calling the module runs it."""
 
@@ -42,45 +45,53 @@ class Module:
         if isinstance(value, Parameter):
             if params is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
-            self._drop(name, value)
+            self._changed(params, name, value)
+            self._drop(name)
             params[name] = value
         elif params is not None and name in params:
             if value is not None and not isinstance(value, Parameter):
                 raise TypeError(f"cannot assign '{type(value).__name__}' as parameter '{name}' "
                                 "(fusegrad.nnlib.Parameter or None expected)")
-            self._replace(params, name, value)
+            self._changed(params, name, value)
+            params[name] = value
         elif isinstance(value, Module):
             if params is None:
                 raise AttributeError("cannot assign module before Module.__init__() call")
-            self._drop(name, value)
+            self._changed(self._modules, name, value)
+            self._drop(name)
             self._modules[name] = value
         elif params is not None and name in self._modules:
             if value is not None:
                 raise TypeError(f"cannot assign '{type(value).__name__}' as child module "
                                 f"'{name}' (Module or None expected)")
-            self._replace(self._modules, name, value)
+            self._changed(self._modules, name, value)
+            self._modules[name] = value
         elif params is not None and name in self._buffers:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}'")
-            self._replace(self._buffers, name,
-                          value if value is None else capture.mark_state(value))
+            self._changed(self._buffers, name, value)
+            self._buffers[name] = value if value is None else capture.mark_state(value)
         else:
             object.__setattr__(self, name, value)
             if name == "training":
                 capture.modes_changed()
 
-    @staticmethod
-    def _replace(store: dict, name: str, value: Any) -> None:
-        if store.get(name) is not None and store[name] is not value:
-            capture.structure_changed()  # compiled functions hold the object replaced
-        store[name] = value
+    def _changed(self, store: dict, name: str, value: Any) -> None:
+        """Before ``store[name] = value``: once a compiled function has traced this module, any
+        new, replaced or removed parameter, buffer or submodule makes compiled functions trace
+        again (a replay would keep using the objects it was traced with). Inside a trace, a
+        replaced one makes the traced function unreplayable (modules it builds register new
+        names, which is fine)."""
+        old = store.get(name, _ABSENT)
+        if old is value:
+            return
+        if self.__dict__.get("_traced") or (capture.active() is not None and old is not _ABSENT):
+            capture.structure_changed(f"{type(self).__name__}.{name}")
 
-    def _drop(self, name: str, new: Any = None) -> None:
+    def _drop(self, name: str) -> None:
         self.__dict__.pop(name, None)
         for store in (self._parameters, self._buffers, self._modules):
-            old = store.pop(name, None)
-            if old is not None and old is not new:
-                capture.structure_changed()  # compiled functions hold the object replaced
+            store.pop(name, None)
         self._non_persistent.discard(name)
 
     def __getattr__(self, name: str) -> Any:
@@ -93,8 +104,8 @@ class Module:
     def __delattr__(self, name: str) -> None:
         for store in (self._parameters, self._buffers, self._modules):
             if name in store:
+                self._changed(store, name, _ABSENT)
                 del store[name]
-                capture.structure_changed()
                 self._non_persistent.discard(name)
                 return
         object.__delattr__(self, name)
@@ -117,7 +128,8 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter "
                             f"'{name}' (fusegrad.nnlib.Parameter or None required)")
-        self._replace(self._parameters, name, param)
+        self._changed(self._parameters, name, param)
+        self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
         """A tensor that is state but not a parameter (running statistics); ``persistent=False``
@@ -127,7 +139,8 @@ class Module:
             raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' "
                             "(fusegrad.Tensor or None required)")
         # declared state: a compiled step may update it in place (running statistics)
-        self._replace(self._buffers, name, tensor if tensor is None else capture.mark_state(tensor))
+        self._changed(self._buffers, name, tensor)
+        self._buffers[name] = tensor if tensor is None else capture.mark_state(tensor)
         if persistent:
             self._non_persistent.discard(name)
         else:
@@ -137,7 +150,8 @@ class Module:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         self._check_name("module", name, self.__dict__.get("_modules", {}))
-        self._replace(self._modules, name, module)
+        self._changed(self._modules, name, module)
+        self._modules[name] = module
 
     register_module = add_module
 

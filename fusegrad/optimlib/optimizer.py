@@ -199,8 +199,10 @@ class Optimizer:
         return cls(value, trace, make)
 
     def _graph_options(self) -> list[tuple]:
-        """Per group, the option values that decide the graph's structure (not its data)."""
-        return [self._graph_branches(g) for g in self.param_groups]
+        """Per group, the option values that decide the graph's structure (not its data), and
+        its parameters (a list extended in place adds updates to the graph)."""
+        return [(self._graph_branches(g), tuple(map(id, g["params"])))
+                for g in self.param_groups]
 
     def _graph_branches(self, group: dict[str, Any]) -> tuple:
         """What ``_update`` branches on in ``group``: here its flags (bool, None, str options);
@@ -435,6 +437,8 @@ class _ParamState(dict):
     def __setitem__(self, key: str, value: Any) -> None:
         if isinstance(value, Tensor):
             capture.mark_state(value)
+        if isinstance(self.get(key), Tensor) and self[key] is not value:
+            capture.structure_changed()  # compiled steps hold the state tensor replaced here
         super().__setitem__(key, value)
 
 
@@ -452,6 +456,7 @@ class _StateDict(dict):
         return super().__getitem__(id(p))
 
     def __setitem__(self, p: Tensor, value: dict[str, Any]) -> None:
+        capture.structure_changed()  # compiled steps hold the state tensors replaced here
         state = _ParamState()
         for k, v in value.items():
             state[k] = v
@@ -459,6 +464,7 @@ class _StateDict(dict):
         super().__setitem__(id(p), state)
 
     def __delitem__(self, p: Tensor) -> None:
+        capture.structure_changed()
         self._keys.pop(id(p))
         super().__delitem__(id(p))
 
@@ -478,5 +484,6 @@ class _StateDict(dict):
         return iter(self.keys())
 
     def clear(self) -> None:
+        capture.structure_changed()
         super().clear()
         self._keys.clear()

@@ -64,7 +64,9 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
                 targets.setdefault(n, []).append(owner)
     for r in list(RETAINED.values()):
         if r.requires_grad and not r._is_leaf:
-            targets.setdefault(r.node, []).append(r)
+            # a realized value stands in the graph as the expression it realized
+            node = substitute([r.node], sources)[0] if r.node in sources else r.node
+            targets.setdefault(node, []).append(r)
     if inputs is not None:
         allowed = {id(i) for i in inputs}
         targets = {n: [x for x in ts if id(x) in allowed] for n, ts in targets.items()}

@@ -22,6 +22,8 @@ class Trace:
     start: int                                   # Buffer.mark() when the trace began
     arg_buffers: dict[int, int]                  # id(root Buffer) -> flat argument index
     arg_aliases: list[tuple[int, int]] = field(default_factory=list)  # arguments sharing memory
+    seq_start: int = 0                           # Tensor.seq below it: bound before the trace
+    replaced: list[str] = field(default_factory=list)  # module attributes the body replaced
     grads: dict[int, tuple[Any, str]] = field(default_factory=dict)  # id(leaf) -> (ref, mode)
     grad_cleared: set[int] = field(default_factory=set)
     modules: dict[int, Any] = field(default_factory=dict)            # id -> Module
@@ -78,9 +80,14 @@ class Retrace(Exception):
     from changed), so the compiled function drops it and traces the call again."""
 
 
-def structure_changed() -> None:
-    """Record that tensors a compiled function may hold were replaced by other objects."""
-    STRUCTURE_SET[0] += 1
+def structure_changed(what: str = "") -> None:
+    """Record that tensors a compiled function may hold were replaced by other objects. While a
+    trace runs, the traced body is what replaces them: it cannot be replayed (``what`` says
+    what it replaced, for the warning)."""
+    if _active:
+        _active[-1].replaced.append(what)
+    else:
+        STRUCTURE_SET[0] += 1
 
 
 def note_module(module: Any) -> None:

@@ -33,7 +33,7 @@ from .realize import (Entry, bind_value, pending_targets, prepare, realize, run_
 from .grad_mode import is_grad_enabled
 from .pytree import flatten, unflatten
 from .replay import MISS, STALE, build_replay
-from .tensor import PENDING, Tensor
+from .tensor import PENDING, Tensor, seq_mark
 
 DEFAULT_CACHE_LIMIT = 8
 
@@ -103,25 +103,28 @@ class _History:
 
 @dataclass
 class _Slot:
-    kind: str           # "arg" | "state" | "const" | "rng"
-    ref: Any            # arg index | weakref to Tensor | Buffer | rng count
+    kind: str           # "arg" | "state" | "grad" | "const" | "rng"
+    ref: Any            # arg index | weakref to Tensor | leaf | Buffer | rng count
 
 
 @dataclass(eq=False)  # entries are compared by identity
 class CompiledEntry:
-    """One traced signature: the program, where its inputs come from, what its outputs set."""
+    """One traced signature: the program, where its inputs come from, what its outputs set.
+
+    A "leaf" below is a tensor whose gradient the body touched: this call's argument (an int,
+    its index) or a weakref to the tensor."""
 
     signature: tuple
     program_entry: Entry
     slots: list[_Slot]
     rng_order: list[int]                       # slot indices of random keys, in draw order
     state_outputs: list[tuple[Any, int]]       # (weakref Tensor or argument index, output)
-    grad_outputs: list[tuple[Any, int, str]]   # (weakref leaf, output index, trace's mode)
+    grad_outputs: list[tuple[Any, int, str]]   # (leaf, output index, trace's mode)
     returns: list[tuple[str, Any]]             # where each returned tensor comes from
     return_spec: Any
     modules: list[Any]                         # weakrefs to the modules called
     modes: tuple[bool, ...]
-    grad_guards: list[tuple[Any, bool]]        # (weakref leaf, grad must be None)
+    grad_guards: list[tuple[Any, bool]]        # (leaf, grad must be None)
     hooks: list[Callable[[], None]]
     input_checks: list[tuple[int, Callable[[Any], None]]]  # (flat argument index, check)
     arg_aliases: list[tuple[int, int]]         # arguments that shared memory when traced
@@ -142,7 +145,8 @@ class CompiledEntry:
 
 
 def _history(exprs: dict[int, Node], trace: capture.Trace, target_ids: set[int],
-             leaves: list[Node], entry_p: Entry, flat: list[Tensor]) -> _History | None:
+             leaves: list[Node], entry_p: Entry, flat: list[Tensor], grad_of: dict[int, Any]
+             ) -> _History | None:
     """The ``_History`` of the outputs ``exprs`` (None if a random key they read is not an input
     of the program, so a replay could not give it back)."""
     rng_input = {id(leaves[p].attrs[0].root()): j for j, p in enumerate(entry_p.slots)
@@ -151,7 +155,7 @@ def _history(exprs: dict[int, Node], trace: capture.Trace, target_ids: set[int],
     sources: list[tuple[str, Any, str]] = []
     for node in found:
         buf = node.attrs[0]
-        kind, what = _classify(buf, trace, target_ids)
+        kind, what = _classify(buf, trace, target_ids, grad_of)
         tensor = flat[what] if kind == "arg" else what() if kind == "state" else None
         if kind == "rng":
             if id(what) not in rng_input:
@@ -167,9 +171,11 @@ def _history(exprs: dict[int, Node], trace: capture.Trace, target_ids: set[int],
     return _History(dict(zip(exprs, rebuilt)), stand_ins, sources)
 
 
-def _classify(buf: Buffer, trace: capture.Trace, target_ids: set[int]) -> tuple[str, Any]:
+def _classify(buf: Buffer, trace: capture.Trace, target_ids: set[int],
+              grad_of: dict[int, Any]) -> tuple[str, Any]:
     """Where a replay gets the value a leaf of the trace read through ``buf``: ``("arg", index)``,
-    ``("rng", root buffer)`` (a random key, drawn anew), ``("state", weakref to the tensor)`` or
+    ``("rng", root buffer)`` (a random key, drawn anew), ``("grad", leaf)`` (the ``.grad`` of a
+    leaf, read from the leaf on each call), ``("state", weakref to the tensor)`` or
     ``("const", None)`` (made inside the trace: frozen)."""
     root = buf.root()
     if id(root) in trace.arg_buffers:
@@ -177,6 +183,8 @@ def _classify(buf: Buffer, trace: capture.Trace, target_ids: set[int]) -> tuple[
     if root.rng_count:
         return "rng", root
     holder = _source_tensor(buf, target_ids)
+    if holder is not None and id(holder) in grad_of:
+        return "grad", grad_of[id(holder)]
     if holder is not None and (trace.existed_before(root) or id(holder) in target_ids):
         return "state", weakref.ref(holder)
     return "const", None
@@ -202,10 +210,12 @@ def _return_source(t: Tensor, out_index: dict[Node, int], arg_index: dict[int, i
     """Where a replay gets the returned tensor ``t`` from, as ``(kind, what)``.
 
     ``out``: a new tensor holding program output ``what``; ``arg``: this call's argument
-    ``what`` (or ``arg_detached``: its ``detach()``); ``state``: the state tensor itself, updated
-    by the call (``state_detached``: its ``detach()``); ``same``: a tensor from outside the
-    function; ``const``: a new tensor on the constant leaf ``what``, made inside the function;
-    ``grad``: the ``.grad`` of the leaf ``what`` (weakref) after the call.
+    ``what``; ``state``: the state tensor itself, updated by the call; ``arg_view`` and
+    ``state_view``: a new tensor on the argument's (state's) value before the call, requiring
+    grad (as a clone or view) or not (a detach), ``what = (argument or weakref, requires_grad)``;
+    ``same``: a tensor from outside the function; ``const``: a new tensor on the constant leaf
+    ``what``, made inside the function; ``grad``: the ``.grad`` of the leaf ``what`` after the
+    call.
     """
     if id(t) in grad_of:
         return "grad", grad_of[id(t)]
@@ -215,14 +225,16 @@ def _return_source(t: Tensor, out_index: dict[Node, int], arg_index: dict[int, i
         return "state", weakref.ref(t)
     if t.node in out_index:
         return "out", out_index[t.node]
+    if t.seq < trace.seq_start:  # a tensor from outside, which the body did not touch
+        return "same", t
+    # made inside the body on a value computed before it: a detach(), clone() or view of an
+    # argument or state, as it was before the call's updates; else a constant
     buf = t.node.attrs[0]
     if id(buf.root()) in trace.arg_buffers:
-        return "arg_detached", trace.arg_buffers[id(buf.root())]
-    if buf.serial < trace.start:  # this very buffer is older than the trace
-        return "same", t
+        return "arg_view", (trace.arg_buffers[id(buf.root())], t.requires_grad)
     source = _source_tensor(buf, target_ids)
-    if buf.alias_of is not None and source is not None and source is not t:
-        return "state_detached", weakref.ref(source)
+    if source is not None and trace.existed_before(buf):
+        return "state_view", (weakref.ref(source), t.requires_grad)
     return "const", t.node
 
 
@@ -259,6 +271,7 @@ class CompiledFunction:
         self.entries: dict[tuple, list[CompiledEntry]] = {}
         self._positional: list[CompiledEntry] = []  # entries traced from f(tensor, tensor, ...)
         self._structure = capture.STRUCTURE_SET[0]
+        self._warned_replaced = False
         self.hits = 0
         self.misses = 0
         functools.update_wrapper(self, fn)
@@ -284,7 +297,7 @@ class CompiledFunction:
             return result
         self.misses += 1
         entry, result = self._trace(args, kwargs, flat, sig)
-        if sig[0] == _positional_spec(len(args)):
+        if entry is not None and sig[0] == _positional_spec(len(args)):
             self._positional.append(entry)
         return result
 
@@ -328,7 +341,7 @@ class CompiledFunction:
         return sum(len(v) for v in self.entries.values())
 
     def _trace(self, args: tuple, kwargs: dict, flat: list[Tensor], sig: tuple
-               ) -> tuple[CompiledEntry, Any]:
+               ) -> tuple[CompiledEntry | None, Any]:
         if self.entry_count >= self.cache_limit:
             previous = next(reversed(self.entries)) if self.entries else sig
             warnings.warn(
@@ -345,6 +358,7 @@ class CompiledFunction:
         trace = capture.Trace(Buffer.mark(), {id(t.node.attrs[0].root()): i
                                               for i, t in enumerate(flat)})
         trace.arg_aliases = _aliases(flat)
+        trace.seq_start = seq_mark()
         if self.module is not None:
             for m in self.module.modules():
                 trace.modules[id(m)] = m
@@ -353,6 +367,9 @@ class CompiledFunction:
             result = self.fn(*args, **kwargs)
         finally:
             capture.pop()
+        for m in list(trace.modules.values()):
+            for sub in m.modules():  # from now on, their structure changes count
+                sub.__dict__["_traced"] = True
         ret_flat: list[Tensor] = []
         ret_spec = flatten(result, ret_flat)
         pending = pending_targets([t for t in ret_flat if t.node.op != "buffer"])
@@ -369,6 +386,19 @@ class CompiledFunction:
             bind_value(t, by_node[t.node])
         entry.build()
         entry.trace_seconds = time.perf_counter() - t0
+        if trace.replaced:
+            # the body put new objects in modules (``self.avg = self.avg * 0.9 + ...``): a replay
+            # would read the old ones, so every call runs the body (and other traces forget)
+            capture.structure_changed()
+            if not self._warned_replaced:
+                self._warned_replaced = True
+                warnings.warn(
+                    f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}): the function "
+                    f"replaces {', '.join(sorted(set(trace.replaced)))} with a new object on "
+                    "every call, so it is traced again on every call; update it in place "
+                    "instead (self.avg.mul_(0.9).add_(...)) to replay it",
+                    RuntimeWarning, stacklevel=3)
+            return None, unflatten(ret_spec, ret_flat)
         self.entries.setdefault(sig, []).append(entry)
         return entry, unflatten(ret_spec, ret_flat)
 
@@ -377,27 +407,32 @@ class CompiledFunction:
                 flat: list[Tensor], ret_flat: list[Tensor], ret_spec: Any, traced_ops: int
                 ) -> CompiledEntry:
         target_ids = {id(t) for t in pending}
+        arg_index = {id(t): i for i, t in enumerate(flat)}
+        # a leaf whose gradient the body touched: this call's argument, or a weakref
+        leaf_of = {id(ref()): arg_index.get(id(ref()), ref) for ref, _ in trace.grads.values()
+                   if ref() is not None}
+        modes = {id(ref()): mode for ref, mode in trace.grads.values() if ref() is not None}
+        grad_of = {id(leaf.grad): leaf_of[id(leaf)] for ref, _ in trace.grads.values()
+                   if (leaf := ref()) is not None and leaf.grad is not None}
         slots: list[_Slot] = []
         rng: list[tuple[int, int]] = []
         for s in (entry_p.slots if entry_p is not None else []):
             buf = leaves[s].attrs[0]
-            kind, what = _classify(buf, trace, target_ids)
+            kind, what = _classify(buf, trace, target_ids, grad_of)
             if kind == "rng":
                 rng.append((what.serial, len(slots)))
                 slots.append(_Slot("rng", what.rng_count))
             else:
                 slots.append(_Slot(kind, buf if kind == "const" else what))
-        modes = {id(ref()): mode for ref, mode in trace.grads.values() if ref() is not None}
-        grad_of = {id(leaf.grad): ref for ref, _ in trace.grads.values()
-                   if (leaf := ref()) is not None and leaf.grad is not None}
-        arg_index = {id(t): i for i, t in enumerate(flat)}
         state_outputs, grad_outputs = [], []
         updated: list[Tensor] = []
         ret_ids = {id(t) for t in ret_flat}
         for t in pending:
             k = out_index[t.node]
             if id(t) in grad_of:
-                grad_outputs.append((grad_of[id(t)], k, modes[id(grad_of[id(t)]())]))
+                leaf = grad_of[id(t)]
+                ref_leaf = flat[leaf] if isinstance(leaf, int) else leaf()
+                grad_outputs.append((leaf, k, modes[id(ref_leaf)]))
             elif id(t) in arg_index:  # an argument updated in place: this call's argument
                 state_outputs.append((arg_index[id(t)], k))
                 updated.append(t)
@@ -413,16 +448,16 @@ class CompiledFunction:
                      if kind == "out" and t.requires_grad}
             exprs.update({out_index[t.node]: t.node for t in updated
                           if t.requires_grad and not t._is_leaf})
-            history = _history(exprs, trace, target_ids, leaves, entry_p, flat) if exprs \
-                else None
+            history = _history(exprs, trace, target_ids, leaves, entry_p, flat, grad_of) \
+                if exprs else None
             if exprs and history is None:
                 warnings.warn(
                     f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}) returns a "
                     "tensor that requires grad and depends on random numbers the program does not "
                     "read back: later calls return its value without autograd history; call "
                     "backward() inside the compiled function", RuntimeWarning, stacklevel=4)
-        guards = [(ref, mode == "none") for ref, mode in trace.grads.values()
-                  if mode in ("none", "read")]
+        guards = [(leaf_of[id(ref())], mode == "none") for ref, mode in trace.grads.values()
+                  if mode in ("none", "read") and ref() is not None]
         modules = list(trace.modules.values())
         return CompiledEntry(
             signature=sig, program_entry=entry_p, slots=slots,

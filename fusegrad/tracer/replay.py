@@ -60,6 +60,14 @@ def _key_leaf(key, shape: tuple[int, ...], dtype: str) -> Node:
     return ops.buffer(Buffer(shape, dtype, key))
 
 
+def _view(t: Tensor, requires_grad: bool) -> Tensor:
+    """A new tensor on ``t``'s value: as a clone or view made inside the body (autograd kept)
+    or as a ``detach()``."""
+    if requires_grad:
+        return Tensor._from_node(node_of(t), requires_grad=True)
+    return Tensor._from_node(_detached(t.node))
+
+
 def _with_history(t: Tensor, expr: Node, stand_ins: list[Node], leaves: list[Node]) -> None:
     """Give ``t`` (a value this call computed) the autograd history a backward will need: its
     expression is built if a backward reaches it."""
@@ -77,7 +85,7 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         "STALE": STALE, "Tensor": Tensor, "PENDING": PENDING, "_grad_enabled": is_grad_enabled,
         "_realize_pending": _realize_pending, "_wrap": Tensor._from_node, "_key_leaf": _key_leaf,
         "_with_history": _with_history, "_LazySource": LazySource, "_detached": _detached,
-        "_node_of": node_of, "_MODES_SET": capture.MODES_SET}
+        "_node_of": node_of, "_MODES_SET": capture.MODES_SET, "_view": _view}
     body: list[str] = []
     emit = body.append
 
@@ -101,7 +109,20 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             var = state_var[key] = f"s{len(state_var)}"
             emit(f"{var} = {name('ref', ref)}()")
             emit(f"if {var} is None: return STALE")
+            # freezing or unfreezing a parameter changes what the body computes
+            emit(f"if {var}.requires_grad is not {ref().requires_grad!r}: return MISS")
         return state_var[key]
+
+    leaf_var: dict[int, str] = {}
+
+    def leaf(target: Any) -> str:  # a leaf whose grad the body touched (see CompiledEntry)
+        if isinstance(target, int):
+            return f"args[{target}]"
+        if id(target) not in leaf_var:
+            var = leaf_var[id(target)] = f"l{len(leaf_var)}"
+            emit(f"{var} = {name('leaf', target)}()")
+            emit(f"if {var} is None: return STALE")
+        return leaf_var[id(target)]
 
     # guards: the signature (the tensors' shapes, dtypes and requires_grad, grad mode), the
     # modules' training modes and the grads that must be None
@@ -120,10 +141,8 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             emit(f"    m = {name('module', ref)}()  # {type(ref()).__name__}")
             emit(f"    if m is not None and m.training is not {mode!r}: return MISS")
         emit(f"    {seen}[0] = _MODES_SET[0]")
-    for ref, must_be_none in entry.grad_guards:
-        emit(f"leaf = {name('leaf', ref)}()")
-        emit(f"if leaf is not None and (leaf._grad is None) is not {must_be_none!r}: "
-             "return MISS")
+    for target, must_be_none in entry.grad_guards:
+        emit(f"if ({leaf(target)}._grad is None) is not {must_be_none!r}: return MISS")
     emit("if PENDING: _realize_pending()")
     _emit_alias_guards(entry, emit)
 
@@ -140,8 +159,13 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             inputs.append(data("arg", slot.ref, f"args[{slot.ref}]"))
         elif slot.kind == "state":
             inputs.append(data("state", id(slot.ref()), state(slot.ref)))
+        elif slot.kind == "grad":
+            key = slot.ref if isinstance(slot.ref, int) else id(slot.ref)
+            inputs.append(data("grad", key, f"{leaf(slot.ref)}._grad"))
         else:
             inputs.append("")
+    for target, _, _ in entry.grad_outputs:  # fetched before the program runs: no STALE after
+        leaf(target)
     for j in entry.rng_order:  # random keys are drawn in the order the trace drew them
         inputs[j] = f"k{j}"
         emit(f"k{j} = _next_key({int(entry.slots[j].ref)})")
@@ -162,14 +186,15 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             returned.append(made[what])
         elif kind == "arg":
             returned.append(f"args[{what}]")
-        elif kind in ("arg_detached", "state_detached"):
-            source = f"args[{what}]" if kind == "arg_detached" else state(what)
-            emit(f"d{n} = {source}.detach()")
+        elif kind in ("arg_view", "state_view"):
+            source, requires_grad = what
+            source = f"args[{source}]" if kind == "arg_view" else state(source)
+            emit(f"d{n} = _view({source}, {requires_grad!r})")
             returned.append(f"d{n}")
         elif kind == "state":
             returned.append(state(what))
         elif kind == "grad":
-            returned.append(f"{name('leaf', what)}().grad")
+            returned.append(f"{leaf(what)}.grad")
         elif kind == "same":
             returned.append(name("outside", what))
         else:
@@ -187,6 +212,9 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             elif kind == "rng":
                 leaves.append(f"_key_leaf({inputs[what]}, {stand_in.shape!r}, "
                               f"{stand_in.dtype!r})")
+                continue
+            elif kind == "grad":
+                leaves.append(f"{leaf(what)}._grad.node")
                 continue
             else:
                 leaves.append(name("leaf", what))
@@ -217,18 +245,17 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         if history is not None and k in history.exprs:
             emit(f"{var}.node.attrs[0].source = _LazySource("
                  f"{name('expr', history.exprs[k])}, {stand_ins}, h)")
-    for ref, k, mode in entry.grad_outputs:
+    for target, k, mode in entry.grad_outputs:
         # A body that set the grad to None first (zero_grad) makes a new grad tensor: one that
         # someone else still holds (more than the slot, ``g`` and getrefcount's argument) keeps
         # its value. Otherwise the grad tensor takes the new value.
         shape, dtype = entry.output_meta[k]
-        emit(f"leaf = {name('ref', ref)}()")
-        emit("if leaf is not None:")
-        emit("    g = leaf._grad")
+        var = leaf(target)
+        emit(f"g = {var}._grad")
         held = " or _getrefcount(g) > 3" if mode == "cleared" else ""
-        emit(f"    if g is None{held}: leaf.grad = _mark_state(_new_tensor(outs[{k}], "
+        emit(f"if g is None{held}: {var}.grad = _mark_state(_new_tensor(outs[{k}], "
              f"{shape!r}, {dtype!r}))")
-        emit(f"    else: g._adopt(outs[{k}])")
+        emit(f"else: g._adopt(outs[{k}])")
     body.extend(fill)
     if history is not None:
         for k, expr in history.exprs.items():

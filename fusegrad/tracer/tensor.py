@@ -28,6 +28,11 @@ _seq = itertools.count()
 PENDING: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionary()
 
 
+def seq_mark() -> int:
+    """A number between every tensor binding made so far (smaller ``seq``) and every later one."""
+    return next(_seq)
+
+
 class Tensor:
     """A multi-dimensional array whose operations are traced into an IR graph."""
 
@@ -231,8 +236,11 @@ class Tensor:
         if self.node.op != "buffer":
             if capture.active() is not None:
                 raise CaptureError(with_location(
-                    "a parameter updated earlier in this compiled function is used again with "
-                    "gradients on; split the function at the update", user_location()))
+                    "a leaf tensor that requires grad is used with gradients on before its value "
+                    "is computed, inside a compiled function: a parameter updated earlier in the "
+                    "function (split the function at the update), or a tensor created in it with "
+                    "requires_grad=True (create it outside, e.g. as a parameter)",
+                    user_location()))
             from .realize import realize
             realize(self)
         buf = self.node.attrs[0]

@@ -248,3 +248,197 @@ def test_forward_only_replays_with_dropout_give_the_same_gradients(steps):
         return out
     eager, compiled = _both(run)
     _same(eager, compiled)
+
+
+def test_backward_inside_reaches_this_calls_argument():
+    def run(wrap):
+        p = nn.Parameter(fg.ones(3))
+
+        def f(x):
+            p.grad = None
+            x.grad = None
+            (x * p).sum().backward()
+
+        f = wrap(f)
+        first = fg.ones(3, requires_grad=True)
+        f(first)
+        p.data = fg.tensor([5.0, 6.0, 7.0])
+        second = fg.ones(3, requires_grad=True)
+        f(second)
+        return [_values(first.grad), _values(second.grad), _values(p.grad)]
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_gradient_accumulation_over_compiled_calls_with_held_grads():
+    def run(wrap):
+        m = nn.Linear(3, 2)
+        opt = optim.SGD(m.parameters(), lr=0.1)
+
+        def f(x):
+            loss = m(x).pow(2).sum()
+            loss.backward()
+            return loss
+
+        f = wrap(f)
+        x = fg.randn(4, 3)
+        held, out = [], []
+        for _ in range(4):
+            opt.zero_grad()
+            f(x)
+            held.append([p.grad for p in m.parameters()])
+            f(x * 0.5)
+            out.append(_values(m.weight.grad))
+            opt.step()
+        if hasattr(f, "misses"):
+            assert f.misses == 2  # one trace for an empty grad, one for accumulating into it
+        return out + [[_values(g) for g in gs] for gs in held]
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_freezing_and_unfreezing_a_layer_after_compiling():
+    def run(wrap):
+        m = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+        opt = optim.SGD(m.parameters(), lr=0.1)
+
+        def step(x):
+            opt.zero_grad()
+            m(x).pow(2).sum().backward()
+            opt.step()
+
+        step, forward = wrap(step), wrap(m)
+        x = fg.randn(4, 3)
+        out = []
+        for i in range(5):
+            m[0].requires_grad_(i not in (1, 2))
+            step(x)
+            y = forward(x)
+            out.append([_values(p) for p in m.parameters()] + [y.requires_grad])
+        return out
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_modules_added_after_compiling_are_used():
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Linear(3, 3)])
+            self.head = nn.Linear(3, 3, bias=False)
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return self.head(x)
+
+    def run(wrap):
+        m = Stack()
+        forward = wrap(m)
+        x = fg.randn(5, 3)
+        out = []
+        with fg.no_grad():
+            for i in range(5):
+                if i == 2:
+                    m.layers.append(nn.Linear(3, 3))
+                if i == 3:
+                    m.head.bias = nn.Parameter(fg.ones(3))
+                if i == 4:
+                    m.add_module("extra", nn.ReLU())  # unused by forward: same values
+                out.append(_values(forward(x)))
+        return out
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_returned_clone_and_views_of_parameters_and_arguments():
+    def run(wrap):
+        w = nn.Parameter(fg.zeros(2, 3))
+        f = wrap(lambda x: (x * 2, w.clone(), w.view(3, 2), w.detach(), x.clone(), x.reshape(3)))
+        out = []
+        for _ in range(3):
+            x = fg.randn(3, requires_grad=True)
+            r = f(x)
+            r[4].sum().backward()
+            out.append([_values(t) for t in r] + [[t.requires_grad for t in r],
+                                                 _values(x.grad)])
+            with fg.no_grad():
+                w.add_(1.0)
+        return out
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_optimizer_state_replaced_between_steps():
+    def run(wrap):
+        m = nn.Linear(3, 2)
+        opt = optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+
+        def step(x):
+            opt.zero_grad()
+            m(x).pow(2).sum().backward()
+            opt.step()
+
+        step = wrap(step)
+        x = fg.randn(4, 3)
+        old = []
+        for i in range(5):
+            if i == 2:
+                old = [dict(opt.state[p]) for p in m.parameters()]  # keeps the old buffers
+                opt.state.clear()
+            if i == 4:
+                opt.state[m.weight] = {"momentum_buffer": fg.ones(2, 3)}
+            step(x)
+        return [_values(p) for p in m.parameters()] + [len(old)]
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+def test_retain_grad_on_a_compiled_output_and_on_a_realized_value():
+    def run(wrap):
+        m = nn.Linear(3, 4)
+        forward = wrap(m)
+        x = fg.randn(5, 3)
+        out = []
+        for _ in range(3):
+            m.zero_grad()
+            h = forward(x)
+            h.retain_grad()
+            h.detach().numpy()  # realized before its backward
+            (h * h).sum().backward()
+            out.append([_values(h.grad), _values(m.weight.grad)])
+        return out
+    eager, compiled = _both(run)
+    assert eager[0][0] is not None  # d(sum h*h)/dh = 2h
+    _same(eager, compiled)
+
+
+def test_a_forward_that_replaces_its_buffer_runs_every_call_with_a_warning():
+    class Ema(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.register_buffer("avg", fg.zeros(3))
+
+        def forward(self, x):
+            y = self.lin(x)
+            self.avg = self.avg * 0.9 + y.detach().mean(0) * 0.1
+            return y
+
+    def run(wrap):
+        m = Ema()
+        forward = wrap(m)
+        with pytest.warns(RuntimeWarning, match="replaces Ema.avg") if wrap is fg.compile \
+                else _nothing():
+            out = [_values(forward(fg.randn(4, 3))) for _ in range(3)]
+        return out + [_values(m.avg)]
+    eager, compiled = _both(run)
+    _same(eager, compiled)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -43,6 +43,7 @@ class Sequential(Module):
     def __delitem__(self, idx: int | slice) -> None:
         keys = list(self._modules.keys())
         for key in (keys[idx] if isinstance(idx, slice) else [keys[self._index(idx)]]):
+            self._changed(self._modules, key, None)
             del self._modules[key]
         items = list(self._modules.values())
         self._modules.clear()
@@ -128,6 +129,7 @@ class ModuleDict(Module):
         self.add_module(key, module)
 
     def __delitem__(self, key: str) -> None:
+        self._changed(self._modules, key, None)
         del self._modules[key]
 
     def __len__(self) -> int:
