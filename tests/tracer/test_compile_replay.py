@@ -8,12 +8,13 @@ import fusegrad.nnlib as nn
 import fusegrad.optimlib as optim
 
 
-def _both(run):
-    """``run(compile_or_not)`` twice, uncompiled then compiled, from the same seed."""
+def _compare(run):
+    """``run(compile_or_not)`` uncompiled, then compiled, from the same seed: the results match."""
     results = []
     for compiled in (False, True):
         fg.manual_seed(0)
         results.append(run(fg.compile if compiled else (lambda f: f)))
+    _same(*results)
     return results
 
 
@@ -42,8 +43,7 @@ def test_fresh_argument_leaves_get_their_gradients():
             f(x).backward()
             grads.append(_values(x.grad))
         return grads
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_gradients_flow_through_a_non_leaf_argument():
@@ -56,8 +56,7 @@ def test_gradients_flow_through_a_non_leaf_argument():
             f(w * 2).backward()
             out.append((_values(w.grad), _values(v.grad)))
         return out
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_an_argument_updated_in_place_keeps_its_gradient_history():
@@ -76,8 +75,7 @@ def test_an_argument_updated_in_place_keeps_its_gradient_history():
             h.sum().backward()
             out.append((_values(h), _values(w.grad)))
         return out
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_a_parameter_that_was_a_view_before_the_step_is_its_own_tensor_after():
@@ -96,8 +94,7 @@ def test_a_parameter_that_was_a_view_before_the_step_is_its_own_tensor_after():
         with fg.no_grad():
             g = wrap(lambda a: a + w)
             return [_values(g(src)) for _ in range(3)] + [_values(w), _values(src)]
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_a_returned_gradient_is_this_steps_gradient():
@@ -119,8 +116,7 @@ def test_a_returned_gradient_is_this_steps_gradient():
             assert g is m.weight.grad
             opt.step()
         return out
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_a_detach_taken_before_an_update_keeps_the_old_value():
@@ -138,8 +134,7 @@ def test_a_detach_taken_before_an_update_keeps_the_old_value():
 
         step = wrap(step)
         return [[_values(t) for t in step(fg.tensor([[1.0, 2.0]]))] for _ in range(3)]
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_arguments_that_share_memory_only_now_are_a_new_signature():
@@ -154,8 +149,7 @@ def test_arguments_that_share_memory_only_now_are_a_new_signature():
         out.append(_values(f(a, a)))
         out.append(_values(a))
         return out
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_a_gradient_held_from_the_last_step_keeps_its_value():
@@ -175,8 +169,7 @@ def test_a_gradient_held_from_the_last_step_keeps_its_value():
             step(x)
             held.append(m.weight.grad)
         return [_values(g) for g in held]
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_loading_optimizer_and_model_state_between_steps():
@@ -202,8 +195,7 @@ def test_loading_optimizer_and_model_state_between_steps():
                 m.load_state_dict(model)
             out.append([_values(step(x))] + [_values(p) for p in m.parameters()])
         return out
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_replacing_a_submodule_or_parameter_traces_again():
@@ -220,8 +212,7 @@ def test_replacing_a_submodule_or_parameter_traces_again():
             out.append(_values(forward(x)))
         assert keep is not net[2]
         return out
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_a_leaf_viewed_by_another_tensor_is_read_on_replay():
@@ -246,8 +237,7 @@ def test_forward_only_replays_with_dropout_give_the_same_gradients(steps):
             forward(x).pow(2).sum().backward()
             out.append([_values(x.grad)] + [_values(p.grad) for p in model.parameters()])
         return out
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_backward_inside_reaches_this_calls_argument():
@@ -266,8 +256,7 @@ def test_backward_inside_reaches_this_calls_argument():
         second = fg.ones(3, requires_grad=True)
         f(second)
         return [_values(first.grad), _values(second.grad), _values(p.grad)]
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_gradient_accumulation_over_compiled_calls_with_held_grads():
@@ -293,8 +282,7 @@ def test_gradient_accumulation_over_compiled_calls_with_held_grads():
         if hasattr(f, "misses"):
             assert f.misses == 2  # one trace for an empty grad, one for accumulating into it
         return out + [[_values(g) for g in gs] for gs in held]
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_freezing_and_unfreezing_a_layer_after_compiling():
@@ -316,8 +304,7 @@ def test_freezing_and_unfreezing_a_layer_after_compiling():
             y = forward(x)
             out.append([_values(p) for p in m.parameters()] + [y.requires_grad])
         return out
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_modules_added_after_compiling_are_used():
@@ -347,8 +334,7 @@ def test_modules_added_after_compiling_are_used():
                     m.add_module("extra", nn.ReLU())  # unused by forward: same values
                 out.append(_values(forward(x)))
         return out
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_returned_clone_and_views_of_parameters_and_arguments():
@@ -365,8 +351,7 @@ def test_returned_clone_and_views_of_parameters_and_arguments():
             with fg.no_grad():
                 w.add_(1.0)
         return out
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_optimizer_state_replaced_between_steps():
@@ -390,8 +375,7 @@ def test_optimizer_state_replaced_between_steps():
                 opt.state[m.weight] = {"momentum_buffer": fg.ones(2, 3)}
             step(x)
         return [_values(p) for p in m.parameters()] + [len(old)]
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 def test_retain_grad_on_a_compiled_output_and_on_a_realized_value():
@@ -408,9 +392,8 @@ def test_retain_grad_on_a_compiled_output_and_on_a_realized_value():
             (h * h).sum().backward()
             out.append([_values(h.grad), _values(m.weight.grad)])
         return out
-    eager, compiled = _both(run)
+    eager, _ = _compare(run)
     assert eager[0][0] is not None  # d(sum h*h)/dh = 2h
-    _same(eager, compiled)
 
 
 def test_a_forward_that_replaces_its_buffer_runs_every_call_with_a_warning():
@@ -432,8 +415,7 @@ def test_a_forward_that_replaces_its_buffer_runs_every_call_with_a_warning():
                 else _nothing():
             out = [_values(forward(fg.randn(4, 3))) for _ in range(3)]
         return out + [_values(m.avg)]
-    eager, compiled = _both(run)
-    _same(eager, compiled)
+    _compare(run)
 
 
 class _nothing:
