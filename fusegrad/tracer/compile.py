@@ -40,12 +40,17 @@ DEFAULT_CACHE_LIMIT = 8
 
 # ---------------------------------------------------------------------------- signatures
 def _hashable(value: Any) -> Any:
+    """A plain argument as part of a signature: its type and value, so that ``2``, ``2.0`` and
+    ``True`` (equal in Python, different dtypes in a trace) differ; floats by their bits, so
+    that ``-0.0`` differs from ``0.0`` and a NaN matches itself."""
     if isinstance(value, np.ndarray):
         raise TypeError("fusegrad.compile: pass arrays as fusegrad tensors (fusegrad.tensor(a)); a "
                         "numpy array argument would be frozen into the compiled program")
+    if isinstance(value, (float, np.floating)):
+        return (type(value).__name__, float(value).hex())
     try:
         hash(value)
-        return value
+        return (type(value).__name__, value)
     except TypeError:
         return ("unhashable", type(value).__name__, repr(value))
 

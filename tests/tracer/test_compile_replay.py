@@ -424,3 +424,19 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_plain_arguments_equal_in_python_but_not_in_a_trace_are_different_signatures():
+    results = []
+    for wrap in ((lambda f: f), fg.compile):
+        fill = wrap(lambda x, v: x + fg.full((2,), v))
+        scale = wrap(lambda t, s: t / s)
+        x, t = fg.tensor([1, 2]), fg.tensor([1.0, -1.0])
+        out = [fill(x, v) for v in (1.0, 1, True, 1.0)]
+        out += [scale(t, s) for s in (0.0, -0.0, 0.0, float("nan"), float("nan"))]
+        if wrap is fg.compile:
+            assert fill.entry_count == 3 and scale.entry_count == 3  # a NaN matches itself
+        results.append(out)
+    for eager, compiled in zip(*results):
+        assert eager.dtype == compiled.dtype
+        np.testing.assert_array_equal(compiled.numpy(), eager.numpy())
