@@ -278,8 +278,8 @@ def test_compile_a_module_and_explain():
     np.testing.assert_allclose(cm(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
     np.testing.assert_allclose(cm(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
     text = cm.explain()
-    for word in ("ops traced", "kernels", "extern calls", "buffers", "compile", "replays",
-                 "def replay(args):", ".compiled.program.run(["):
+    for word in ("ops traced", "pass cse", "pass dce", "kernels", "extern calls", "buffers",
+                 "compile", "replays", "def replay(args):", ".compiled.program.run(["):
         assert word in text
     model.eval()
     cm(x)  # a new training mode is a new signature
