@@ -72,21 +72,27 @@ class Module:
             self._changed(self._buffers, name, value)
             self._buffers[name] = value if value is None else capture.mark_state(value)
         else:
+            old = self.__dict__.get(name)
+            if isinstance(old, Tensor) and old is not value:
+                # a tensor kept as a plain attribute (a recurrent state): a trace reads the old one
+                capture.replaced(old, f"{type(self).__name__}.{name}")
             object.__setattr__(self, name, value)
             if name == "training":
                 capture.modes_changed()
 
     def _changed(self, store: dict, name: str, value: Any) -> None:
-        """Before ``store[name] = value``: once a compiled function has traced this module, any
-        new, replaced or removed parameter, buffer or submodule makes compiled functions trace
-        again (a replay would keep using the objects it was traced with). Inside a trace, a
-        replaced one makes the traced function unreplayable (modules it builds register new
-        names, which is fine)."""
+        """Before ``store[name] = value``: replacing or removing a registered parameter, buffer
+        or submodule (or, on a module a compiled function has traced, adding one) makes compiled
+        functions trace again, since a replay would keep using the objects it was traced with.
+        Inside a trace, replacing one makes the traced function unreplayable."""
         old = store.get(name, _ABSENT)
         if old is value:
             return
-        if self.__dict__.get("_traced") or (capture.active() is not None and old is not _ABSENT):
-            capture.structure_changed(f"{type(self).__name__}.{name}")
+        what = f"{type(self).__name__}.{name}"
+        if old is not _ABSENT and old is not None:
+            capture.replaced(old, what)
+        if self.__dict__.get("_traced"):
+            capture.structure_changed(what)
 
     def _drop(self, name: str) -> None:
         self.__dict__.pop(name, None)

@@ -77,7 +77,10 @@ class Optimizer:
             raise TypeError("params argument given to the optimizer should be an iterable of "
                             f"Tensors or dicts, but got {type(params).__name__}")
         self.defaults = defaults
-        self.state: dict[Tensor, dict[str, Any]] = _StateDict()
+        # fusegrad's own optimizers build the same update graph on the step that creates their
+        # state as on later steps (a runtime first-step flag, not a Python branch)
+        stable = type(self).__module__.startswith("fusegrad.optimlib.")
+        self.state: dict[Tensor, dict[str, Any]] = _StateDict(stable)
         self.param_groups: list[dict[str, Any]] = []
         self._scalars: dict[tuple[int, str, str], _Scalar] = {}
         groups = list(params)
@@ -341,11 +344,11 @@ class _ReplayHook:
     def __init__(self, optimizer: Optimizer, traced: list[tuple]):
         self.optimizer = optimizer
         self.traced = traced
-        self.seen: tuple[int, int] | None = None  # (ParamGroup writes, groups) last refreshed
+        self.seen: tuple | None = None  # (ParamGroup writes, params per group) last refreshed
 
     def __call__(self) -> None:
         opt = self.optimizer
-        seen = (ParamGroup.writes, len(opt.param_groups))
+        seen = (ParamGroup.writes, tuple(len(g["params"]) for g in opt.param_groups))
         if seen == self.seen:
             return  # no option was written since the last call: the scalars are current
         if opt._graph_options() != self.traced:
@@ -432,32 +435,45 @@ class ParamGroup(dict):
 
 
 class _ParamState(dict):
-    """One parameter's state: tensors put in it are declared as state a compiled step updates."""
+    """One parameter's state: tensors put in it are declared as state a compiled step updates.
+
+    Inside a compiled function's trace, a new entry from an optimizer that is not fusegrad's
+    own (its first step may branch on the state being absent) has the call traced again once
+    the state exists; an entry replaced by another tensor makes the function unreplayable."""
+
+    def __init__(self, stable: bool = False):
+        super().__init__()
+        self._stable = stable  # fusegrad's optimizers build the same graph before and after
 
     def __setitem__(self, key: str, value: Any) -> None:
         if isinstance(value, Tensor):
             capture.mark_state(value)
-        if isinstance(self.get(key), Tensor) and self[key] is not value:
-            capture.structure_changed()  # compiled steps hold the state tensor replaced here
+        old = self.get(key)
+        trace = capture.active()
+        if trace is not None and old is None and not self._stable:
+            trace.state_created = True
+        if isinstance(old, Tensor) and old is not value:
+            capture.replaced(old, f"optimizer state {key!r}")
         super().__setitem__(key, value)
 
 
 class _StateDict(dict):
     """``optimizer.state``: keyed by parameter identity (Tensor == is elementwise)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stable: bool = False) -> None:
         super().__init__()
         self._keys: dict[int, Tensor] = {}
+        self._stable = stable
 
     def __getitem__(self, p: Tensor) -> dict[str, Any]:
         if id(p) not in self._keys:
             self._keys[id(p)] = p
-            super().__setitem__(id(p), _ParamState())
+            super().__setitem__(id(p), _ParamState(self._stable))
         return super().__getitem__(id(p))
 
     def __setitem__(self, p: Tensor, value: dict[str, Any]) -> None:
         capture.structure_changed()  # compiled steps hold the state tensors replaced here
-        state = _ParamState()
+        state = _ParamState(self._stable)
         for k, v in value.items():
             state[k] = v
         self._keys[id(p)] = p

@@ -64,8 +64,8 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
                 targets.setdefault(n, []).append(owner)
     for r in list(RETAINED.values()):
         if r.requires_grad and not r._is_leaf:
-            # a realized value stands in the graph as the expression it realized
-            node = substitute([r.node], sources)[0] if r.node in sources else r.node
+            # in the graph, realized values stand as the expressions they realized
+            node = substitute([r.node], sources)[0] if sources else r.node
             targets.setdefault(node, []).append(r)
     if inputs is not None:
         allowed = {id(i) for i in inputs}
@@ -115,9 +115,10 @@ def accumulate_grad(leaf: Tensor, g: Node) -> None:
     g = ops.cast(g, leaf.node.dtype)
     trace = capture.active()
     if trace is not None and id(leaf) not in trace.grads:
-        # how this trace's program relates to the gradient the leaf had before the call
-        mode = "read" if leaf.grad is not None else \
-            "cleared" if id(leaf) in trace.grad_cleared else "none"
+        # how this trace's program relates to the gradient the leaf had before the call: the
+        # body set it first (to None or a value), it adds to it, or there was none
+        mode = "cleared" if id(leaf) in trace.grad_cleared else \
+            "read" if leaf.grad is not None else "none"
         trace.grads[id(leaf)] = (weakref.ref(leaf), mode)
     if leaf.grad is None:
         leaf.grad = capture.mark_state(Tensor._from_node(g))

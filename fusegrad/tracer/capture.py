@@ -24,8 +24,10 @@ class Trace:
     arg_aliases: list[tuple[int, int]] = field(default_factory=list)  # arguments sharing memory
     seq_start: int = 0                           # Tensor.seq below it: bound before the trace
     replaced: list[str] = field(default_factory=list)  # module attributes the body replaced
+    state_created: bool = False                  # a custom optimizer created state in the body
     grads: dict[int, tuple[Any, str]] = field(default_factory=dict)  # id(leaf) -> (ref, mode)
-    grad_cleared: set[int] = field(default_factory=set)
+    grad_cleared: set[int] = field(default_factory=set)   # leaves whose grad the body set
+    grad_reads: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # id(grad) -> refs
     modules: dict[int, Any] = field(default_factory=dict)            # id -> Module
     replay_hooks: list[Any] = field(default_factory=list)            # callables, run per call
     hook_keys: set[Any] = field(default_factory=set)
@@ -80,6 +82,33 @@ class Retrace(Exception):
     from changed), so the compiled function drops it and traces the call again."""
 
 
+# Tensors that compiled entries read or update (weakly): replacing one of them by another
+# object is what makes compiled functions trace again.
+_HELD: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+
+
+def hold(tensor: Any) -> None:
+    """Note that a compiled entry reads or updates ``tensor`` through a weak reference."""
+    _HELD[id(tensor)] = tensor
+
+
+def is_held(tensor: Any) -> bool:
+    return _HELD.get(id(tensor)) is tensor
+
+
+def replaced(old: Any, what: str) -> None:
+    """``old`` (a tensor or module) was replaced by another object in a module or optimizer
+    state. Inside a trace, the traced body did it (it cannot be replayed); outside, compiled
+    functions trace again if one of them holds ``old`` (or a tensor of the module ``old``)."""
+    if _active:
+        _active[-1].replaced.append(what)
+        return
+    tensors = [old] if not hasattr(old, "modules") else \
+        [t for m in old.modules() for t in (*m._parameters.values(), *m._buffers.values())]
+    if any(t is not None and is_held(t) for t in tensors):
+        STRUCTURE_SET[0] += 1
+
+
 def structure_changed(what: str = "") -> None:
     """Record that tensors a compiled function may hold were replaced by other objects. While a
     trace runs, the traced body is what replaces them: it cannot be replayed (``what`` says
@@ -88,6 +117,14 @@ def structure_changed(what: str = "") -> None:
         _active[-1].replaced.append(what)
     else:
         STRUCTURE_SET[0] += 1
+
+
+def note_grad_read(leaf: Any) -> None:
+    """The body read ``leaf.grad``: a replay reads the leaf's grad of its own call (an optimizer
+    step compiled on its own reads grads a backward outside made)."""
+    grad = leaf._grad
+    if id(grad) not in _active[-1].grad_reads and id(leaf) not in _active[-1].grad_cleared:
+        _active[-1].grad_reads[id(grad)] = (weakref.ref(grad), weakref.ref(leaf))
 
 
 def note_module(module: Any) -> None:

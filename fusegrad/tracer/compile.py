@@ -67,8 +67,8 @@ def _signature(spec: Any, tensors: list[Tensor]) -> tuple:
         if kind in ("tuple", "list"):
             return (kind, tuple(strip(v) for v in body))
         return ("V", _hashable(body))
-    return (strip(spec), tuple((t.node.shape, t.node.dtype, t.requires_grad) for t in tensors),
-            is_grad_enabled())
+    return (strip(spec), tuple((t.node.shape, t.node.dtype, t.requires_grad and (
+        "leaf" if t._is_leaf else "non-leaf")) for t in tensors), is_grad_enabled())
 
 
 def _positional_spec(n: int) -> tuple:
@@ -190,10 +190,31 @@ def _classify(buf: Buffer, trace: capture.Trace, target_ids: set[int],
         return "rng", root
     holder = _source_tensor(buf, target_ids)
     if holder is not None and id(holder) in grad_of:
-        return "grad", grad_of[id(holder)]
+        # a grad from before the call is the leaf's grad on a replay; one the body assigned
+        # (w.grad = zeros) is made again by every call
+        return ("grad", grad_of[id(holder)]) if trace.existed_before(root) else ("const", None)
     if holder is not None and (trace.existed_before(root) or id(holder) in target_ids):
         return "state", weakref.ref(holder)
     return "const", None
+
+
+def _unreplayable(trace: capture.Trace, flat: list[Tensor]) -> str:
+    """Why the traced body cannot be replayed ('' if it can): it replaced objects that a replay
+    would read again, or its backward went through the autograd history of an argument (the
+    next call's argument has a history of its own)."""
+    if trace.state_created:
+        return ""  # reported separately: traced again once, not on every call
+    if trace.replaced:
+        what = ", ".join(sorted(set(filter(None, trace.replaced)))) or \
+            "tensors it reads (module or optimizer state)"
+        return (f"the function replaces {what} with a new object on every call, so it runs on "
+                "every call; update it in place instead (self.avg.mul_(0.9).add_(...)) to "
+                "replay it")
+    if trace.grads and any(t.requires_grad and not t._is_leaf for t in flat):
+        return ("an argument carries autograd history from outside and the function calls "
+                "backward(), so it runs on every call; pass it detached, or call backward() "
+                "outside, to replay it")
+    return ""
 
 
 def _aliases(flat: list[Tensor]) -> list[tuple[int, int]]:
@@ -392,18 +413,18 @@ class CompiledFunction:
             bind_value(t, by_node[t.node])
         entry.build()
         entry.trace_seconds = time.perf_counter() - t0
-        if trace.replaced:
-            # the body put new objects in modules (``self.avg = self.avg * 0.9 + ...``): a replay
-            # would read the old ones, so every call runs the body (and other traces forget)
-            capture.structure_changed()
+        if trace.state_created:
+            # the body took a "no state yet" branch (a custom optimizer creating its state on its
+            # first step): the next call, with the state, is traced again and replayed after
+            return None, unflatten(ret_spec, ret_flat)
+        unreplayable = _unreplayable(trace, flat)
+        if unreplayable:
+            # every call runs the body (another compiled function that read an object the body
+            # replaced finds it gone and traces again)
             if not self._warned_replaced:
                 self._warned_replaced = True
-                warnings.warn(
-                    f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}): the function "
-                    f"replaces {', '.join(sorted(set(trace.replaced)))} with a new object on "
-                    "every call, so it is traced again on every call; update it in place "
-                    "instead (self.avg.mul_(0.9).add_(...)) to replay it",
-                    RuntimeWarning, stacklevel=3)
+                warnings.warn(f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}): "
+                              f"{unreplayable}", RuntimeWarning, stacklevel=3)
             return None, unflatten(ret_spec, ret_flat)
         self.entries.setdefault(sig, []).append(entry)
         return entry, unflatten(ret_spec, ret_flat)
@@ -418,8 +439,12 @@ class CompiledFunction:
         leaf_of = {id(ref()): arg_index.get(id(ref()), ref) for ref, _ in trace.grads.values()
                    if ref() is not None}
         modes = {id(ref()): mode for ref, mode in trace.grads.values() if ref() is not None}
-        grad_of = {id(leaf.grad): leaf_of[id(leaf)] for ref, _ in trace.grads.values()
-                   if (leaf := ref()) is not None and leaf.grad is not None}
+        # the grad tensors the body read or wrote, to their leaf: a replay uses the leaf's grad
+        grad_of = {id(g): arg_index.get(id(leaf()), leaf)
+                   for g_ref, leaf in trace.grad_reads.values()
+                   if (g := g_ref()) is not None and leaf() is not None}
+        grad_of.update({id(leaf._grad): leaf_of[id(leaf)] for ref, _ in trace.grads.values()
+                        if (leaf := ref()) is not None and leaf._grad is not None})
         slots: list[_Slot] = []
         rng: list[tuple[int, int]] = []
         for s in (entry_p.slots if entry_p is not None else []):
@@ -465,6 +490,16 @@ class CompiledFunction:
         guards = [(leaf_of[id(ref())], mode == "none") for ref, mode in trace.grads.values()
                   if mode in ("none", "read") and ref() is not None]
         modules = list(trace.modules.values())
+        held = [s.ref for s in slots if s.kind in ("state", "grad")]
+        held += [t for t, _ in state_outputs] + [t for t, _, _ in grad_outputs]
+        held += [t for t, _ in guards]
+        held += [what if kind in ("state", "grad") else what[0]
+                 for kind, what in returns if kind in ("state", "grad", "state_view")]
+        held += [what for kind, what, _ in (history.leaves if history else ())
+                 if kind in ("state", "grad")]
+        for ref in held:  # replacing one of these by another object makes this trace stale
+            if isinstance(ref, weakref.ref) and ref() is not None:
+                capture.hold(ref())
         return CompiledEntry(
             signature=sig, program_entry=entry_p, slots=slots,
             rng_order=[i for _, i in sorted(rng)], state_outputs=state_outputs,

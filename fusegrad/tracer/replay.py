@@ -128,11 +128,13 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
     # modules' training modes and the grads that must be None
     tensors = entry.signature[1]
     emit(f"if len(args) != {len(tensors)}: return MISS")
-    for i, (shape, dtype, requires_grad) in enumerate(tensors):
+    for i, (shape, dtype, grad) in enumerate(tensors):
         emit(f"t = args[{i}]")
         emit("if not isinstance(t, Tensor): return MISS")
         emit(f"if t.node.shape != {shape!r} or t.node.dtype != {dtype!r} or "
-             f"t.requires_grad is not {requires_grad!r}: return MISS")
+             f"t.requires_grad is not {bool(grad)!r}: return MISS")
+        if grad:
+            emit(f"if t._is_leaf is not {grad == 'leaf'!r}: return MISS")
     emit(f"if _grad_enabled() is not {entry.signature[2]!r}: return MISS")
     if entry.modules:  # read again only after some module's mode was set
         seen = name("modes_seen", [-1])
@@ -161,14 +163,25 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             inputs.append(data("state", id(slot.ref()), state(slot.ref)))
         elif slot.kind == "grad":
             key = slot.ref if isinstance(slot.ref, int) else id(slot.ref)
+            if ("grad", key) not in loaded:
+                emit(f"if {leaf(slot.ref)}._grad is None: return MISS")
             inputs.append(data("grad", key, f"{leaf(slot.ref)}._grad"))
         else:
             inputs.append("")
     for target, _, _ in entry.grad_outputs:  # fetched before the program runs: no STALE after
         leaf(target)
-    for j in entry.rng_order:  # random keys are drawn in the order the trace drew them
-        inputs[j] = f"k{j}"
-        emit(f"k{j} = _next_key({int(entry.slots[j].ref)})")
+
+    history = entry.history
+    for kind, what, _ in (history.leaves if history is not None else ()):
+        if kind == "state":  # every check that can miss comes first
+            state(what)
+        elif kind == "grad":
+            leaf(what)
+    for kind, what in entry.returns:
+        if kind in ("state", "state_view"):
+            state(what if kind == "state" else what[0])
+        elif kind == "grad":
+            leaf(what)
 
     # Returned tensors are made before the program runs and given their arrays after it: the
     # Python that follows the kernels runs on cold caches, so it is kept to plain stores. A
@@ -200,7 +213,9 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         else:
             returned.append(f"_wrap({name('leaf', what)})")
 
-    history = entry.history
+    for j in entry.rng_order:  # random keys are drawn in the order the trace drew them
+        inputs[j] = f"k{j}"
+        emit(f"k{j} = _next_key({int(entry.slots[j].ref)})")
     if history is not None:
         # the leaves a backward of this call's values will read: as they are before its updates
         leaves = []

@@ -114,11 +114,13 @@ class Tensor:
 
     @property
     def grad(self) -> "Tensor | None":
+        if capture._active and self._grad is not None:
+            capture.note_grad_read(self)
         return self._grad
 
     @grad.setter
     def grad(self, value: "Tensor | None") -> None:
-        if value is None and capture.active() is not None:
+        if capture._active:  # the body sets the grad (None or a value) before using it
             capture.active().grad_cleared.add(id(self))
         self._grad = value
 

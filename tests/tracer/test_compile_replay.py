@@ -440,3 +440,198 @@ def test_plain_arguments_equal_in_python_but_not_in_a_trace_are_different_signat
     for eager, compiled in zip(*results):
         assert eager.dtype == compiled.dtype
         np.testing.assert_array_equal(compiled.numpy(), eager.numpy())
+
+
+def test_a_parameter_replaced_on_a_module_the_trace_never_called():
+    import fusegrad.nnlib.functional as F
+
+    def run(wrap):
+        lin = nn.Linear(3, 2)
+        f = wrap(lambda x: F.linear(x, lin.weight, lin.bias))
+        x = fg.ones(1, 3)
+        with fg.no_grad():
+            out = [_values(f(x)), _values(f(x))]
+            keep = lin.weight
+            lin.weight = nn.Parameter(fg.zeros(2, 3))
+            out.append(_values(f(x)))
+        assert keep is not lin.weight
+        return out
+    _compare(run)
+
+
+def test_module_dict_pop_and_param_list_append():
+    def run(wrap):
+        md = nn.ModuleDict({"a": nn.Linear(2, 2), "b": nn.Linear(2, 2)})
+        f = wrap(lambda x: sum(m(x) for m in md.values()).detach())
+        x = fg.ones(1, 2)
+        out = [_values(f(x)), _values(f(x))]
+        keep = md.pop("b")
+        out.append(_values(f(x)))
+
+        a, b = nn.Parameter(fg.ones(3)), nn.Parameter(fg.ones(3))
+        opt = optim.SGD([a], lr=0.1)
+
+        def step():
+            a.grad = None
+            b.grad = None
+            ((a * 2).sum() + (b * 3).sum()).backward()
+            opt.step()
+
+        step = wrap(step)
+        for i in range(5):
+            if i == 2:
+                opt.param_groups[0]["params"].append(b)
+            step()
+            out.append([_values(a), _values(b)])
+        assert keep is not None
+        return out
+    _compare(run)
+
+
+def test_eager_code_that_replaces_tensors_does_not_make_compiled_functions_retrace():
+    class Ema(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("avg", fg.zeros(2))
+
+        def forward(self, x):
+            self.avg = self.avg * 0.9 + x.mean(0) * 0.1
+            return self.avg
+
+    class MyMomentum(optim.Optimizer):  # replaces its state tensor each step, eagerly
+        def __init__(self, params, lr):
+            super().__init__(params, {"lr": lr})
+
+        def step(self):
+            with fg.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        st = self.state[p]
+                        if "m" not in st:
+                            st["m"] = fg.zeros_like(p)
+                        st["m"] = st["m"] * 0.9 + p.grad * 0.1
+                        p.sub_(st["m"] * group["lr"])
+
+    model, ema = nn.Linear(3, 2), Ema()
+    forward = fg.compile(model)
+    opt = MyMomentum(model.parameters(), 0.1)
+    for i in range(6):
+        opt.zero_grad()
+        y = forward(fg.ones(4, 3) * i)
+        y.pow(2).mean().backward()
+        opt.step()
+        with fg.no_grad():
+            ema(y.detach())
+    assert forward.misses == 1
+
+
+def test_a_guard_that_misses_draws_no_random_numbers():
+    import fusegrad.nnlib.functional as F
+
+    def run(wrap):
+        m = nn.Linear(3, 3)
+        f = wrap(lambda x: (F.dropout(x, 0.5), m.weight))
+        x = fg.ones(8)
+        out = []
+        for i in range(6):
+            if i == 3:
+                m.weight.requires_grad_(False)
+            out.append(_values(f(x)[0]))
+        return out + [_values(F.dropout(x, 0.5))]
+    _compare(run)
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_a_compiled_optimizer_step_reads_the_grads_of_an_eager_backward(set_to_none):
+    def run(wrap):
+        m = nn.Linear(4, 3)
+        opt = optim.Adam(m.parameters(), lr=0.01)
+        step = wrap(lambda: opt.step())
+        norm = wrap(lambda: sum((p.grad * p.grad).sum() for p in m.parameters()))
+        out, held = [], []
+        for i in range(6):
+            opt.zero_grad(set_to_none=set_to_none)
+            (m(fg.ones(5, 4) * i) ** 2).mean().backward()
+            held.append(m.weight.grad)
+            out.append(_values(norm()))
+            step()
+            out.append(_values(m.weight))
+        if hasattr(step, "misses"):
+            assert step.misses == 1 and norm.misses == 1
+        return out
+    _compare(run)
+
+
+@pytest.mark.parametrize("assign", ["zeros_like", "tensor"])
+def test_a_grad_assigned_inside_the_body(assign):
+    def run(wrap):
+        w = nn.Parameter(fg.ones(3))
+
+        def step(x):
+            w.grad = fg.zeros_like(w) if assign == "zeros_like" else \
+                fg.tensor(np.zeros(3, np.float32))
+            (w * x).sum().backward()
+            return w.grad
+
+        step = wrap(step)
+        out = [_values(step(fg.ones(3) * (i + 1))) for i in range(5)]
+        if hasattr(step, "misses"):
+            assert step.misses == 1
+        return out
+    _compare(run)
+
+
+def test_backward_inside_through_an_argument_with_history_runs_every_call():
+    def run(wrap):
+        w = fg.ones(3, requires_grad=True)
+        f = wrap(lambda h: (h * h).sum().backward())
+        out = []
+        for k in (2.0, 3.0, 4.0):
+            w.grad = None
+            f(w * k)
+            out.append(_values(w.grad))
+        return out
+    with pytest.warns(RuntimeWarning, match="carries autograd history"):
+        _compare(run)
+
+
+def test_retain_grad_through_a_realized_value():
+    x = fg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = x * 2
+    fg.realize(y)
+    w = y + 1
+    w.retain_grad()
+    (w * w).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), 2 * (2 * np.array([1.0, 2.0, 3.0]) + 1))
+
+
+def test_a_custom_optimizer_that_creates_its_state_on_its_first_step():
+    class Momentum(optim.Optimizer):
+        def __init__(self, params, lr):
+            super().__init__(params, {"lr": lr})
+
+        def step(self):
+            with fg.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        st = self.state[p]
+                        if "buf" not in st:  # torch style: the first step copies the grad
+                            st["buf"] = p.grad.clone()
+                        else:
+                            st["buf"].mul_(0.9).add_(p.grad)
+                        p.sub_(st["buf"] * group["lr"])
+
+    def run(wrap):
+        m = nn.Linear(3, 2)
+        opt = Momentum(m.parameters(), 0.1)
+
+        def step(x):
+            opt.zero_grad()
+            m(x).pow(2).sum().backward()
+            opt.step()
+
+        step = wrap(step)
+        for i in range(5):
+            step(fg.ones(4, 3) * (i + 1))
+        return [_values(p) for p in m.parameters()]
+    _compare(run)
