@@ -29,6 +29,19 @@ def _same(a, b):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7)
 
 
+class _CustomOptimizer(optim.Optimizer):
+    """A user's optimizer, written as torch's guide shows: ``update`` per parameter."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, {"lr": lr})
+
+    def step(self):
+        with fg.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self.update(p, self.state[p], group["lr"])
+
+
 def _values(t):
     return None if t is None else t.detach().numpy().copy()
 
@@ -498,19 +511,12 @@ def test_eager_code_that_replaces_tensors_does_not_make_compiled_functions_retra
             self.avg = self.avg * 0.9 + x.mean(0) * 0.1
             return self.avg
 
-    class MyMomentum(optim.Optimizer):  # replaces its state tensor each step, eagerly
-        def __init__(self, params, lr):
-            super().__init__(params, {"lr": lr})
-
-        def step(self):
-            with fg.no_grad():
-                for group in self.param_groups:
-                    for p in group["params"]:
-                        st = self.state[p]
-                        if "m" not in st:
-                            st["m"] = fg.zeros_like(p)
-                        st["m"] = st["m"] * 0.9 + p.grad * 0.1
-                        p.sub_(st["m"] * group["lr"])
+    class MyMomentum(_CustomOptimizer):  # replaces its state tensor each step, eagerly
+        def update(self, p, st, lr):
+            if "m" not in st:
+                st["m"] = fg.zeros_like(p)
+            st["m"] = st["m"] * 0.9 + p.grad * 0.1
+            p.sub_(st["m"] * lr)
 
     model, ema = nn.Linear(3, 2), Ema()
     forward = fg.compile(model)
@@ -606,20 +612,13 @@ def test_retain_grad_through_a_realized_value():
 
 
 def test_a_custom_optimizer_that_creates_its_state_on_its_first_step():
-    class Momentum(optim.Optimizer):
-        def __init__(self, params, lr):
-            super().__init__(params, {"lr": lr})
-
-        def step(self):
-            with fg.no_grad():
-                for group in self.param_groups:
-                    for p in group["params"]:
-                        st = self.state[p]
-                        if "buf" not in st:  # torch style: the first step copies the grad
-                            st["buf"] = p.grad.clone()
-                        else:
-                            st["buf"].mul_(0.9).add_(p.grad)
-                        p.sub_(st["buf"] * group["lr"])
+    class Momentum(_CustomOptimizer):
+        def update(self, p, st, lr):
+            if "buf" not in st:  # torch style: the first step copies the grad
+                st["buf"] = p.grad.clone()
+            else:
+                st["buf"].mul_(0.9).add_(p.grad)
+            p.sub_(st["buf"] * lr)
 
     def run(wrap):
         m = nn.Linear(3, 2)
