@@ -344,12 +344,14 @@ class _ReplayHook:
     def __init__(self, optimizer: Optimizer, traced: list[tuple]):
         self.optimizer = optimizer
         self.traced = traced
-        self.seen: tuple | None = None  # (ParamGroup writes, params per group) last refreshed
+        self.writes = -1               # ParamGroup.writes when last refreshed
+        self.lists: list[list] = []    # the groups' parameter lists then, and their total size
+        self.count = -1
 
     def __call__(self) -> None:
         opt = self.optimizer
-        seen = (ParamGroup.writes, tuple(len(g["params"]) for g in opt.param_groups))
-        if seen == self.seen:
+        if ParamGroup.writes == self.writes and len(opt.param_groups) == len(self.lists) \
+                and sum(map(len, self.lists)) == self.count:
             return  # no option was written since the last call: the scalars are current
         if opt._graph_options() != self.traced:
             # an option the update's graph is built from (amsgrad, nesterov, ...) changed: the
@@ -358,7 +360,9 @@ class _ReplayHook:
                                   f"{opt._graph_options()}")
         for s in opt._scalars.values():
             s.refresh()
-        self.seen = seen
+        self.writes = ParamGroup.writes
+        self.lists = [dict.__getitem__(g, "params") for g in opt.param_groups]
+        self.count = sum(map(len, self.lists))
 
 
 class ParamGroup(dict):

@@ -118,6 +118,8 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
     def leaf(target: Any) -> str:  # a leaf whose grad the body touched (see CompiledEntry)
         if isinstance(target, int):
             return f"args[{target}]"
+        if id(target()) in state_var:  # a parameter fetched as state already
+            return state_var[id(target())]
         if id(target) not in leaf_var:
             var = leaf_var[id(target)] = f"l{len(leaf_var)}"
             emit(f"{var} = {name('leaf', target)}()")
