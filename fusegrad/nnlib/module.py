@@ -91,8 +91,11 @@ class Module:
         what = f"{type(self).__name__}.{name}"
         if old is not _ABSENT and old is not None:
             capture.replaced(old, what)
-        if self.__dict__.get("_traced"):
-            capture.structure_changed(what)
+        elif old is None and value is not _ABSENT:
+            capture.note_state_created()  # made lazily (if self.running is None: ...)
+        if self.__dict__.get("_traced") and (old is _ABSENT or old is None or value is _ABSENT
+                                             or value is None):
+            capture.structure_changed(what)  # added or removed
 
     def _drop(self, name: str) -> None:
         self.__dict__.pop(name, None)

@@ -453,12 +453,23 @@ class _ParamState(dict):
         if isinstance(value, Tensor):
             capture.mark_state(value)
         old = self.get(key)
-        trace = capture.active()
-        if trace is not None and old is None and not self._stable:
-            trace.state_created = True
-        if isinstance(old, Tensor) and old is not value:
+        if old is None and not self._stable:
+            capture.note_state_created()
+        elif isinstance(old, Tensor) and old is not value:
             capture.replaced(old, f"optimizer state {key!r}")
+        elif old is not value and not self._stable and capture.active() is not None:
+            # a Python value the body changes (a step count): a replay would keep the traced one
+            capture.active().replaced.append(f"optimizer state {key!r} (a Python value)")
         super().__setitem__(key, value)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
 
 
 class _StateDict(dict):

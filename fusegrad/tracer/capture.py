@@ -26,8 +26,9 @@ class Trace:
     replaced: list[str] = field(default_factory=list)  # module attributes the body replaced
     state_created: bool = False                  # a custom optimizer created state in the body
     grads: dict[int, tuple[Any, str]] = field(default_factory=dict)  # id(leaf) -> (ref, mode)
-    grad_cleared: set[int] = field(default_factory=set)   # leaves whose grad the body set
-    grad_reads: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # id(grad) -> refs
+    grad_cleared: dict[int, Any] = field(default_factory=dict)  # leaves whose grad it set
+    grad_seen: dict[int, tuple[Any, bool]] = field(default_factory=dict)  # read: was it None
+    grad_reads: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # id -> grad, leaf
     modules: dict[int, Any] = field(default_factory=dict)            # id -> Module
     replay_hooks: list[Any] = field(default_factory=list)            # callables, run per call
     hook_keys: set[Any] = field(default_factory=set)
@@ -102,7 +103,6 @@ def replaced(old: Any, what: str) -> None:
     functions trace again if one of them holds ``old`` (or a tensor of the module ``old``)."""
     if _active:
         _active[-1].replaced.append(what)
-        return
     tensors = [old] if not hasattr(old, "modules") else \
         [t for m in old.modules() for t in (*m._parameters.values(), *m._buffers.values())]
     if any(t is not None and is_held(t) for t in tensors):
@@ -121,10 +121,22 @@ def structure_changed(what: str = "") -> None:
 
 def note_grad_read(leaf: Any) -> None:
     """The body read ``leaf.grad``: a replay reads the leaf's grad of its own call (an optimizer
-    step compiled on its own reads grads a backward outside made)."""
+    step compiled on its own reads grads a backward outside made), and needs it to be None, or
+    not, as it was when traced."""
+    trace = _active[-1]
+    if id(leaf) in trace.grad_cleared or id(leaf) in trace.grad_seen:
+        return
     grad = leaf._grad
-    if id(grad) not in _active[-1].grad_reads and id(leaf) not in _active[-1].grad_cleared:
-        _active[-1].grad_reads[id(grad)] = (weakref.ref(grad), weakref.ref(leaf))
+    trace.grad_seen[id(leaf)] = (weakref.ref(leaf), grad is None)
+    if grad is not None:  # kept alive until the trace is recorded (zero_grad may drop it)
+        trace.grad_reads[id(grad)] = (grad, weakref.ref(leaf))
+
+
+def note_state_created() -> None:
+    """The body created state it branched on not having (a custom optimizer's first step, a
+    buffer made lazily): the next call, with the state, is traced again."""
+    if _active:
+        _active[-1].state_created = True
 
 
 def note_module(module: Any) -> None:

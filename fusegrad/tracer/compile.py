@@ -135,6 +135,7 @@ class CompiledEntry:
     input_checks: list[tuple[int, Callable[[Any], None]]]  # (flat argument index, check)
     arg_aliases: list[tuple[int, int]]         # arguments that shared memory when traced
     history: _History | None                   # autograd of returned values (no backward inside)
+    grad_nones: list[Any]                      # leaves whose grad each call sets to None
     traced_ops: int
     trace_seconds: float
     replays: int = 0
@@ -232,8 +233,8 @@ def _aliases(flat: list[Tensor]) -> list[tuple[int, int]]:
 
 
 def _return_source(t: Tensor, out_index: dict[Node, int], arg_index: dict[int, int],
-                   trace: capture.Trace, target_ids: set[int], grad_of: dict[int, Any]
-                   ) -> tuple[str, Any]:
+                   trace: capture.Trace, target_ids: set[int], grad_of: dict[int, Any],
+                   flat: list[Tensor]) -> tuple[str, Any]:
     """Where a replay gets the returned tensor ``t`` from, as ``(kind, what)``.
 
     ``out``: a new tensor holding program output ``what``; ``arg``: this call's argument
@@ -245,7 +246,10 @@ def _return_source(t: Tensor, out_index: dict[Node, int], arg_index: dict[int, i
     call.
     """
     if id(t) in grad_of:
-        return "grad", grad_of[id(t)]
+        leaf = grad_of[id(t)]
+        leaf_tensor = flat[leaf] if isinstance(leaf, int) else leaf()
+        # the leaf's grad after the call, or (a grad the body replaced) the one it had before
+        return ("grad" if leaf_tensor._grad is t else "grad_before"), leaf
     if id(t) in arg_index:
         return "arg", arg_index[id(t)]
     if capture.is_state(t):
@@ -441,8 +445,10 @@ class CompiledFunction:
         modes = {id(ref()): mode for ref, mode in trace.grads.values() if ref() is not None}
         # the grad tensors the body read or wrote, to their leaf: a replay uses the leaf's grad
         grad_of = {id(g): arg_index.get(id(leaf()), leaf)
-                   for g_ref, leaf in trace.grad_reads.values()
-                   if (g := g_ref()) is not None and leaf() is not None}
+                   for g, leaf in trace.grad_reads.values() if leaf() is not None}
+        grad_of.update({id(leaf._grad): arg_index.get(id(leaf), ref)
+                        for ref in trace.grad_cleared.values()  # grads the body assigned
+                        if (leaf := ref()) is not None and leaf._grad is not None})
         grad_of.update({id(leaf._grad): leaf_of[id(leaf)] for ref, _ in trace.grads.values()
                         if (leaf := ref()) is not None and leaf._grad is not None})
         slots: list[_Slot] = []
@@ -463,14 +469,17 @@ class CompiledFunction:
             if id(t) in grad_of:
                 leaf = grad_of[id(t)]
                 ref_leaf = flat[leaf] if isinstance(leaf, int) else leaf()
-                grad_outputs.append((leaf, k, modes[id(ref_leaf)]))
+                # a grad the body changed in place without a backward (clipping) is "read"
+                mode = modes.get(id(ref_leaf)) or \
+                    ("cleared" if id(ref_leaf) in trace.grad_cleared else "read")
+                grad_outputs.append((leaf, k, mode))
             elif id(t) in arg_index:  # an argument updated in place: this call's argument
                 state_outputs.append((arg_index[id(t)], k))
                 updated.append(t)
             elif id(t) not in ret_ids or capture.is_state(t):
                 state_outputs.append((weakref.ref(t), k))
                 updated.append(t)
-        returns = [_return_source(t, out_index, arg_index, trace, target_ids, grad_of)
+        returns = [_return_source(t, out_index, arg_index, trace, target_ids, grad_of, flat)
                    for t in ret_flat]
         history = None
         if not trace.grads and entry_p is not None:
@@ -489,12 +498,23 @@ class CompiledFunction:
                     "backward() inside the compiled function", RuntimeWarning, stacklevel=4)
         guards = [(leaf_of[id(ref())], mode == "none") for ref, mode in trace.grads.values()
                   if mode in ("none", "read") and ref() is not None]
+        # grads the body looked at before setting them: None, or not, as when traced (an
+        # optimizer step skips parameters without one)
+        guards += [(arg_index.get(id(leaf), ref), was_none)
+                   for ref, was_none in trace.grad_seen.values()
+                   if (leaf := ref()) is not None and trace.grads.get(id(leaf), (0, ""))[1]
+                   not in ("none", "read")]  # those two have their guard already
+        # grads the body set to None and left so: set to None again by each replay
+        grad_nones = [arg_index.get(id(leaf), ref) for ref in trace.grad_cleared.values()
+                      if (leaf := ref()) is not None and leaf._grad is None]
         modules = list(trace.modules.values())
         held = [s.ref for s in slots if s.kind in ("state", "grad")]
         held += [t for t, _ in state_outputs] + [t for t, _, _ in grad_outputs]
         held += [t for t, _ in guards]
-        held += [what if kind in ("state", "grad") else what[0]
-                 for kind, what in returns if kind in ("state", "grad", "state_view")]
+        held += [what if kind in ("state", "grad", "grad_before") else what[0]
+                 for kind, what in returns if kind in ("state", "grad", "grad_before",
+                                                        "state_view")]
+        held += [weakref.ref(what) for kind, what in returns if kind == "same"]
         held += [what for kind, what, _ in (history.leaves if history else ())
                  if kind in ("state", "grad")]
         for ref in held:  # replacing one of these by another object makes this trace stale
@@ -509,7 +529,7 @@ class CompiledFunction:
             hooks=list(trace.replay_hooks),
             input_checks=[(trace.arg_buffers[id(buf)], check) for buf, check in trace.input_checks
                           if id(buf) in trace.arg_buffers],
-            arg_aliases=trace.arg_aliases, history=history,
+            arg_aliases=trace.arg_aliases, history=history, grad_nones=grad_nones,
             traced_ops=traced_ops, trace_seconds=0.0,
             output_meta=[(n.shape, n.dtype) for n in out_index])
 

@@ -647,7 +647,9 @@ def clone(x: Tensor) -> Tensor:
     """A copy with storage of its own (a realized value is copied now; a pending one is computed
     into a new buffer when realized); gradients flow back to ``x``."""
     node = node_of(x)
-    if node.op == "buffer" and not (x.requires_grad and is_grad_enabled()):
+    # inside a compiled function's trace the copy is of each call's value, not a constant
+    if node.op == "buffer" and not (x.requires_grad and is_grad_enabled()) and \
+            capture.active() is None:
         from ..ir.buffer import Buffer
         buf = node.attrs[0]
         return Tensor._from_node(ops.buffer(Buffer(buf.shape, buf.dtype, buf.data.copy())))

@@ -170,8 +170,8 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             inputs.append(data("grad", key, f"{leaf(slot.ref)}._grad"))
         else:
             inputs.append("")
-    for target, _, _ in entry.grad_outputs:  # fetched before the program runs: no STALE after
-        leaf(target)
+    for target in [t for t, _, _ in entry.grad_outputs] + entry.grad_nones:
+        leaf(target)  # fetched before the program runs: no STALE after it
 
     history = entry.history
     for kind, what, _ in (history.leaves if history is not None else ()):
@@ -182,7 +182,7 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
     for kind, what in entry.returns:
         if kind in ("state", "state_view"):
             state(what if kind == "state" else what[0])
-        elif kind == "grad":
+        elif kind in ("grad", "grad_before"):
             leaf(what)
 
     # Returned tensors are made before the program runs and given their arrays after it: the
@@ -210,6 +210,9 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             returned.append(state(what))
         elif kind == "grad":
             returned.append(f"{leaf(what)}.grad")
+        elif kind == "grad_before":
+            emit(f"d{n} = {leaf(what)}._grad")
+            returned.append(f"d{n}")
         elif kind == "same":
             returned.append(name("outside", what))
         else:
@@ -273,6 +276,8 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         emit(f"if g is None{held}: {var}.grad = _mark_state(_new_tensor(outs[{k}], "
              f"{shape!r}, {dtype!r}))")
         emit(f"else: g._adopt(outs[{k}])")
+    for target in entry.grad_nones:
+        emit(f"{leaf(target)}.grad = None")
     body.extend(fill)
     if history is not None:
         for k, expr in history.exprs.items():

@@ -114,14 +114,14 @@ class Tensor:
 
     @property
     def grad(self) -> "Tensor | None":
-        if capture._active and self._grad is not None:
+        if capture._active:
             capture.note_grad_read(self)
         return self._grad
 
     @grad.setter
     def grad(self, value: "Tensor | None") -> None:
-        if capture._active:  # the body sets the grad (None or a value) before using it
-            capture.active().grad_cleared.add(id(self))
+        if capture._active:  # the body sets the grad (None or a value)
+            capture.active().grad_cleared[id(self)] = weakref.ref(self)
         self._grad = value
 
     def _assign(self, node: Node, requires_grad: bool = False) -> "Tensor":

@@ -634,3 +634,175 @@ def test_a_custom_optimizer_that_creates_its_state_on_its_first_step():
             step(fg.ones(4, 3) * (i + 1))
         return [_values(p) for p in m.parameters()]
     _compare(run)
+
+
+def test_an_optimizer_step_compiled_alone_follows_which_grads_exist():
+    def run(wrap):
+        w1, w2 = nn.Parameter(fg.ones(3)), nn.Parameter(fg.ones(3))
+        opt = optim.SGD([w1, w2], lr=0.1)
+        step = wrap(opt.step)
+        out = []
+        for i in range(4):
+            opt.zero_grad()
+            loss = (w1 * 2).sum() if i < 2 else (w1 * 2 + w2 * 3).sum()  # w2 unfrozen later
+            loss.backward()
+            step()
+            out.append([_values(w1), _values(w2)])
+        return out
+    _compare(run)
+
+
+@pytest.mark.parametrize("body", ["clip", "div_", "step_zero_grad", "rescale", "rescale_step"])
+def test_grads_changed_by_a_body_without_backward(body):
+    from fusegrad.nnlib import utils as nu
+
+    def run(wrap):
+        w = nn.Parameter(fg.ones(3))
+        opt = optim.SGD([w], lr=0.1)
+
+        def f():
+            if body == "clip":
+                nu.clip_grad_norm_([w], 0.5)
+            elif body == "div_":
+                w.grad.div_(4)
+            elif body == "step_zero_grad":
+                opt.step()
+                opt.zero_grad()
+            else:
+                w.grad = w.grad / 4
+                if body == "rescale_step":
+                    opt.step()
+
+        f = wrap(f)
+        out = []
+        for i in range(4):
+            (w * (2 + i)).sum().backward()
+            f()
+            out.append([_values(w), _values(w.grad)])
+            if body != "step_zero_grad":
+                w.grad = None
+        return out
+    _compare(run)
+
+
+def test_clone_inside_a_body_copies_each_calls_value():
+    def run(wrap):
+        f = wrap(lambda x: x.clone() * 2)
+
+        def g(x):
+            y = x.clone()
+            y[0] = 5.0
+            return y
+
+        g = wrap(g)
+        return [[_values(f(fg.full((2,), float(i)))), _values(g(fg.full((3,), float(i))))]
+                for i in range(3)]
+    _compare(run)
+
+
+def test_buffers_made_lazily_and_buffers_reassigned_outside():
+    class Norm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("running", None)
+            self.fc = nn.Linear(3, 3)
+            self.register_buffer("seen", fg.zeros(()))
+
+        def forward(self, x):
+            if self.running is None:  # made on the first call
+                self.running = x.mean(0).detach()
+            else:
+                self.running.mul_(0.9).add_(x.mean(0).detach() * 0.1)
+            return self.fc(x - self.running)
+
+    def run(wrap):
+        m = Norm()
+        forward = wrap(m)
+        out = []
+        with fg.no_grad():
+            for i in range(5):
+                out.append(_values(forward(fg.ones(2, 3) * (i + 1))))
+                m.seen = m.seen + 1  # eagerly, a buffer no compiled entry reads
+        if hasattr(forward, "misses"):
+            assert forward.misses == 2  # the first call made the buffer: traced again once
+        return out + [_values(m.running)]
+    _compare(run)
+
+
+def test_a_buffer_replaced_by_a_body_is_read_fresh_by_other_compiled_functions():
+    class Ema(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("avg", fg.zeros(2))
+
+        def forward(self, x):
+            self.avg = self.avg * 0.5 + x
+            return self.avg
+
+    def run(wrap):
+        m = Ema()
+        track, read = wrap(m), wrap(lambda x: x + m.avg)
+        kept, out = [], []
+        for i in range(4):
+            kept.append(m.avg)  # the old buffers stay alive
+            with fg.no_grad():
+                track(fg.ones(2) * i)
+                out.append(_values(read(fg.ones(2))))
+        return out
+    with warnings_ignored():
+        _compare(run)
+
+
+def test_custom_optimizer_state_with_python_values_and_setdefault():
+    class Adamish(_CustomOptimizer):
+        def update(self, p, st, lr):
+            st["step"] = st.get("step", 0) + 1  # a Python int: bias correction changes
+            m = st.setdefault("m", fg.zeros_like(p))
+            m.mul_(0.9).add_(p.grad * 0.1)
+            p.sub_(m * (lr / (1 - 0.9 ** st["step"])))
+
+    def run(wrap):
+        lin = nn.Linear(3, 2)
+        opt = Adamish(lin.parameters(), 0.1)
+
+        def step(x):
+            opt.zero_grad()
+            lin(x).pow(2).sum().backward()
+            opt.step()
+
+        step = wrap(step)
+        for i in range(5):
+            step(fg.ones(4, 3) * (i + 1))
+        return [_values(p) for p in lin.parameters()]
+    with warnings_ignored():
+        _compare(run)
+
+
+def test_returning_the_grad_a_body_replaced():
+    def run(wrap):
+        w = nn.Parameter(fg.ones(3))
+
+        def f(x):
+            old = w.grad
+            w.grad = None
+            (w * x).sum().backward()
+            return old, w.grad
+
+        f = wrap(f)
+        out = []
+        for i in range(4):
+            old, new = f(fg.ones(3) * (i + 1))
+            out.append([_values(old), _values(new), old is new])
+        return out
+    _compare(run)
+
+
+class warnings_ignored:
+    def __enter__(self):
+        import warnings
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
