@@ -365,7 +365,20 @@ class _ReplayHook:
         self.count = sum(map(len, self.lists))
 
 
-class ParamGroup(dict):
+class _WritesThroughSetitem(dict):
+    """A dict whose ``setdefault`` and ``update`` write through ``__setitem__``."""
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+
+class ParamGroup(_WritesThroughSetitem):
     """One entry of ``optimizer.param_groups``: a dict of options (and ``'params'``).
 
     Reading an option of ``optimizer.runtime_options`` that holds a number gives a
@@ -412,14 +425,6 @@ class ParamGroup(dict):
         ParamGroup.writes += 1
         dict.clear(self)
 
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        for k, v in dict(*args, **kwargs).items():
-            self[k] = v
 
     def __ior__(self, other: Any) -> Self:
         self.update(other)
@@ -438,7 +443,7 @@ class ParamGroup(dict):
         return deepcopy(dict(dict.items(self)), memo)
 
 
-class _ParamState(dict):
+class _ParamState(_WritesThroughSetitem):
     """One parameter's state: tensors put in it are declared as state a compiled step updates.
 
     Inside a compiled function's trace, a new entry from an optimizer that is not fusegrad's
@@ -462,14 +467,6 @@ class _ParamState(dict):
             capture.active().replaced.append(f"optimizer state {key!r} (a Python value)")
         super().__setitem__(key, value)
 
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        for k, v in dict(*args, **kwargs).items():
-            self[k] = v
 
 
 class _StateDict(dict):
