@@ -260,8 +260,7 @@ class Optimizer:
             for k, v in new.items():
                 if k != "params":
                     group[k] = deepcopy(v)
-        self.state.clear()
-        capture.structure_changed()  # compiled steps hold the state tensors replaced here
+        self.state.clear()  # compiled steps holding the state tensors replaced here forget
         for k, s in state_dict["state"].items():
             p = by_index[int(k)]
             self.state[p] = {name: _state_copy(name, v, p) for name, v in s.items()}
@@ -469,6 +468,13 @@ class _ParamState(_WritesThroughSetitem):
 
 
 
+def _retire(state: dict[str, Any]) -> None:
+    """A parameter's state is being replaced: compiled steps holding its tensors forget."""
+    for key, value in state.items():
+        if isinstance(value, Tensor):
+            capture.replaced(value, f"optimizer state {key!r}")
+
+
 class _StateDict(dict):
     """``optimizer.state``: keyed by parameter identity (Tensor == is elementwise)."""
 
@@ -484,7 +490,8 @@ class _StateDict(dict):
         return super().__getitem__(id(p))
 
     def __setitem__(self, p: Tensor, value: dict[str, Any]) -> None:
-        capture.structure_changed()  # compiled steps hold the state tensors replaced here
+        if id(p) in self._keys:
+            _retire(super().__getitem__(id(p)))
         state = _ParamState(self._stable)
         for k, v in value.items():
             state[k] = v
@@ -492,7 +499,7 @@ class _StateDict(dict):
         super().__setitem__(id(p), state)
 
     def __delitem__(self, p: Tensor) -> None:
-        capture.structure_changed()
+        _retire(super().__getitem__(id(p)))
         self._keys.pop(id(p))
         super().__delitem__(id(p))
 
@@ -512,6 +519,7 @@ class _StateDict(dict):
         return iter(self.keys())
 
     def clear(self) -> None:
-        capture.structure_changed()
+        for state in self.values():
+            _retire(state)
         super().clear()
         self._keys.clear()

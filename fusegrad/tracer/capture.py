@@ -83,30 +83,41 @@ class Retrace(Exception):
     from changed), so the compiled function drops it and traces the call again."""
 
 
-# Tensors that compiled entries read or update (weakly): replacing one of them by another
-# object is what makes compiled functions trace again.
-_HELD: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+# Tensors that compiled entries read or update, weakly, and the compiled functions holding them:
+# replacing one of them by another object makes those functions trace again.
+_HELD: dict[int, tuple[Any, "weakref.WeakSet[Any]"]] = {}
 
 
-def hold(tensor: Any) -> None:
-    """Note that a compiled entry reads or updates ``tensor`` through a weak reference."""
-    _HELD[id(tensor)] = tensor
+def hold(tensor: Any, owner: Any) -> None:
+    """Note that a compiled entry of ``owner`` (a compiled function) reads or updates
+    ``tensor`` through a weak reference."""
+    key = id(tensor)
+    held = _HELD.get(key)
+    if held is None or held[0]() is not tensor:
+        def gone(ref: Any, key: int = key) -> None:
+            if _HELD.get(key, (None,))[0] is ref:
+                del _HELD[key]
+        held = _HELD[key] = (weakref.ref(tensor, gone), weakref.WeakSet())
+    held[1].add(owner)
 
 
-def is_held(tensor: Any) -> bool:
-    return _HELD.get(id(tensor)) is tensor
+def _holders(tensor: Any) -> list[Any]:
+    held = _HELD.get(id(tensor))
+    return list(held[1]) if held is not None and held[0]() is tensor else []
 
 
 def replaced(old: Any, what: str) -> None:
     """``old`` (a tensor or module) was replaced by another object in a module or optimizer
-    state. Inside a trace, the traced body did it (it cannot be replayed); outside, compiled
-    functions trace again if one of them holds ``old`` (or a tensor of the module ``old``)."""
+    state. Inside a trace, the traced body did it (it cannot be replayed). The compiled
+    functions holding ``old`` (or a tensor of the module ``old``) forget their entries."""
     if _active:
         _active[-1].replaced.append(what)
     tensors = [old] if not hasattr(old, "modules") else \
         [t for m in old.modules() for t in (*m._parameters.values(), *m._buffers.values())]
-    if any(t is not None and is_held(t) for t in tensors):
-        STRUCTURE_SET[0] += 1
+    for t in tensors:
+        if t is not None:
+            for owner in _holders(t):
+                owner.forget()
 
 
 def structure_changed(what: str = "") -> None:

@@ -136,6 +136,7 @@ class CompiledEntry:
     arg_aliases: list[tuple[int, int]]         # arguments that shared memory when traced
     history: _History | None                   # autograd of returned values (no backward inside)
     grad_nones: list[Any]                      # leaves whose grad each call sets to None
+    held: list[Any]                            # weakrefs: replacing one makes this trace stale
     traced_ops: int
     trace_seconds: float
     replays: int = 0
@@ -312,10 +313,9 @@ class CompiledFunction:
             # called while another compiled function traces: its body becomes part of that trace
             return self.fn(*args, **kwargs)
         if capture.STRUCTURE_SET[0] != self._structure:
-            # a parameter, buffer, submodule or optimizer state was replaced: trace again
+            # a module a trace has seen gained or lost a parameter, buffer or submodule
             self._structure = capture.STRUCTURE_SET[0]
-            self.entries.clear()
-            self._positional.clear()
+            self.forget()
         if not kwargs:
             # the common call, tensors passed positionally: each entry's replay checks them
             result = self._replay(self._positional, args)
@@ -347,6 +347,11 @@ class CompiledFunction:
                 self.hits += 1
                 return result
         return MISS
+
+    def forget(self) -> None:
+        """Drop every entry: a tensor one of them holds was replaced by another object."""
+        self.entries.clear()
+        self._positional = []
 
     def _forget(self, entry: CompiledEntry) -> None:
         """Drop ``entry`` (new lists: a loop over the old ones goes on undisturbed)."""
@@ -431,6 +436,9 @@ class CompiledFunction:
                               f"{unreplayable}", RuntimeWarning, stacklevel=3)
             return None, unflatten(ret_spec, ret_flat)
         self.entries.setdefault(sig, []).append(entry)
+        for ref in entry.held:
+            if ref() is not None:
+                capture.hold(ref(), self)
         return entry, unflatten(ret_spec, ret_flat)
 
     def _record(self, trace: capture.Trace, sig: tuple, entry_p: Entry | None,
@@ -517,9 +525,6 @@ class CompiledFunction:
         held += [weakref.ref(what) for kind, what in returns if kind == "same"]
         held += [what for kind, what, _ in (history.leaves if history else ())
                  if kind in ("state", "grad")]
-        for ref in held:  # replacing one of these by another object makes this trace stale
-            if isinstance(ref, weakref.ref) and ref() is not None:
-                capture.hold(ref())
         return CompiledEntry(
             signature=sig, program_entry=entry_p, slots=slots,
             rng_order=[i for _, i in sorted(rng)], state_outputs=state_outputs,
@@ -530,6 +535,7 @@ class CompiledFunction:
             input_checks=[(trace.arg_buffers[id(buf)], check) for buf, check in trace.input_checks
                           if id(buf) in trace.arg_buffers],
             arg_aliases=trace.arg_aliases, history=history, grad_nones=grad_nones,
+            held=[ref for ref in held if isinstance(ref, weakref.ref) and ref() is not None],
             traced_ops=traced_ops, trace_seconds=0.0,
             output_meta=[(n.shape, n.dtype) for n in out_index])
 

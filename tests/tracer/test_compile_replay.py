@@ -806,3 +806,26 @@ class warnings_ignored:
 
     def __exit__(self, *exc):
         return self._ctx.__exit__(*exc)
+
+
+def test_replacing_a_tensor_makes_only_the_functions_holding_it_trace_again():
+    m = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    opt = optim.Adam(m.parameters(), lr=0.01)
+
+    def step(x):
+        opt.zero_grad()
+        m(x).pow(2).mean().backward()
+        opt.step()
+
+    step, other = fg.compile(step), fg.compile(lambda a: a * 2 + 1)
+    x = fg.randn(8, 4)
+    saved = None
+    for i in range(6):
+        step(x)
+        other(x)
+        if i == 2:
+            m[1].running_mean = fg.zeros(4)  # read by step: it traces again
+        if i == 3:
+            saved = saved or opt.state_dict()
+            opt.load_state_dict(saved)       # so does loading optimizer state
+    assert step.misses == 3 and other.misses == 1
