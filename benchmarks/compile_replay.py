@@ -49,15 +49,7 @@ def torch_step():
                                 torch.nn.Linear(256, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
                           weight_decay=1e-4)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return step
+    return demo.make_step(model, opt, torch.nn.CrossEntropyLoss())  # the same Python step
 
 
 def main() -> None:

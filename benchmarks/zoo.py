@@ -69,20 +69,13 @@ def run_torch(name, batches, warmup):
 
 def run_fusegrad(name, batches, warmup, compiled):
     import fusegrad as fg
+    from fusegrad import demo
     from fusegrad.tracer.realize import STATS
     fg.manual_seed(0)
     make, _ = models(fg)[name]
     model = make()
     opt = fg.optimlib.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = fg.nnlib.CrossEntropyLoss()
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
+    step = demo.make_step(model, opt, fg.nnlib.CrossEntropyLoss())
     fn = fg.compile(step) if compiled else step
     times = []
     for x, y in batches:

@@ -42,6 +42,22 @@ class _CustomOptimizer(optim.Optimizer):
                     self.update(p, self.state[p], group["lr"])
 
 
+def _train_linear(optimizer_class, wrap, steps=5):
+    """A Linear layer trained by ``optimizer_class`` through a (wrapped) step; its parameters."""
+    m = nn.Linear(3, 2)
+    opt = optimizer_class(m.parameters(), 0.1)
+
+    def step(x):
+        opt.zero_grad()
+        m(x).pow(2).sum().backward()
+        opt.step()
+
+    step = wrap(step)
+    for i in range(steps):
+        step(fg.ones(4, 3) * (i + 1))
+    return [_values(p) for p in m.parameters()]
+
+
 def _values(t):
     return None if t is None else t.detach().numpy().copy()
 
@@ -620,20 +636,7 @@ def test_a_custom_optimizer_that_creates_its_state_on_its_first_step():
                 st["buf"].mul_(0.9).add_(p.grad)
             p.sub_(st["buf"] * lr)
 
-    def run(wrap):
-        m = nn.Linear(3, 2)
-        opt = Momentum(m.parameters(), 0.1)
-
-        def step(x):
-            opt.zero_grad()
-            m(x).pow(2).sum().backward()
-            opt.step()
-
-        step = wrap(step)
-        for i in range(5):
-            step(fg.ones(4, 3) * (i + 1))
-        return [_values(p) for p in m.parameters()]
-    _compare(run)
+    _compare(lambda wrap: _train_linear(Momentum, wrap))
 
 
 def test_an_optimizer_step_compiled_alone_follows_which_grads_exist():
@@ -761,21 +764,8 @@ def test_custom_optimizer_state_with_python_values_and_setdefault():
             m.mul_(0.9).add_(p.grad * 0.1)
             p.sub_(m * (lr / (1 - 0.9 ** st["step"])))
 
-    def run(wrap):
-        lin = nn.Linear(3, 2)
-        opt = Adamish(lin.parameters(), 0.1)
-
-        def step(x):
-            opt.zero_grad()
-            lin(x).pow(2).sum().backward()
-            opt.step()
-
-        step = wrap(step)
-        for i in range(5):
-            step(fg.ones(4, 3) * (i + 1))
-        return [_values(p) for p in lin.parameters()]
     with warnings_ignored():
-        _compare(run)
+        _compare(lambda wrap: _train_linear(Adamish, wrap))
 
 
 def test_returning_the_grad_a_body_replaced():
