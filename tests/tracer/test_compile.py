@@ -12,6 +12,7 @@ import fusegrad as fg
 import fusegrad.nnlib as nn
 import fusegrad.optimlib as optim
 from fusegrad import CaptureError
+from fusegrad.demo import make_step
 
 
 def _train(model_fn, opt_fn, batches, compiled, lr_schedule=None):
@@ -203,14 +204,7 @@ def test_a_compiled_model_called_inside_a_compiled_step_is_traced_into_it():
     opt = _sgd(model.parameters())
     forward(fg.tensor(_batches(1)[0][0]))  # traced on its own first
 
-    @fg.compile
-    def step(x, y):
-        opt.zero_grad()
-        loss = nn.CrossEntropyLoss()(forward(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
+    step = fg.compile(make_step(forward, opt, nn.CrossEntropyLoss()))
     losses = [step(fg.tensor(x), fg.tensor(y)).item() for x, y in _batches(4)]
     np.testing.assert_array_equal(losses, eager[0])
     for p, q in zip(model.parameters(), eager[1]):

@@ -42,17 +42,23 @@ class _CustomOptimizer(optim.Optimizer):
                     self.update(p, self.state[p], group["lr"])
 
 
+def _step(m, opt):
+    """A training step of ``m`` on a squared-output loss; it returns the loss."""
+    def step(x):
+        opt.zero_grad()
+        loss = m(x).pow(2).sum()
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def _train_linear(optimizer_class, wrap, steps=5):
     """A Linear layer trained by ``optimizer_class`` through a (wrapped) step; its parameters."""
     m = nn.Linear(3, 2)
     opt = optimizer_class(m.parameters(), 0.1)
 
-    def step(x):
-        opt.zero_grad()
-        m(x).pow(2).sum().backward()
-        opt.step()
-
-    step = wrap(step)
+    step = wrap(_step(m, opt))
     for i in range(steps):
         step(fg.ones(4, 3) * (i + 1))
     return [_values(p) for p in m.parameters()]
@@ -186,12 +192,7 @@ def test_a_gradient_held_from_the_last_step_keeps_its_value():
         m = nn.Linear(3, 2)
         opt = optim.Adam(m.parameters(), lr=0.1)
 
-        def step(x):
-            opt.zero_grad()
-            m(x).pow(2).sum().backward()
-            opt.step()
-
-        step = wrap(step)
+        step = wrap(_step(m, opt))
         x = fg.randn(4, 3)
         held = []
         for _ in range(4):
@@ -206,14 +207,7 @@ def test_loading_optimizer_and_model_state_between_steps():
         m = nn.Linear(3, 2)
         opt = optim.Adam(m.parameters(), lr=0.1)
 
-        def step(x):
-            opt.zero_grad()
-            loss = m(x).pow(2).sum()
-            loss.backward()
-            opt.step()
-            return loss
-
-        step = wrap(step)
+        step = wrap(_step(m, opt))
         x = fg.randn(4, 3)
         out = []
         for i in range(7):
@@ -319,12 +313,7 @@ def test_freezing_and_unfreezing_a_layer_after_compiling():
         m = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
         opt = optim.SGD(m.parameters(), lr=0.1)
 
-        def step(x):
-            opt.zero_grad()
-            m(x).pow(2).sum().backward()
-            opt.step()
-
-        step, forward = wrap(step), wrap(m)
+        step, forward = wrap(_step(m, opt)), wrap(m)
         x = fg.randn(4, 3)
         out = []
         for i in range(5):
@@ -388,12 +377,7 @@ def test_optimizer_state_replaced_between_steps():
         m = nn.Linear(3, 2)
         opt = optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
 
-        def step(x):
-            opt.zero_grad()
-            m(x).pow(2).sum().backward()
-            opt.step()
-
-        step = wrap(step)
+        step = wrap(_step(m, opt))
         x = fg.randn(4, 3)
         old = []
         for i in range(5):

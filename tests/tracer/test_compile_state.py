@@ -5,16 +5,11 @@ import pytest
 import fusegrad as fg
 import fusegrad.nnlib as nn
 import fusegrad.optimlib as optim
+from fusegrad.demo import make_step
 
 
 def _step(model, opt, compiled):
-    def step(x, y):
-        opt.zero_grad()
-        loss = nn.CrossEntropyLoss()(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
+    step = make_step(model, opt, nn.CrossEntropyLoss())
     return fg.compile(step) if compiled else step
 
 
