@@ -10,8 +10,9 @@ class ShapeError(FusegradError, ValueError):
     """An op was given shapes it cannot combine."""
 
 
-class DTypeError(FusegradError, TypeError):
-    """An op was given dtypes it cannot take."""
+class DTypeError(FusegradError, TypeError, RuntimeError):
+    """An op was given dtypes it cannot take (a RuntimeError too: torch raises that for
+    mismatched dtypes, so ``except RuntimeError`` written for torch catches it)."""
 
 
 class CaptureError(FusegradError, RuntimeError):

@@ -166,10 +166,13 @@ def log_softmax(input: Tensor, dim: int | None = None, dtype: Any = None
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ weight.T + bias``."""
+    loc = user_location()
     if x.shape[-1] != weight.shape[-1]:
         raise ShapeError(with_location(
             f"linear: input has {x.shape[-1]} features (shape {list(x.shape)}) but the weight "
-            f"expects {weight.shape[-1]} (weight shape {list(weight.shape)})", user_location()))
+            f"expects {weight.shape[-1]} (weight shape {list(weight.shape)})", loc))
+    F.check_same_dtype("linear", (("input", x), ("weight", weight), ("bias", bias)), loc,
+                       F.MODEL_DTYPE_HINT)
     out = F.matmul(x, F.t(weight))
     return out + bias if bias is not None else out
 
@@ -280,6 +283,9 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
         _channel_vector("batch_norm", name, t, channels, loc)
+    F.check_same_dtype("batch_norm", (("input", input), ("weight", weight), ("bias", bias),
+                                      ("running_mean", running_mean),
+                                      ("running_var", running_var)), loc, F.MODEL_DTYPE_HINT)
     shape = (1, channels) + (1,) * (input.ndim - 2)
     if training:
         count = input.numel() // channels
@@ -334,6 +340,8 @@ def layer_norm(input: Tensor, normalized_shape: int | Sequence[int],
             raise ShapeError(with_location(
                 f"layer_norm: {name} of shape {list(t.shape)} does not match normalized_shape "
                 f"{list(shape)}", user_location()))
+    F.check_same_dtype("layer_norm", (("input", input), ("weight", weight), ("bias", bias)),
+                       user_location(), F.MODEL_DTYPE_HINT)
     dims = tuple(range(input.ndim - k, input.ndim))
     mean = F.mean(input, dims, keepdim=True)
     centered = input - mean
@@ -354,6 +362,8 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
         raise ShapeError(with_location(
             f"group_norm: expected an input (N, C, ...) with C divisible by num_groups="
             f"{num_groups}, got shape {list(input.shape)}", loc))
+    F.check_same_dtype("group_norm", (("input", input), ("weight", weight), ("bias", bias)), loc,
+                       F.MODEL_DTYPE_HINT)
     n, c = input.shape[0], input.shape[1]
     grouped = F.reshape(input, (n, num_groups, -1))
     mean = F.mean(grouped, 2, keepdim=True)

@@ -193,6 +193,8 @@ def convolution(x: Tensor, weight: Tensor, bias: Tensor | None, stride: IntOrTup
     """
     d = weight.ndim - 2
     batched = _check_rank(x, d, op)
+    F.check_same_dtype(op, (("input", x), ("weight", weight), ("bias", bias)), user_location(),
+                       F.MODEL_DTYPE_HINT)
     if not batched:
         x = F.unsqueeze(x, 0)
     kernel = tuple(weight.shape[2:])

@@ -22,6 +22,7 @@ class Parameter(Tensor):
         self._is_leaf = True
         self._version = 0
         self._retains_grad = False
+        self._graph_freed = False
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)

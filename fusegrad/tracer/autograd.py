@@ -9,9 +9,21 @@ from ..ir.graph import substitute, toposort
 from ..ir.node import Node
 from . import capture
 from .provenance import user_location
-from .tensor import Tensor
+from .tensor import PENDING, Tensor
 
 FREED = object()  # Buffer.source after backward() released the graph behind it
+
+# Ops whose gradient needs no value of the forward pass (torch saves no tensor for them, not
+# even a Python number as for x * 2), so a graph made only of these can be differentiated
+# again after backward() freed it, as in torch.
+_NO_SAVED_VALUES = frozenset({"buffer", "const", "rand", "add", "sub", "neg", "reshape",
+                              "permute", "expand", "slice", "pad", "sum", "cast", "detach"})
+_SECOND_BACKWARD = ("Trying to backward through the graph a second time (or directly access "
+                    "saved tensors after they have already been freed). Saved intermediate "
+                    "values of the graph are freed when you call .backward() or "
+                    "autograd.grad(). Specify retain_graph=True if you need to backward "
+                    "through the graph a second time or if you need to access saved tensors "
+                    "after calling backward.")
 
 
 class LazySource:
@@ -39,6 +51,8 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
     if not t.requires_grad:
         raise RuntimeError(with_location(
             "element 0 of tensors does not require grad and does not have a grad_fn", loc))
+    if t._graph_freed:
+        raise RuntimeError(with_location(_SECOND_BACKWARD, loc))
     if gradient is None:
         if t.node.size != 1:
             raise RuntimeError(with_location(
@@ -57,7 +71,8 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
         # Differentiate through values that were realized since they were traced.
         root = substitute([root], sources)[0]
     targets: dict[Node, list[Tensor]] = {}
-    for n in toposort([root]):
+    graph = toposort([root])
+    for n in graph:
         if n.op == "buffer" and n.attrs[0].owner is not None:
             owner = n.attrs[0].owner()
             if owner is not None and owner.requires_grad:
@@ -74,6 +89,7 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
     if not retain_graph:
         for buf_node in sources:
             buf_node.attrs[0].source = FREED
+        _free_pending(t, graph, targets)
     if sources and grads:
         # ...and read those values back from their buffers rather than recomputing them.
         back = {src: buf for buf, src in sources.items()}
@@ -82,6 +98,27 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
     for node, g in grads.items():
         for leaf in targets[node]:
             accumulate_grad(leaf, g)
+
+
+def _free_pending(t: Tensor, graph: list[Node], targets: dict[Node, list[Tensor]]) -> None:
+    """Mark the pending tensors of a differentiated ``graph`` (inputs before users) whose
+    gradient needs saved values as freed, as torch frees a graph's saved tensors: backward()
+    from them, or from anything computed from them later, raises unless the first call
+    retained the graph. Tensors computed afterwards from the same leaves are new graphs."""
+    differentiable: set[Node] = set(targets)   # nodes a gradient flows through
+    saves: set[Node] = set()
+    for n in graph:
+        if n.op == "detach" or not any(i in differentiable for i in n.inputs):
+            continue
+        differentiable.add(n)
+        if n.op not in _NO_SAVED_VALUES or any(i in saves for i in n.inputs):
+            saves.add(n)
+    if not saves:
+        return
+    t._graph_freed = True
+    for pending in list(PENDING.values()):
+        if pending.requires_grad and pending.node in saves:
+            pending._graph_freed = True
 
 
 def _realized_sources(root: Node) -> dict[Node, Node]:
@@ -98,11 +135,7 @@ def _realized_sources(root: Node) -> dict[Node, Node]:
             if isinstance(src, LazySource):
                 src = n.attrs[0].source = src.build()
             if src is FREED:
-                raise RuntimeError(with_location(
-                    "Trying to backward through the graph a second time (or directly access "
-                    "saved tensors after they have already been freed). Specify "
-                    "retain_graph=True if you need to backward through the graph a second "
-                    "time", user_location()))
+                raise RuntimeError(with_location(_SECOND_BACKWARD, user_location()))
             if src is not None:
                 found[n] = src
                 stack.append(src)

@@ -31,6 +31,22 @@ def _fail(op: str, msg: str, loc: str | None, kind: type = ShapeError) -> None:
     raise kind(with_location(f"{op}: {msg}", loc))
 
 
+MODEL_DTYPE_HINT = "; convert the input (input.to(weight.dtype)) or the model (model.to(dtype))"
+
+
+def check_same_dtype(op: str, named: Sequence[tuple[str, Tensor | None]], loc: str | None,
+                     hint: str = "") -> None:
+    """Refuse tensors of different dtypes where torch does (matmul, layers against their
+    parameters) instead of promoting them silently; ``None`` entries are skipped."""
+    present = [(name, t) for name, t in named if t is not None]
+    first_name, first = present[0]
+    for name, t in present[1:]:
+        if t.node.dtype != first.node.dtype:
+            _fail(op, f"{first_name} ({first.node.dtype}, shape {list(first.node.shape)}) and "
+                  f"{name} ({t.node.dtype}, shape {list(t.node.shape)}) must have the same "
+                  f"dtype{hint}", loc, DTypeError)
+
+
 # ---------------------------------------------------------------------------- plumbing
 def node_of(t: Tensor) -> Node:
     """The node to build on: cut from autograd under no_grad, a buffer for grad leaves."""
@@ -49,10 +65,17 @@ def _detached_buffer(node: Node) -> Node:
 
 
 def wrap(node: Node, *inputs: Any) -> Tensor:
-    """A new Tensor for ``node``; it requires grad if any Tensor input does (and grad is on)."""
-    rg = is_grad_enabled() and builtins.any(isinstance(i, Tensor) and i.requires_grad
-                                            for i in inputs) and is_float(node.dtype)
-    return Tensor._from_node(node, rg)
+    """A new Tensor for ``node``; it requires grad if any Tensor input does (and grad is on).
+    Made from a tensor whose graph backward() freed, it cannot be differentiated either."""
+    rg = freed = False
+    if is_grad_enabled() and is_float(node.dtype):
+        for i in inputs:
+            if isinstance(i, Tensor) and i.requires_grad:
+                rg = True
+                freed = freed or i._graph_freed
+    t = Tensor._from_node(node, rg)
+    t._graph_freed = freed
+    return t
 
 
 def to_tensor(x: TensorLike, like: Tensor | None = None) -> Tensor:
@@ -761,11 +784,11 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     if a.ndim == 0 or b.ndim == 0:
         _fail("matmul", f"both arguments need at least 1 dim, got shapes {list(a.node.shape)} "
               f"and {list(b.node.shape)}", loc)
-    common = promote(a.node.dtype, b.node.dtype)
-    if not is_float(common):
-        _fail("matmul", f"needs float tensors, got {a.node.dtype} and {b.node.dtype}", loc,
-              DTypeError)
-    na, nb = ops.cast(node_of(a), common, loc), ops.cast(node_of(b), common, loc)
+    check_same_dtype("matmul", (("the first operand", a), ("the second", b)), loc,
+                     "; convert one of them with .to(dtype)")
+    if not is_float(a.node.dtype):
+        _fail("matmul", f"needs float tensors, got {a.node.dtype}", loc, DTypeError)
+    na, nb = node_of(a), node_of(b)
     a_shape = (1,) + na.shape if a.ndim == 1 else na.shape
     b_shape = nb.shape + (1,) if b.ndim == 1 else nb.shape
     if a_shape[-1] != b_shape[-2]:
@@ -806,6 +829,8 @@ def softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
     loc = user_location()
     d = _norm_dim(dim, x.ndim, "softmax")
     n = _float_node(x, loc) if dtype is None else ops.cast(node_of(x), dt.resolve(dtype), loc)
+    if n.size == 0:  # nothing to normalise: an empty result of the same shape, as in torch
+        return wrap(n, x)
     n = ops.reshape(n, (1,), loc) if x.ndim == 0 else n  # a 0-d input is a one-element row
     m = ops.expand(ops.unary("detach", ops.reduce("max", n, (d,), loc), loc), n.shape, loc)
     e = ops.unary("exp", ops.binary("sub", n, m, loc), loc)
@@ -817,6 +842,8 @@ def log_softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
     loc = user_location()
     d = _norm_dim(dim, x.ndim, "log_softmax")
     n = _float_node(x, loc) if dtype is None else ops.cast(node_of(x), dt.resolve(dtype), loc)
+    if n.size == 0:
+        return wrap(n, x)
     n = ops.reshape(n, (1,), loc) if x.ndim == 0 else n  # a 0-d input is a one-element row
     m = ops.expand(ops.unary("detach", ops.reduce("max", n, (d,), loc), loc), n.shape, loc)
     shifted = ops.binary("sub", n, m, loc)
@@ -829,6 +856,10 @@ def logsumexp(x: Tensor, dim: int | Sequence[int], keepdim: bool = False) -> Ten
     loc = user_location()
     dims = _dims(dim, x.ndim, "logsumexp")
     n = _float_node(x, loc)
+    if builtins.any(n.shape[d] == 0 for d in dims):
+        # an empty sum is 0 and its log -inf, as in torch; there is no max to shift by
+        out = ops.unary("log", ops.reduce("sum", ops.unary("exp", n, loc), dims, loc), loc)
+        return wrap(_squeeze_dims(out, dims, keepdim, loc), x)
     m = ops.unary("detach", ops.reduce("max", n, dims, loc), loc)
     # an all -inf slice would give inf - inf; shift by 0 there instead
     finite = ops.binary("eq", ops.unary("abs", m, loc), ops.const(math.inf, m.shape, m.dtype, loc),
@@ -907,11 +938,20 @@ def _index_tensor(item: Any) -> Tensor | None:
     return None
 
 
+def _is_bool_scalar(item: Any) -> bool:
+    return isinstance(item, bool)  # torch refuses numpy's bool, as an unsupported index type
+
+
+def _is_real_index(item: Any) -> bool:
+    """Whether an index item selects along an existing dim (not None, ``...`` or a bool)."""
+    return item is not None and item is not Ellipsis and not _is_bool_scalar(item)
+
+
 def getitem(x: Tensor, key: Any) -> Tensor:
     """Indexing with ints, slices, None, Ellipsis and integer tensors (numpy/torch rules)."""
     loc = user_location()
     items = list(key) if isinstance(key, tuple) else [key]
-    n_real = builtins.sum(1 for it in items if it is not None and it is not Ellipsis)
+    n_real = builtins.sum(1 for it in items if _is_real_index(it))
     if builtins.sum(1 for it in items if it is Ellipsis) > 1:
         _fail("index", "an index can only have a single ellipsis", loc, IndexError)
     if n_real > x.ndim:
@@ -927,9 +967,18 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     dim = 0  # the dim of ``out`` the next item applies to
     tensor_dims: list[tuple[int, Tensor]] = []
     squeeze_dims: list[int] = []
+    # A bool adds a dim of size 1 (True) or 0 (False). It is an advanced index (torch, numpy):
+    # alone it is a plain new dim; with other advanced indices the index shapes broadcast.
+    bools_advanced = builtins.any(_is_bool_scalar(it) for it in items) and builtins.sum(
+        1 for it in items if _is_bool_scalar(it) or isinstance(it, (Tensor, list, np.ndarray))) > 1
     for it in items:
-        if it is None:
+        if it is None or _is_bool_scalar(it):
             out = unsqueeze(out, dim)
+            if bools_advanced and it is not None:
+                from .creation import tensor
+                tensor_dims.append((dim, tensor([0] if it else [], dtype="int64")))
+            elif it is False:
+                out = slice_dim(out, dim, 0, 0)
             dim += 1
             continue
         t = _index_tensor(it)
@@ -1004,6 +1053,8 @@ def setitem(x: Tensor, key: Any, value: TensorLike) -> None:
     if vnode.shape != region.node.shape:
         _fail("setitem", f"value of shape {list(vnode.shape)} cannot be assigned to a region of "
               f"shape {list(region.node.shape)}", loc)
+    if builtins.any(it is False for it in items):
+        return  # x[False] selects nothing: nothing to write
     placement, full = _placement(x.node.shape, items)
     vnode = ops.reshape(vnode, full, loc)
     mask = ops.pad(ops.const(True, full, "bool", loc), x.node.shape, placement, loc)
@@ -1012,12 +1063,13 @@ def setitem(x: Tensor, key: Any, value: TensorLike) -> None:
 
 
 def _placement(shape: tuple[int, ...], items: list[Any]) -> tuple[tuple, tuple]:
-    n_real = builtins.sum(1 for it in items if it is not None and it is not Ellipsis)
+    n_real = builtins.sum(1 for it in items if _is_real_index(it))
     ell = [i for i, it in enumerate(items) if it is Ellipsis]
     if ell:
         i = ell[0]
         items = items[:i] + [slice(None)] * (len(shape) - n_real) + items[i + 1:]
-    items = [it for it in items if it is not None] + [slice(None)] * (len(shape) - n_real)
+    items = [it for it in items if it is not None and not _is_bool_scalar(it)]
+    items += [slice(None)] * (len(shape) - n_real)
     placement, full = [], []
     for it, size in zip(items, shape):
         if isinstance(it, slice):

@@ -37,7 +37,7 @@ class Tensor:
     """A multi-dimensional array whose operations are traced into an IR graph."""
 
     __slots__ = ("node", "requires_grad", "_grad", "_is_leaf", "seq", "_version",
-                 "_retains_grad", "_data_of", "__weakref__")
+                 "_retains_grad", "_data_of", "_graph_freed", "__weakref__")
 
     def __init__(self, data: Any = None, dtype: Any = None, requires_grad: bool = False,
                  device: Any = None):
@@ -51,6 +51,7 @@ class Tensor:
         self._version = 0
         self._retains_grad = False
         self._data_of = None
+        self._graph_freed = False  # backward() without retain_graph went through its graph
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -65,6 +66,7 @@ class Tensor:
         t._version = 0
         t._retains_grad = False
         t._data_of = None
+        t._graph_freed = False
         return t
 
     def _bind(self, node: Node, new: bool = False) -> None:

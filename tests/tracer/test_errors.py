@@ -71,3 +71,43 @@ def test_error_is_raised_when_traced_not_when_realized():
     a = fg.ones(2, 2)
     with pytest.raises(ValueError):
         a.reshape(3)  # nothing has been realized yet: the error comes from tracing
+
+
+MIXED_DTYPES = {
+    "linear_float64_input": lambda lib, nn: nn.Linear(2, 2)(lib.ones(3, 2, dtype=lib.float64)),
+    "matmul_int64_float32": lambda lib, nn: lib.ones(2, 2, dtype=lib.int64) @ lib.ones(2, 2),
+    "matmul_float32_float64": lambda lib, nn: lib.ones(2) @ lib.ones(2, 2, dtype=lib.float64),
+    "bmm_float64_float32": lambda lib, nn: lib.bmm(lib.ones(1, 2, 2, dtype=lib.float64),
+                                                   lib.ones(1, 2, 2)),
+    "conv2d_float64_input": lambda lib, nn: nn.Conv2d(2, 2, 3)(lib.ones(1, 2, 5, 5,
+                                                                        dtype=lib.float64)),
+    "layer_norm_float64_input": lambda lib, nn: nn.LayerNorm(2)(lib.ones(1, 2, dtype=lib.float64)),
+    "batch_norm_float64_input": lambda lib, nn: nn.BatchNorm1d(2)(lib.ones(3, 2,
+                                                                           dtype=lib.float64)),
+    "group_norm_float64_input": lambda lib, nn: nn.GroupNorm(1, 2)(lib.ones(3, 2,
+                                                                            dtype=lib.float64)),
+    "lstm_float64_input": lambda lib, nn: nn.LSTM(2, 3)(lib.ones(1, 1, 2, dtype=lib.float64)),
+    "lstm_cell_float64_input": lambda lib, nn: nn.LSTMCell(2, 3)(lib.ones(1, 2,
+                                                                          dtype=lib.float64)),
+}
+
+
+@pytest.mark.parametrize("name", list(MIXED_DTYPES))
+def test_mixed_dtypes_raise_as_in_torch(name):
+    """Where torch refuses to promote (a float64 batch into a float32 model, int @ float), so
+    do we: the same exception type, naming both dtypes and the user's line."""
+    import torch
+    make = MIXED_DTYPES[name]
+    with pytest.raises(Exception) as want:
+        make(torch, torch.nn)
+    with pytest.raises(type(want.value)) as got:
+        make(fg, nn)
+    msg = str(got.value)
+    assert "float64" in msg or "int64" in msg, msg
+    assert "float32" in msg and f"{HERE}:" in msg, msg
+
+
+def test_same_dtypes_still_run():
+    model = nn.Linear(2, 2).double()
+    assert model(fg.ones(3, 2, dtype=fg.float64)).dtype == fg.float64
+    assert (fg.ones(2, 2, dtype=fg.float64) @ fg.ones(2, 2, dtype=fg.float64)).dtype == fg.float64

@@ -54,3 +54,54 @@ def test_create_graph_is_refused():
     x = fg.tensor([1.0], requires_grad=True)
     with pytest.raises(RuntimeError, match="create_graph"):
         (x * x).sum().backward(create_graph=True)
+
+
+def _backward_twice(lib, case: str):
+    """One way of calling backward twice; returns x.grad, or the error it raised."""
+    x = lib.tensor([1.0, 2.0, 3.0], dtype=lib.float64, requires_grad=True)
+    try:
+        if case == "unread":          # the loss was never realized
+            loss = x.exp().sum()
+            loss.backward()
+            loss.backward()
+        elif case == "linear-with-scalar":   # torch saves the 2 of x * 2 as well
+            loss = (x * 2 + 1).sum()
+            loss.backward()
+            loss.backward()
+        elif case == "nothing-saved":  # sum and add need no saved values: torch allows it
+            loss = (x + 1).sum()
+            loss.backward()
+            loss.backward()
+        elif case == "detached-part":  # what lies below detach() is not in the autograd graph
+            loss = (x.detach().exp() + x).sum()
+            loss.backward()
+            loss.backward()
+        elif case == "retained":
+            loss = (x * x).sum()
+            loss.backward(retain_graph=True)
+            loss.backward()
+        elif case == "through-an-intermediate":
+            h = x.tanh()
+            h.sum().backward()
+            (h * 3).sum().backward()
+        elif case == "recomputed":     # a new graph over the same leaves is a new graph
+            for _ in range(2):
+                loss = (x * x).sum()
+                loss.backward()
+        return x.grad.detach().numpy()
+    except RuntimeError as e:
+        return e
+
+
+@pytest.mark.parametrize("case", ["unread", "linear-with-scalar", "nothing-saved", "detached-part",
+                                  "retained", "through-an-intermediate", "recomputed"])
+def test_backward_twice_behaves_as_in_torch(case):
+    import torch
+    got, want = _backward_twice(fg, case), _backward_twice(torch, case)
+    if isinstance(want, RuntimeError):
+        assert isinstance(got, RuntimeError), f"torch raised {want!r}, fusegrad gave {got}"
+        assert "second time" in str(got) and "retain_graph=True" in str(got)
+        assert "test_storage.py" in str(got)  # the user's line
+    else:
+        assert not isinstance(got, Exception), got
+        np.testing.assert_allclose(got, want, rtol=1e-12)

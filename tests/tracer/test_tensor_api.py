@@ -309,6 +309,22 @@ def test_setitem_is_differentiated():
         assert x.grad.tolist() == [[20.0, 40.0, 60.0], [0.0, 40.0, 0.0]]
 
 
+@pytest.mark.parametrize("key", [True, False, (True, 1), (1, False), (False, slice(None))],
+                         ids=repr)
+def test_setitem_with_a_bool_index(key):
+    values = []
+    for lib in (fg, torch):
+        x = lib.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+        x[key] = 9.0
+        values.append(x.tolist())
+    assert values[0] == values[1]
+
+
+def test_bool_index_beside_non_adjacent_advanced_index_is_refused():
+    with pytest.raises(IndexError, match="adjacent"):
+        fg.ones(3, 4)[True, 1, None, False]
+
+
 @pytest.mark.parametrize("update,grad", [
     (lambda t, w: t.add_(w), [2.0, 4.0]),
     (lambda t, w: t.copy_(w * 3), [18.0, 36.0]),

@@ -166,6 +166,11 @@ class RNNBase(Module):
         if input.shape[-1] != self.input_size:
             FS.fail(name, f"input has {input.shape[-1]} features (shape {list(input.shape)}) "
                     f"but input_size is {self.input_size}")
+        weight = self.all_weights[0][0].node.dtype
+        if input.node.dtype != weight:
+            FS.fail(name, f"input dtype ({input.node.dtype}) does not match weight dtype "
+                    f"({weight}). Convert input: input.to({weight}), or convert model: "
+                    f"model.to({input.node.dtype})", ValueError)
         batched = input.ndim == 3
         time_dim = 1 if self.batch_first and batched else 0
         if input.shape[time_dim] == 0:
