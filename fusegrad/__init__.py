@@ -48,5 +48,17 @@ def numel(t: Tensor) -> "int":
 FloatTensor = Tensor
 
 
-# As ``import torch`` makes torch.nn and torch.optim available, so does ``import fusegrad``.
+# As ``import torch`` makes torch.nn and torch.optim available, so does ``import fusegrad``;
+# ``fusegrad.nn``/``fusegrad.optim`` are the same modules as ``nnlib``/``optimlib``, so that
+# ``import fusegrad as torch`` and ``import fusegrad.nn.functional as F`` port code unchanged.
+import sys as _sys  # noqa: E402
+
 from . import nnlib, optimlib  # noqa: E402
+
+nn = nnlib
+optim = optimlib
+for _alias, _module in (("nn", nnlib), ("nn.functional", nnlib.functional),
+                        ("nn.init", nnlib.init), ("nn.utils", nnlib.utils),
+                        ("optim", optimlib), ("optim.lr_scheduler", optimlib.lr_scheduler)):
+    _sys.modules[f"{__name__}.{_alias}"] = _module
+del _alias, _module

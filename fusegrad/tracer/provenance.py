@@ -5,8 +5,9 @@ import os
 import sys
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-# The built-in demo is user code of the library: its lines are what `fusegrad dump` should show.
-_USER_FILES_IN_PKG = {_PKG_DIR + "demo.py"}
+# The built-in demo and the benchmark zoo are user code of the library: their lines are what
+# `fusegrad dump` should show.
+_USER_FILES_IN_PKG = {_PKG_DIR + "demo.py", os.path.join(_PKG_DIR, "bench", "zoo.py")}
 
 
 def user_location() -> str | None:

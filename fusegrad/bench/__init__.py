@@ -1,0 +1,1 @@
+"""``fusegrad bench``: the model zoo and the harness that times it beside PyTorch."""
