@@ -1,4 +1,5 @@
-"""``fusegrad`` command line: ``train`` (the demo), ``dump`` (every compiler stage), ``cache``."""
+"""``fusegrad`` command line: ``train`` (the demo), ``dump`` (every compiler stage), ``bench``
+(the model zoo beside PyTorch), ``cache``."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,32 @@ def _dump(args: argparse.Namespace) -> int:
     from .dump import dump_demo_step
     print(dump_demo_step(batch=args.batch, stages=args.stage, fmt=args.format))
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench import harness, report, zoo
+    names = args.names or list(zoo.WORKLOADS)
+    unknown = harness.unknown_workloads(names)
+    if unknown:
+        print(f"fusegrad bench: unknown workload(s) {', '.join(unknown)}; the zoo has: "
+              f"{', '.join(zoo.WORKLOADS)}", file=sys.stderr)
+        return 2
+    settings = harness.Settings(
+        workloads=names, warmup=args.warmup, rounds=args.rounds, steps=args.steps,
+        threads=args.threads, torch_compile=args.torch_compile, inference=args.inference,
+        first_step=not args.no_first_step, small=args.small)
+    results = harness.run(settings, show_progress=not args.quiet)
+    print(report.table(results, settings))
+    data = report.as_json(results, settings)
+    if args.json:
+        report.write_json(Path(args.json), data)
+    if args.csv:
+        report.write_csv(Path(args.csv), data)
+    if args.plot:
+        report.plot(Path(args.plot), data)
+    return 0 if all(r.check_passed for r in results) else 1
 
 
 def _cache(args: argparse.Namespace) -> int:
@@ -43,6 +70,11 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_names() -> list[str]:
+    from .bench.zoo import WORKLOADS
+    return list(WORKLOADS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fusegrad", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +93,26 @@ def main(argv: list[str] | None = None) -> int:
                    help="stages to print (default: all)")
     d.add_argument("--format", choices=["text", "json", "dot"], default="text")
     d.set_defaults(func=_dump)
+    b = sub.add_parser("bench", help="time the model zoo's training steps beside PyTorch")
+    b.add_argument("names", nargs="*", help="workloads (default: all): " +
+                   ", ".join(_zoo_names()))
+    b.add_argument("--warmup", type=int, default=5, help="warm-up steps per variant")
+    b.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    b.add_argument("--steps", type=int, default=10, help="timed steps per variant per round")
+    b.add_argument("--threads", type=int, default=None,
+                   help="threads for every library (torch, OpenBLAS, Numba)")
+    b.add_argument("--torch-compile", action="store_true",
+                   help="also time torch.compile (costs ~10 s of compiling per workload)")
+    b.add_argument("--inference", action="store_true", help="also time the forward alone")
+    b.add_argument("--no-first-step", action="store_true",
+                   help="skip the cold/warm time-to-first-step runs in fresh processes")
+    b.add_argument("--small", action="store_true", help="test-sized shapes of the same models")
+    b.add_argument("--json", metavar="FILE", help="write every number as JSON")
+    b.add_argument("--csv", metavar="FILE", help="write one row per workload and variant")
+    b.add_argument("--plot", metavar="FILE.png",
+                   help="draw the speedups (needs matplotlib: pip install 'fusegrad[plot]')")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_bench)
     c = sub.add_parser("cache", help="the on-disk kernel cache: where it is, how big; clear it")
     c.add_argument("action", choices=["info", "clear"])
     c.set_defaults(func=_cache)

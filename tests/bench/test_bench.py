@@ -1,0 +1,118 @@
+"""``fusegrad bench``: the zoo's workloads run, check against PyTorch and report every number."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from fusegrad.bench import harness, report, zoo
+from fusegrad.cli import main
+from fusegrad.ir import ops
+from fusegrad.ir.flops import count_flops
+
+VARIANTS = ("fusegrad_compiled", "fusegrad_eager", "torch_eager")
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["bench", "tiny", "mlp_b64", "--small", "--rounds", "2", "--steps", "2",
+            "--warmup", "1", "--quiet", "--json", str(out / "b.json"), "--csv", str(out / "b.csv")]
+    code = main(argv)
+    return code, json.loads((out / "b.json").read_text()), out
+
+
+def test_bench_json_has_every_number(bench_run, capsys):
+    code, data, _ = bench_run
+    assert code == 0
+    assert data["version"] == report.FORMAT_VERSION
+    assert data["machine"]["versions"]["torch"] and data["machine"]["cpus"] >= 1
+    assert data["settings"]["workloads"] == ["tiny", "mlp_b64"]
+    for wl in data["workloads"]:
+        assert wl["check"]["passed"] and wl["check"]["against"] == "torch"
+        assert set(VARIANTS) <= set(wl["variants"])
+        for v in VARIANTS:
+            d = wl["variants"][v]
+            step = d["step"]
+            assert step["samples"] == 4
+            assert 0 < step["min_ms"] <= step["median_ms"] <= step["max_ms"]
+            assert step["iqr_ms"] >= 0 and d["peak_rss_mb"] > 0 and d["gflops"] > 0
+            assert d["first_step_warm_s"] > 0
+        fc = wl["variants"]["fusegrad_compiled"]
+        assert fc["kernels"] > 0 and fc["externs"] > 0 and fc["flops"] > 0
+        assert fc["first_step_cold_s"] > 0
+        assert wl["speedup_vs_torch_eager"]["fusegrad_compiled"] > 0
+        losses = wl["check"]["losses"]
+        assert len(losses["torch_eager"]) == 3
+        assert losses["fusegrad_compiled"][0] == pytest.approx(losses["torch_eager"][0], rel=1e-4)
+
+
+def test_bench_csv_has_a_row_per_workload_and_variant(bench_run):
+    _, _, out = bench_run
+    with open(out / "b.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["workload"], r["variant"]) for r in rows} >= {
+        (w, v) for w in ("tiny", "mlp_b64") for v in VARIANTS}
+    assert all(float(r["median_ms"]) > 0 for r in rows)
+
+
+def test_flop_count_of_a_linear_layer():
+    a = ops.const(1.0, (4, 3), "float32")
+    b = ops.const(2.0, (3, 5), "float32")
+    y = ops.unary("exp", ops.matmul(a, b))
+    s = ops.reduce("sum", y, (0, 1))
+    assert count_flops([s]) == 2 * 4 * 5 * 3 + 4 * 5 + 4 * 5
+
+
+def test_timing_statistics_and_noise_flag():
+    t = harness.Timing([1.0, 1.0, 1.0, 1.0, 2.0])
+    assert t.median == 1.0 and not t.noisy
+    assert harness.Timing([1.0, 2.0, 3.0, 4.0]).noisy
+    assert report.geometric_mean([2.0, 8.0]) == pytest.approx(4.0)
+
+
+def test_loss_check_is_tight_on_the_first_step_and_looser_after():
+    assert harness._close([1.0, 2.0], [1.0, 2.01], float64=False)[0]
+    ok, why = harness._close([1.001, 2.0], [1.0, 2.0], float64=False)
+    assert not ok and "step 1" in why
+    assert not harness._close([1.0], [1.0, 2.0], float64=False)[0]
+
+
+def test_without_torch_fusegrad_is_checked_against_its_interpreter(monkeypatch):
+    monkeypatch.setattr(harness, "torch_available", lambda: False)
+    settings = harness.Settings(["tiny"], warmup=1, rounds=1, steps=1, small=True,
+                                first_step=False)
+    res = harness.run_workload("tiny", settings)
+    assert res.check_against == "interpreter" and res.check_passed
+    assert set(res.variants) == {"fusegrad_compiled", "fusegrad_eager"}
+    assert "torch_eager" not in res.losses and "fusegrad_interpreter" in res.losses
+    assert "FAILED" not in report.table([res], settings)
+
+
+def test_a_failed_check_shows_failed_and_no_timing(monkeypatch):
+    monkeypatch.setattr(harness, "_close", lambda got, want, float64: (False, "step 1: off"))
+    settings = harness.Settings(["tiny"], warmup=1, rounds=1, steps=1, small=True,
+                                first_step=False)
+    res = harness.run_workload("tiny", settings)
+    assert not res.check_passed
+    assert all(r.step is None for r in res.variants.values())
+    text = report.table([res], settings)
+    assert "FAILED" in text and "step 1: off" in text
+
+
+def test_unknown_workload_exits_2(capsys):
+    assert main(["bench", "nope"]) == 2
+    assert "unknown workload" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", list(zoo.WORKLOADS))
+def test_every_zoo_workload_matches_torch_for_three_steps(name):
+    """Both libraries run the same code from the same weights: the losses agree."""
+    ref, ours = zoo.build_pair(name, small=True)
+    want = [ref.step().item() for _ in range(3)]
+    got = [ours.step().item() for _ in range(3)]
+    ok, why = harness._close(got, want, float64=name == "lstmcell_unrolled")
+    assert ok, why
+    assert all(math.isfinite(v) for v in got)
