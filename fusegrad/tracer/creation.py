@@ -13,7 +13,7 @@ from . import dtype as dt
 from . import capture
 from .device import check_device
 from .provenance import user_location
-from .rng import generator
+from .rng import source
 from .tensor import Tensor
 
 
@@ -155,34 +155,35 @@ def eye(n: int, m: int | None = None, dtype: Any = None, device: Any = None,
 
 
 def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
-         generator_: Any = None) -> Tensor:
-    """Uniform [0, 1) numbers, drawn from the generator that ``manual_seed`` seeds."""
+         generator: Any = None) -> Tensor:
+    """Uniform [0, 1) numbers, drawn from ``generator`` or the one ``manual_seed`` seeds."""
     capture.refuse("fusegrad.rand()")
     name = dt.resolve(dtype)
-    arr = generator().random(_sizes(size), dtype=np.float64).astype(name)
+    arr = source(generator).random(_sizes(size), dtype=np.float64).astype(name)
     return _finish(Tensor(arr), requires_grad, device)
 
 
-def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
-          ) -> Tensor:
+def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+          generator: Any = None) -> Tensor:
     capture.refuse("fusegrad.randn()")
     name = dt.resolve(dtype)
-    arr = generator().standard_normal(_sizes(size)).astype(name)
+    arr = source(generator).standard_normal(_sizes(size)).astype(name)
     return _finish(Tensor(arr), requires_grad, device)
 
 
 def randint(low: int, high: int | None = None, size: Sequence[int] = (), dtype: Any = None,
-            device: Any = None) -> Tensor:
+            device: Any = None, generator: Any = None) -> Tensor:
     capture.refuse("fusegrad.randint()")
     if high is None:
         low, high = 0, low
-    arr = generator().integers(low, high, size=tuple(size)).astype(dt.resolve(dtype or "int64"))
+    arr = source(generator).integers(low, high, size=tuple(size)).astype(
+        dt.resolve(dtype or "int64"))
     return _finish(Tensor(arr), False, device)
 
 
-def randperm(n: int, dtype: Any = None, device: Any = None) -> Tensor:
+def randperm(n: int, dtype: Any = None, device: Any = None, generator: Any = None) -> Tensor:
     capture.refuse("fusegrad.randperm()")
-    return _finish(Tensor(generator().permutation(n).astype(dt.resolve(dtype or "int64"))),
+    return _finish(Tensor(source(generator).permutation(n).astype(dt.resolve(dtype or "int64"))),
                    False, device)
 
 

@@ -1,0 +1,4 @@
+"""``fusegrad.utils``: as ``torch.utils``, the data loading utilities (``fusegrad.utils.data``)."""
+from . import data
+
+__all__ = ["data"]
