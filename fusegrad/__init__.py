@@ -53,7 +53,7 @@ FloatTensor = Tensor
 # ``import fusegrad as torch`` and ``import fusegrad.nn.functional as F`` port code unchanged.
 import sys as _sys  # noqa: E402
 
-from . import nnlib, optimlib, utils  # noqa: E402
+from . import autograd, nnlib, optimlib, utils  # noqa: E402
 from .tracer.rng import Generator  # noqa: E402
 
 nn = nnlib

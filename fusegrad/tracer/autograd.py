@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 
 from ..ir import autodiff, ops
 from ..ir.errors import with_location
@@ -45,31 +46,7 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
              create_graph: bool = False, inputs: list[Tensor] | None = None) -> None:
     """Accumulate d(t)/d(leaf), weighted by ``gradient``, into ``leaf.grad`` for every leaf."""
     loc = user_location()
-    if create_graph:
-        raise RuntimeError(with_location(
-            "backward(create_graph=True): higher-order gradients are not supported", loc))
-    if not t.requires_grad:
-        raise RuntimeError(with_location(
-            "element 0 of tensors does not require grad and does not have a grad_fn", loc))
-    if t._graph_freed:
-        raise RuntimeError(with_location(_SECOND_BACKWARD, loc))
-    if gradient is None:
-        if t.node.size != 1:
-            raise RuntimeError(with_location(
-                f"backward: grad can be implicitly created only for scalar outputs, but the "
-                f"tensor has shape {list(t.node.shape)}; pass gradient=", loc))
-        seed = ops.const(1.0, t.node.shape, t.node.dtype, loc)
-    else:
-        if tuple(gradient.node.shape) != tuple(t.node.shape):
-            raise RuntimeError(with_location(
-                f"backward: gradient has shape {list(gradient.node.shape)} but the tensor has "
-                f"shape {list(t.node.shape)}", loc))
-        seed = ops.cast(gradient.detach().node, t.node.dtype, loc)
-    root = t.node
-    sources = _realized_sources(root)
-    if sources:
-        # Differentiate through values that were realized since they were traced.
-        root = substitute([root], sources)[0]
+    root, seed, sources = _root("backward", t, gradient, create_graph, loc)
     targets: dict[Node, list[Tensor]] = {}
     graph = toposort([root])
     for n in graph:
@@ -79,12 +56,120 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
                 targets.setdefault(n, []).append(owner)
     for r in list(RETAINED.values()):
         if r.requires_grad and not r._is_leaf:
-            # in the graph, realized values stand as the expressions they realized
-            node = substitute([r.node], sources)[0] if sources else r.node
-            targets.setdefault(node, []).append(r)
+            targets.setdefault(_in_graph(r, sources), []).append(r)
     if inputs is not None:
         allowed = {id(i) for i in inputs}
         targets = {n: [x for x in ts if id(x) in allowed] for n, ts in targets.items()}
+    grads = _differentiate(t, root, seed, sources, graph, targets, retain_graph)
+    for node, g in grads.items():
+        for leaf in targets[node]:
+            accumulate_grad(leaf, g)
+
+
+def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
+         grad_outputs: Tensor | Sequence[Tensor | None] | None = None,
+         retain_graph: bool | None = None, create_graph: bool = False,
+         allow_unused: bool | None = None, materialize_grads: bool = False
+         ) -> tuple[Tensor | None, ...]:
+    """``torch.autograd.grad``: the gradients of ``outputs`` with respect to ``inputs``
+    (weighted by ``grad_outputs``), returned instead of accumulated into ``.grad``.
+
+    Args:
+        outputs: tensors to differentiate (scalars unless ``grad_outputs`` is given).
+        inputs: tensors that require grad: leaves, or values computed from them.
+        grad_outputs: the weight of each output (``None``: ones for a scalar output).
+        retain_graph: keep the graph for another backward or grad call.
+        create_graph: refused (higher-order gradients are not supported).
+        allow_unused: give None for an input the outputs do not depend on, instead of raising.
+        materialize_grads: give zeros instead of None for such an input.
+    """
+    loc = user_location()
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    weights = [grad_outputs] if isinstance(grad_outputs, Tensor) or grad_outputs is None \
+        else list(grad_outputs)
+    if len(weights) == 1 and len(outs) > 1 and weights[0] is None:
+        weights = [None] * len(outs)
+    if len(weights) != len(outs):
+        raise RuntimeError(with_location(
+            f"grad requires one grad_output per output: got {len(weights)} for {len(outs)} "
+            f"outputs", loc))
+    for i, x in enumerate(ins):
+        if not x.requires_grad:
+            raise RuntimeError(with_location(
+                f"One of the differentiated Tensors (input {i}) does not require grad", loc))
+    total: list[Node | None] = [None] * len(ins)
+    for out, weight in zip(outs, weights):
+        root, seed, sources = _root("grad", out, weight, create_graph, loc)
+        targets: dict[Node, list[Tensor]] = {}
+        for x in ins:
+            targets.setdefault(_in_graph(x, sources), []).append(x)
+        grads = _differentiate(out, root, seed, sources, toposort([root]), targets,
+                               retain_graph)
+        for i, x in enumerate(ins):
+            g = grads.get(_in_graph(x, sources))
+            if g is not None:
+                g = ops.cast(g, x.node.dtype)
+                total[i] = g if total[i] is None else ops.binary("add", total[i], g)
+    result: list[Tensor | None] = []
+    for i, (x, g) in enumerate(zip(ins, total)):
+        if g is None:
+            if materialize_grads:
+                g = ops.const(0.0, x.node.shape, x.node.dtype, loc)
+            elif not allow_unused:
+                raise RuntimeError(with_location(
+                    f"One of the differentiated Tensors (input {i}, shape "
+                    f"{list(x.node.shape)}) appears to not have been used in the graph. Set "
+                    f"allow_unused=True if this is the desired behavior.", loc))
+            else:
+                result.append(None)
+                continue
+        result.append(Tensor._from_node(g))
+    return tuple(result)
+
+
+def _root(op: str, t: Tensor, gradient: Tensor | None, create_graph: bool, loc: str | None
+          ) -> tuple[Node, Node, dict[Node, Node]]:
+    """The node to differentiate (realized values standing as their expressions), its seed,
+    and the realized buffers the graph reaches with their expressions."""
+    if create_graph:
+        raise RuntimeError(with_location(
+            f"{op}(create_graph=True): higher-order gradients are not supported", loc))
+    if not t.requires_grad:
+        raise RuntimeError(with_location(
+            "element 0 of tensors does not require grad and does not have a grad_fn", loc))
+    if t._graph_freed:
+        raise RuntimeError(with_location(_SECOND_BACKWARD, loc))
+    if gradient is None:
+        if t.node.size != 1:
+            raise RuntimeError(with_location(
+                f"{op}: grad can be implicitly created only for scalar outputs, but the "
+                f"tensor has shape {list(t.node.shape)}; pass gradient=", loc))
+        seed = ops.const(1.0, t.node.shape, t.node.dtype, loc)
+    else:
+        if tuple(gradient.node.shape) != tuple(t.node.shape):
+            raise RuntimeError(with_location(
+                f"{op}: gradient has shape {list(gradient.node.shape)} but the tensor has "
+                f"shape {list(t.node.shape)}", loc))
+        seed = ops.cast(gradient.detach().node, t.node.dtype, loc)
+    root = t.node
+    sources = _realized_sources(root)
+    if sources:
+        # Differentiate through values that were realized since they were traced.
+        root = substitute([root], sources)[0]
+    return root, seed, sources
+
+
+def _in_graph(t: Tensor, sources: dict[Node, Node]) -> Node:
+    """``t``'s node as the differentiated graph has it (realized values as expressions)."""
+    return substitute([t.node], sources)[0] if sources else t.node
+
+
+def _differentiate(t: Tensor, root: Node, seed: Node, sources: dict[Node, Node],
+                   graph: list[Node], targets: dict[Node, list[Tensor]],
+                   retain_graph: bool | None) -> dict[Node, Node]:
+    """Gradient graphs of ``root`` for each target node, reading realized values from their
+    buffers; frees the graph unless ``retain_graph``."""
     grads = autodiff.backward(root, seed, list(targets))
     if not retain_graph:
         for buf_node in sources:
@@ -95,9 +180,7 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
         back = {src: buf for buf, src in sources.items()}
         keys = list(grads)
         grads = dict(zip(keys, substitute([grads[k] for k in keys], back)))
-    for node, g in grads.items():
-        for leaf in targets[node]:
-            accumulate_grad(leaf, g)
+    return grads
 
 
 def _free_pending(t: Tensor, graph: list[Node], targets: dict[Node, list[Tensor]]) -> None:
