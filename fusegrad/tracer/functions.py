@@ -938,6 +938,39 @@ def _index_tensor(item: Any) -> Tensor | None:
     return None
 
 
+def _eager_index(x: Tensor, key: Any) -> Tensor | None:
+    """``x[key]`` computed now with numpy, as a new leaf, when ``x`` holds a value that no
+    gradient flows to and no compiled function is tracing; None where the graph must do it.
+
+    Which rows a batch takes is then data, not constants of a graph: a loop that indexes or
+    slices its dataset batch by batch reuses one program instead of compiling one per batch.
+    """
+    if x.node.op != "buffer" or capture._active or (x.requires_grad and is_grad_enabled()):
+        return None
+    items = []
+    for it in key if isinstance(key, tuple) else (key,):
+        if it is None or it is Ellipsis or isinstance(it, (bool, int, np.integer)):
+            items.append(it)
+        elif isinstance(it, slice):
+            if not builtins.all(v is None or isinstance(v, (int, np.integer))
+                                for v in (it.start, it.stop, it.step)) or \
+                    (it.step is not None and it.step <= 0):
+                return None   # the graph path takes tensor bounds, and explains bad steps
+            items.append(it)
+        elif isinstance(it, Tensor) and it.node.op == "buffer" and \
+                it.node.dtype in ("int32", "int64") and not it.requires_grad:
+            items.append(it.node.attrs[0].numpy())
+        elif isinstance(it, (list, np.ndarray)) and np.asarray(it).dtype.kind in "iu":
+            items.append(np.asarray(it))
+        else:
+            return None
+    try:
+        value = x.node.attrs[0].numpy()[tuple(items)]
+    except IndexError:
+        return None   # the graph path raises it with the op, the shapes and the user's line
+    return Tensor(np.array(value))
+
+
 def _is_bool_scalar(item: Any) -> bool:
     return isinstance(item, bool)  # torch refuses numpy's bool, as an unsupported index type
 
@@ -949,6 +982,9 @@ def _is_real_index(item: Any) -> bool:
 
 def getitem(x: Tensor, key: Any) -> Tensor:
     """Indexing with ints, slices, None, Ellipsis and integer tensors (numpy/torch rules)."""
+    eager = _eager_index(x, key)
+    if eager is not None:
+        return eager
     loc = user_location()
     items = list(key) if isinstance(key, tuple) else [key]
     n_real = builtins.sum(1 for it in items if _is_real_index(it))

@@ -134,3 +134,32 @@ def test_an_epoch_of_loader_batches_compiles_at_most_a_few_programs():
         opt.step()
         loss.item()
     assert STATS.programs_compiled - before <= 3
+
+
+@pytest.mark.parametrize("assemble", ["index_tensor", "slice", "stack_items"])
+def test_a_hand_batched_epoch_compiles_at_most_three_programs(assemble):
+    """Batches cut from realized data by hand (a permutation's slices used as indices, plain
+    slices, or items stacked one by one) are new leaves: one epoch of 512 items in batches of
+    32 reuses its programs."""
+    fg.manual_seed(0)
+    x, y = fg.randn(512, 8), fg.randint(0, 3, (512,))
+    model = nn.Linear(8, 3)
+    opt = fg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    perm = fg.randperm(512)
+    before = STATS.programs_compiled
+    for i in range(0, 512, 32):
+        if assemble == "index_tensor":
+            idx = perm[i:i + 32]
+            xb, yb = x[idx], y[idx]
+        elif assemble == "slice":
+            xb, yb = x[i:i + 32], y[i:i + 32]
+        else:
+            rows = [int(j) for j in perm[i:i + 32].tolist()]
+            xb, yb = fg.stack([x[j] for j in rows]), fg.stack([y[j] for j in rows])
+        opt.zero_grad()
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        opt.step()
+        loss.item()
+    assert STATS.programs_compiled - before <= 3
