@@ -130,7 +130,7 @@ def loads(data: bytes, source: str = "<bytes>") -> Any:
     metadata = _read_metadata(data, source)
     try:
         arrays = safetensors_numpy.load(bytes(data))
-    except (SafetensorError, ValueError, TypeError, OverflowError) as e:
+    except SafetensorError as e:
         raise CheckpointError(f"{source}: truncated or damaged checkpoint ({e})") from None
     structure_text = metadata.get(_STRUCTURE_KEY)
     if structure_text is None:

@@ -340,7 +340,7 @@ class _KernelLocator(_CacheLocator):
     """
 
     def __init__(self, py_func, py_file: str):
-        self._py_file = py_file
+        self._py_file = py_file   # the name Numba's CacheImpl reads in its warnings
         self._lineno = py_func.__code__.co_firstlineno
         self._cache_path = os.path.join(os.path.dirname(py_file), "__pycache__")
 
