@@ -48,25 +48,34 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _cache(args: argparse.Namespace) -> int:
     import shutil
+    from pathlib import Path
 
-    from .backends.numba_cpu import cache_dir
+    from .backends.numba_cpu import cache_dir, eviction
     from .backends.numba_cpu.cache import cache_enabled, kernel_dir
     root = cache_dir()
     if args.action == "clear":
         # only the per-toolchain folders fusegrad made: the root may be a folder of the user's
-        removed = [d for d in root.glob("fusegrad*") if d.is_dir()] if root.exists() else []
+        removed = eviction.toolchain_folders(root)
         for d in removed:
             shutil.rmtree(d)
         print(f"cleared {len(removed)} cache folder(s) in {root}")
         return 0
-    files = [f for f in root.rglob("*") if f.is_file()] if root.exists() else []
-    kernels = [f for f in files if f.suffix == ".py" and f.name.startswith("k_")]
-    programs = [f for f in files if f.suffix == ".json" and f.name.startswith("p_")]
-    size = sum(f.stat().st_size for f in files)
+    entries = eviction.scan(root)
+    kinds = [e.kind for e in entries]
+    size = sum(e.size for e in entries)
     print(f"location: {root}{'' if cache_enabled() else ' (disabled by FUSEGRAD_CACHE=0)'}")
     print(f"this build's folder: {kernel_dir()}")
-    print(f"entries: {len(kernels)} kernels, {len(programs)} programs in {len(files)} files")
-    print(f"size: {size / 1e6:.2f} MB")
+    print(f"entries: {kinds.count('kernel')} kernels, {kinds.count('program')} programs in "
+          f"{sum(len(e.files) for e in entries)} files")
+    print(f"size: {size / 1e6:.2f} MB of {eviction.max_bytes() / 1e6:g} MB "
+          f"({100 * size / eviction.max_bytes():.0f}%; FUSEGRAD_CACHE_MAX_MB, least recently used "
+          "entries are evicted past it)")
+    tests = Path(__file__).resolve().parents[1] / ".fusegrad-cache"   # set by tests/conftest.py
+    if tests.is_dir():
+        same = tests.resolve() == root.expanduser().resolve()
+        tests_size = size if same else sum(e.size for e in eviction.scan(tests))
+        print(f"test suite's cache: {tests} ({tests_size / 1e6:.2f} MB"
+              f"{', this one' if same else ''})")
     return 0
 
 

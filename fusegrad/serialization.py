@@ -7,7 +7,18 @@ tuples with plain values, and references to those tensors — is JSON in the hea
 
 Saving to a path is atomic: the bytes go to a temporary file in the same folder, are flushed
 and fsynced, and the file is renamed over the target (then the folder is fsynced), so a crash
-leaves either the old checkpoint or the new one, never a mix.
+leaves either the old checkpoint or the new one, never a mix. A writer killed mid-write leaves its
+temporary (``.<name>.<pid>@<host>.<random>.tmp``) behind; the next save to that path deletes the
+temporaries of writers that are dead (same host, no such process) or silent for a day.
+
+Integrity: ``fusegrad.checksums`` in the metadata holds the sha256 of the structure text and of
+each tensor (its dtype, shape and bytes), so a changed byte anywhere is a ``CheckpointError``
+naming what changed, and the file stays a plain safetensors file. Checkpoints written before
+checksums existed (no such key) load unverified. Only the dtypes fusegrad has are read
+(float32, float64, int32, int64, bool): a safetensors file with others is refused, not converted.
+Whatever is wrong with a file — truncation, a damaged header, metadata of the wrong types,
+structure entries of the wrong shape, any nesting depth — ``load`` raises ``CheckpointError``
+with the file's name and what was wrong.
 
 JSON encoding of the structure: ``None``, bools, ints, finite floats, strings and lists are
 themselves; dicts whose keys are strings not starting with ``$`` are JSON objects; everything
@@ -17,13 +28,17 @@ else is a one-key object: ``{"$tensor": name}``, ``{"$ndarray": name}``, ``{"$tu
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import secrets
+import socket
 import struct
-from collections.abc import Mapping
-from typing import IO, Any
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any, NoReturn
 
 import numpy as np
 import safetensors.numpy as safetensors_numpy
@@ -38,7 +53,11 @@ VERSION = 1
 _FORMAT_KEY = "fusegrad.format"
 _VERSION_KEY = "fusegrad.version"
 _STRUCTURE_KEY = "fusegrad.structure"
+_CHECKSUMS_KEY = "fusegrad.checksums"
 _DTYPES = {"float32", "float64", "int32", "int64", "bool"}
+_SAFETENSORS_DTYPES = {"F32": "float32", "F64": "float64", "I32": "int32", "I64": "int64",
+                       "BOOL": "bool"}
+STALE_SECONDS = 24 * 3600   # a temporary untouched this long is a dead writer's, whatever its pid
 
 PathLike = str | os.PathLike
 
@@ -90,30 +109,51 @@ def dumps(obj: Any) -> bytes:
     pending = [t for t in encoder.tensors.values() if isinstance(t, Tensor)]
     realize(*pending)  # every pending tensor of the checkpoint in one program
     arrays = {name: _array_of(value) for name, value in encoder.tensors.items()}
-    metadata = {_FORMAT_KEY: FORMAT, _VERSION_KEY: str(VERSION),
-                _STRUCTURE_KEY: json.dumps(structure, allow_nan=False, separators=(",", ":"))}
+    structure_text = json.dumps(structure, allow_nan=False, separators=(",", ":"))
+    checksums = {"structure": _sha256(structure_text.encode()),
+                 "tensors": {name: _tensor_sha256(arr) for name, arr in arrays.items()}}
+    metadata = {_FORMAT_KEY: FORMAT, _VERSION_KEY: str(VERSION), _STRUCTURE_KEY: structure_text,
+                _CHECKSUMS_KEY: json.dumps(checksums, separators=(",", ":"))}
     return safetensors_numpy.save(arrays, metadata=metadata)
 
 
 def loads(data: bytes, source: str = "<bytes>") -> Any:
-    """The object in checkpoint bytes ``data``; ``source`` names them in errors."""
+    """The object in checkpoint bytes ``data`` (what ``load`` reads from a file).
+
+    Args:
+        data: the bytes ``dumps`` or ``save`` wrote.
+        source: names the bytes in errors (``load`` passes the file name).
+
+    Raises:
+        CheckpointError: the bytes are not a fusegrad checkpoint, or are truncated or damaged.
+    """
     metadata = _read_metadata(data, source)
     try:
         arrays = safetensors_numpy.load(bytes(data))
     except SafetensorError as e:
         raise CheckpointError(f"{source}: truncated or damaged checkpoint ({e})") from None
+    structure_text = metadata.get(_STRUCTURE_KEY)
+    if structure_text is None:
+        raise CheckpointError(f"{source}: damaged checkpoint (no {_STRUCTURE_KEY} in its metadata)")
+    checksums = _checksums(metadata, source)
+    if checksums is not None:
+        _verify(checksums, structure_text, arrays, source)
     try:
-        structure = json.loads(metadata[_STRUCTURE_KEY])
-    except (KeyError, json.JSONDecodeError) as e:
+        structure = json.loads(structure_text)
+    except json.JSONDecodeError as e:
         raise CheckpointError(f"{source}: damaged checkpoint structure ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{source}: damaged checkpoint structure (nested too deeply to "
+                              "read)") from None
     return _Decoder(arrays, source).decode(structure)
 
 
 # ---------------------------------------------------------------------------- writing
 def _write_atomic(path: str, data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory,
-                       f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    name = os.path.basename(path)
+    _remove_stale_temporaries(directory, name)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}@{_HOST}.{secrets.token_hex(4)}.tmp")
     # os.open with 0o666 lets the umask set the mode, as for a file opened with open(path, "wb")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
@@ -129,6 +169,42 @@ def _write_atomic(path: str, data: bytes) -> None:
             pass
         raise
     _fsync_directory(directory)
+
+
+_HOST = socket.gethostname().replace(".", "-").replace(os.sep, "-") or "host"
+
+
+def _remove_stale_temporaries(directory: str, name: str) -> None:
+    """Delete the temporaries of earlier saves to ``name`` whose writers are gone: killed (their
+    pid no longer runs on this host) or silent for ``STALE_SECONDS``. Best effort."""
+    prefix = f".{name}."
+    try:
+        candidates = [e for e in os.scandir(directory)
+                      if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return
+    now = time.time()
+    for entry in candidates:
+        writer = entry.name[len(prefix):-len(".tmp")].rsplit(".", 1)[0]   # "<pid>@<host>"
+        pid, _, host = writer.partition("@")
+        try:
+            if host == _HOST and pid.isdigit() and not _alive(int(pid)) or \
+                    now - entry.stat().st_mtime > STALE_SECONDS:
+                os.unlink(entry.path)
+        except OSError:  # gone already (its writer finished), or not ours to delete
+            pass
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _fsync_directory(directory: str) -> None:
@@ -213,9 +289,21 @@ def _array_of(value: Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr).reshape(arr.shape)
 
 
+def _sha256(data: Any) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tensor_sha256(arr: np.ndarray) -> str:
+    """sha256 of a tensor's dtype, shape and bytes (a changed shape is caught as well)."""
+    h = hashlib.sha256(f"{arr.dtype.name}{list(arr.shape)}".encode())
+    h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------------------- reading
 def _read_metadata(data: bytes, source: str) -> dict[str, str]:
-    """The header's ``__metadata__``, after checking the file is a fusegrad checkpoint."""
+    """The header's ``__metadata__``, after checking the file is a fusegrad checkpoint whose
+    tensors have dtypes fusegrad has."""
     if len(data) == 0:
         raise CheckpointError(f"{source}: empty file, not a fusegrad checkpoint")
     if len(data) < 8:
@@ -227,7 +315,7 @@ def _read_metadata(data: bytes, source: str) -> dict[str, str]:
             f"{header_len} bytes but the file has {len(data) - 8} after the length")
     try:
         header = json.loads(bytes(data[8:8 + header_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         header = None
     if not isinstance(header, dict):
         raise CheckpointError(f"{source}: not a fusegrad checkpoint (no safetensors JSON "
@@ -237,40 +325,141 @@ def _read_metadata(data: bytes, source: str) -> dict[str, str]:
         raise CheckpointError(f"{source}: not a fusegrad checkpoint: a safetensors file that "
                               "fusegrad.save did not write (no fusegrad structure in its "
                               "metadata); read its tensors with safetensors.numpy.load_file")
+    wrong = next((k for k, v in metadata.items() if not isinstance(v, str)), None)
+    if wrong is not None:
+        raise CheckpointError(f"{source}: damaged checkpoint: metadata {wrong!r} is a "
+                              f"{type(metadata[wrong]).__name__}, not a string")
     version = metadata.get(_VERSION_KEY, "")
-    if not version.isdigit() or int(version) > VERSION:
+    if not (version.isascii() and version.isdigit()) or int(version) > VERSION:
         raise CheckpointError(f"{source}: checkpoint format version {version!r} is newer than "
                               f"this fusegrad reads ({VERSION})")
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = info.get("dtype") if isinstance(info, dict) else None
+        if not isinstance(dtype, str) or dtype not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(
+                f"{source}: tensor {name!r} has dtype {dtype!r}, which fusegrad checkpoints do "
+                f"not hold (only {', '.join(_SAFETENSORS_DTYPES)})")
     return metadata
 
 
+def _checksums(metadata: dict[str, str], source: str) -> dict | None:
+    """The checksums in the metadata; None in a checkpoint written before they existed."""
+    text = metadata.get(_CHECKSUMS_KEY)
+    if text is None:
+        return None
+    try:
+        checksums = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        checksums = None
+    ok = (isinstance(checksums, dict) and isinstance(checksums.get("structure"), str)
+          and isinstance(checksums.get("tensors"), dict)
+          and all(isinstance(v, str) for v in checksums["tensors"].values()))
+    if not ok:
+        raise CheckpointError(f"{source}: damaged checkpoint ({_CHECKSUMS_KEY} is not a table of "
+                              "checksums)")
+    return checksums
+
+
+def _verify(checksums: dict, structure_text: str, arrays: dict[str, np.ndarray],
+            source: str) -> None:
+    if _sha256(structure_text.encode()) != checksums["structure"]:
+        raise CheckpointError(f"{source}: damaged checkpoint (the structure does not match its "
+                              "checksum)")
+    expected = checksums["tensors"]
+    if set(expected) != set(arrays):
+        names = sorted(set(expected) ^ set(arrays))
+        raise CheckpointError(f"{source}: damaged checkpoint (tensors {names} are not the "
+                              "tensors its checksums name)")
+    for name, arr in arrays.items():
+        if _tensor_sha256(arr) != expected[name]:
+            raise CheckpointError(f"{source}: damaged checkpoint (tensor {name!r} does not match "
+                                  "its checksum: its bytes, dtype or shape changed)")
+
+
+@dataclass
+class _Build:
+    """Make a container from the last ``count`` decoded values (``_Decoder.decode``'s stack)."""
+
+    make: Callable[[list[Any]], Any]
+    count: int
+
+
 class _Decoder:
+    """Turns the JSON structure back into Python objects, checking every entry's shape.
+
+    Iterative (an explicit stack): how deep the structure nests is no concern of the call stack.
+    """
+
     def __init__(self, arrays: dict[str, np.ndarray], source: str):
         self.arrays = arrays
         self.source = source
-        self._loaded: dict[str, Any] = {}
+        self._loaded: dict[tuple[str, bool], Any] = {}
 
-    def decode(self, obj: Any) -> Any:
+    def decode(self, root: Any) -> Any:
+        values: list[Any] = []
+        stack: list[Any] = [root]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, _Build):
+                args = values[len(values) - item.count:]
+                del values[len(values) - item.count:]
+                values.append(item.make(args))
+                continue
+            build, children = self._entry(item)
+            if build is None:
+                values.append(children)
+            else:
+                stack.append(_Build(build, len(children)))
+                stack.extend(reversed(children))
+        return values[0]
+
+    def _entry(self, obj: Any) -> tuple[Callable[[list[Any]], Any] | None, Any]:
+        """``(None, value)`` for a plain value, else ``(make, children)``."""
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return None, obj
         if isinstance(obj, list):
-            return [self.decode(v) for v in obj]
+            return list, obj
         if not isinstance(obj, dict):
-            return obj
-        if len(obj) == 1:
-            (tag, value), = obj.items()
-            if tag == "$tensor":
-                return self._array(value, as_tensor=True)
-            if tag == "$ndarray":
-                return self._array(value, as_tensor=False)
-            if tag == "$tuple":
-                return tuple(self.decode(v) for v in value)
-            if tag == "$dict":
-                return {_hashable(self.decode(k)): self.decode(v) for k, v in value}
-            if tag == "$float":
-                return float(value)
-        if any(k.startswith("$") for k in obj):
-            raise CheckpointError(f"{self.source}: damaged checkpoint structure (unknown entry "
-                                  f"{next(k for k in obj if k.startswith('$'))!r})")
-        return {k: self.decode(v) for k, v in obj.items()}
+            self._fail(f"a {type(obj).__name__}")
+        tags = [k for k in obj if k.startswith("$")]
+        if not tags:
+            keys = list(obj)
+            return (lambda vals: dict(zip(keys, vals))), list(obj.values())
+        if len(obj) != 1:
+            self._fail(f"entry {tags[0]!r} beside other keys")
+        (tag, value), = obj.items()
+        if tag in ("$tensor", "$ndarray"):
+            if not isinstance(value, str):
+                self._fail(f"{tag} names a {type(value).__name__}, not a tensor")
+            return None, self._array(value, as_tensor=tag == "$tensor")
+        if tag == "$float":
+            if value not in ("nan", "inf", "-inf"):
+                self._fail(f"$float holds {value!r}")
+            return None, float(value)
+        if tag == "$tuple":
+            if not isinstance(value, list):
+                self._fail(f"$tuple holds a {type(value).__name__}, not a list")
+            return tuple, value
+        if tag == "$dict":
+            if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2
+                                                      for p in value):
+                self._fail("$dict does not hold [key, value] pairs")
+            return self._dict, [x for pair in value for x in pair]
+        self._fail(f"unknown entry {tag!r}")
+
+    def _dict(self, flat: list[Any]) -> dict:
+        out = {}
+        for key, value in zip(flat[::2], flat[1::2]):
+            try:
+                out[key] = value
+            except TypeError:
+                self._fail(f"a dict key of type {type(key).__name__}")
+        return out
+
+    def _fail(self, what: str) -> NoReturn:
+        raise CheckpointError(f"{self.source}: damaged checkpoint structure ({what})")
 
     def _array(self, name: str, as_tensor: bool) -> Any:
         key = (name, as_tensor)
@@ -281,7 +470,3 @@ class _Decoder:
             arr = np.array(self.arrays[name], copy=True)
             self._loaded[key] = Tensor(arr) if as_tensor else arr
         return self._loaded[key]
-
-
-def _hashable(key: Any) -> Any:
-    return tuple(_hashable(k) for k in key) if isinstance(key, (tuple, list)) else key

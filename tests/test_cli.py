@@ -3,10 +3,11 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 
-def _cli(*args, cache=None):
-    env = dict(os.environ)
+def _cli(*args, cache=None, **extra_env):
+    env = dict(os.environ, **extra_env)
     if cache is not None:
         env["FUSEGRAD_CACHE_DIR"] = str(cache)
     out = subprocess.run([sys.executable, "-m", "fusegrad", *args], env=env, capture_output=True,
@@ -42,6 +43,16 @@ def test_cache_info_and_clear(tmp_path):
     assert re.search(r"entries: [1-9]\d* kernels, [1-9]\d* programs", info), info
     _cli("cache", "clear", cache=tmp_path)
     assert "entries: 0 kernels, 0 programs" in _cli("cache", "info", cache=tmp_path)
+
+
+def test_cache_info_shows_use_against_the_cap_and_the_test_suites_cache(tmp_path):
+    suite_cache = Path(__file__).resolve().parents[1] / ".fusegrad-cache"  # tests/conftest.py's
+    suite_cache.mkdir(exist_ok=True)
+    info = _cli("cache", "info", cache=tmp_path, FUSEGRAD_CACHE_MAX_MB="64")
+    assert re.search(r"size: 0\.00 MB of 64 MB \(0%; FUSEGRAD_CACHE_MAX_MB", info), info
+    assert re.search(rf"test suite's cache: {re.escape(str(suite_cache))} \(\d+\.\d\d MB\)", info)
+    info = _cli("cache", "info", cache=suite_cache)
+    assert re.search(r"test suite's cache: .* MB, this one\)", info), info
 
 
 def test_dump_json_and_dot():

@@ -7,10 +7,15 @@ import math
 import os
 import pickle
 import struct
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import safetensors.numpy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fusegrad as fg
 import fusegrad.nnlib as nn
@@ -296,3 +301,293 @@ def test_damaged_tensor_data_is_detected(tmp_path):
 def test_missing_file_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "nope.ckpt")
+
+
+# ---------------------------------------------------------------------------- killed writers
+_SLOW_SAVE = r"""
+import os, sys, time
+import numpy as np
+import fusegrad as fg
+from fusegrad import serialization
+
+def stall(fd):  # the bytes are written; the writer is killed before it renames them
+    print("writing", flush=True)
+    time.sleep(600)
+
+serialization.os.fsync = stall
+fg.save({"w": np.ones((1000, 1000), np.float32)}, sys.argv[1])
+"""
+
+
+def _killed_mid_write(path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, str(path)], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == "writing", proc.stderr.read()
+    finally:
+        proc.kill()   # SIGKILL: no handler, no clean-up
+        proc.wait()
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_save(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    _killed_mid_write(path)
+    first = _tmp_files(tmp_path)
+    assert len(first) == 1 and os.path.getsize(tmp_path / first[0]) > 4_000_000
+    _killed_mid_write(path)   # its save removed the first one's temporary, then died too
+    second = _tmp_files(tmp_path)
+    assert len(second) == 1 and second != first and not path.exists()
+    save({"v": 1}, path)
+    assert _tmp_files(tmp_path) == [] and load(path) == {"v": 1}
+
+
+def test_temporaries_of_live_writers_are_kept_until_stale(tmp_path):
+    path = tmp_path / "ckpt"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        host = serialization._HOST
+        mine = tmp_path / f".ckpt.{live.pid}@{host}.0123abcd.tmp"          # being written
+        elsewhere = tmp_path / f".ckpt.{live.pid}@other-host.0123abcd.tmp"  # pid means nothing here
+        other_file = tmp_path / f".other.{live.pid + 10**7}@{host}.0123abcd.tmp"
+        for f in (mine, elsewhere, other_file):
+            f.write_bytes(b"partial")
+        save({"v": 1}, path)
+        assert sorted(_tmp_files(tmp_path)) == sorted(f.name for f in (mine, elsewhere, other_file))
+        old = time.time() - serialization.STALE_SECONDS - 60
+        os.utime(elsewhere, (old, old))
+        save({"v": 2}, path)
+        assert sorted(_tmp_files(tmp_path)) == sorted(f.name for f in (mine, other_file))
+    finally:
+        live.kill()
+        live.wait()
+    save({"v": 3}, path)   # its writer is dead now
+    assert _tmp_files(tmp_path) == [other_file.name]
+
+
+# ---------------------------------------------------------------------------- malformed files
+def _with_metadata(data: bytes, change) -> bytes:
+    """``data`` with ``change`` applied to its safetensors header (a dict), lengths fixed."""
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    change(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + n:]
+
+
+def _with_structure(data: bytes, structure_text: str, checksums: bool = False) -> bytes:
+    """A checkpoint whose structure is ``structure_text`` (without checksums unless asked: as
+    written before they existed, so the structure itself is what is checked)."""
+    def change(header):
+        meta = header["__metadata__"]
+        meta[serialization._STRUCTURE_KEY] = structure_text
+        if checksums:
+            sums = json.loads(meta[serialization._CHECKSUMS_KEY])
+            sums["structure"] = serialization._sha256(structure_text.encode())
+            meta[serialization._CHECKSUMS_KEY] = json.dumps(sums)
+        else:
+            del meta[serialization._CHECKSUMS_KEY]
+    return _with_metadata(data, change)
+
+
+def _simple() -> bytes:
+    return serialization.dumps({"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": 1})
+
+
+MALFORMED_STRUCTURE = {
+    "tuple of a number": '{"$tuple": 5}',
+    "tuple of a dict": '{"$tuple": {"a": 1}}',
+    "dict of a string": '{"$dict": "xy"}',
+    "dict of triples": '{"$dict": [[1, 2, 3]]}',
+    "unhashable key": '{"$dict": [[{"a": 1}, 2]]}',
+    "key of a list inside a tuple": '{"$dict": [[{"$tuple": [[1]]}, 2]]}',
+    "tensor named by a number": '{"$tensor": 3}',
+    "tensor named by a list": '{"$tensor": ["w"]}',
+    "missing tensor": '{"$tensor": "nope"}',
+    "bad float": '{"$float": "many"}',
+    "float of a number": '{"$float": 1.5}',
+    "unknown tag": '{"$set": [1]}',
+    "tag beside keys": '{"$tuple": [1], "a": 2}',
+    "not JSON": '{"a": ',
+    "nested 5000 deep": "[" * 5000 + "]" * 5000,
+    "tuples nested 5000 deep": '{"$tuple": [' * 5000 + "]}" * 5000,
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_STRUCTURE))
+def test_malformed_structure_raises_checkpoint_error(tmp_path, case):
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(_with_structure(_simple(), MALFORMED_STRUCTURE[case]))
+    with pytest.raises(CheckpointError, match=f"{path}: damaged checkpoint"):
+        load(path)
+
+
+def test_deep_but_readable_structure_loads():
+    deep = {"$tuple": [1]}
+    for _ in range(400):   # as deep as the JSON reader goes comfortably; decoding is iterative
+        deep = {"$tuple": [deep]}
+    value = fg.loads(_with_structure(_simple(), json.dumps(deep), checksums=True))
+    for _ in range(401):
+        assert isinstance(value, tuple)
+        value = value[0]
+    assert value == 1
+
+
+MALFORMED_METADATA = {
+    "version as a number": lambda h: h["__metadata__"].__setitem__("fusegrad.version", 1),
+    "structure as a dict": lambda h: h["__metadata__"].__setitem__("fusegrad.structure", {"a": 1}),
+    "no structure": lambda h: h["__metadata__"].pop("fusegrad.structure"),
+    "version in other digits": lambda h: h["__metadata__"].__setitem__("fusegrad.version", "١"),
+    "checksums not JSON": lambda h: h["__metadata__"].__setitem__("fusegrad.checksums", "{"),
+    "checksums of another shape": lambda h: h["__metadata__"].__setitem__(
+        "fusegrad.checksums", '{"structure": 1, "tensors": []}'),
+    "tensor entry not a dict": lambda h: h.__setitem__("w", [1, 2]),
+    "float16 tensor": lambda h: h["w"].__setitem__("dtype", "F16"),
+    "uint8 tensor": lambda h: h["w"].update(dtype="U8", shape=[24]),
+    "negative shape": lambda h: h["w"].__setitem__("shape", [-2, -3]),
+    "huge shape": lambda h: h["w"].__setitem__("shape", [2**62, 2**62]),
+    "offsets reversed": lambda h: h["w"].__setitem__("data_offsets", [24, 0]),
+    "offsets past the end": lambda h: h["w"].__setitem__("data_offsets", [0, 10**12]),
+    "header a list": lambda h: (h.clear(), h.__setitem__("__metadata__", [])),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_METADATA))
+def test_malformed_metadata_raises_checkpoint_error(tmp_path, case):
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(_with_metadata(_simple(), MALFORMED_METADATA[case]))
+    with pytest.raises(CheckpointError, match=str(path)):
+        load(path)
+
+
+def test_unsupported_dtypes_are_refused_not_converted(tmp_path):
+    path = tmp_path / "half.ckpt"
+    data = _with_metadata(_simple(), lambda h: h["w"].update(dtype="F16", shape=[2, 6]))
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="tensor 'w' has dtype 'F16'.*only F32"):
+        load(path)
+
+
+# ---------------------------------------------------------------------------- checksums
+def test_each_tensor_and_the_structure_have_a_checksum():
+    data = _simple()
+    (n,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8:8 + n])["__metadata__"]
+    sums = json.loads(meta["fusegrad.checksums"])
+    assert set(sums["tensors"]) == {"w"} and len(sums["structure"]) == 64
+    assert safetensors.numpy.load(data)["w"].shape == (2, 3)   # still plain safetensors
+
+
+@pytest.mark.parametrize("where", ["data", "shape"])
+def test_a_changed_tensor_is_detected_by_its_checksum(tmp_path, where):
+    data = _simple()
+    if where == "data":
+        changed = bytearray(data)
+        changed[-5] ^= 0x01
+        changed = bytes(changed)
+    else:   # same bytes, another shape
+        changed = _with_metadata(data, lambda h: h["w"].__setitem__("shape", [3, 2]))
+    path = tmp_path / "flipped.ckpt"
+    path.write_bytes(changed)
+    with pytest.raises(CheckpointError, match="tensor 'w' does not match its checksum"):
+        load(path)
+
+
+def test_a_changed_structure_is_detected_by_its_checksum():
+    data = _with_metadata(_simple(), lambda h: h["__metadata__"].__setitem__(
+        "fusegrad.structure", h["__metadata__"]["fusegrad.structure"].replace('"n":1', '"n":7')))
+    with pytest.raises(CheckpointError, match="structure does not match its checksum"):
+        fg.loads(data)
+
+
+def test_checkpoints_written_before_checksums_load_unverified():
+    old = _with_metadata(_simple(), lambda h: h["__metadata__"].pop("fusegrad.checksums"))
+    value = fg.loads(old)
+    assert value["n"] == 1
+    np.testing.assert_array_equal(value["w"], np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def test_dumps_and_loads_are_exported():
+    obj = {"w": fg.tensor([1.0, 2.0]), "t": (1, "a")}
+    back = fg.loads(fg.dumps(obj))
+    assert back["t"] == (1, "a") and back["w"].tolist() == [1.0, 2.0]
+    assert fg.dumps is serialization.dumps and fg.loads is serialization.loads
+
+
+# ---------------------------------------------------------------------------- fuzzing
+def _fuzz_source() -> tuple[bytes, dict[str, np.ndarray]]:
+    arrays = {"f": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3),
+              "d": np.array([1.5, -2.0]), "i": np.arange(4, dtype=np.int32),
+              "l": np.array(7, dtype=np.int64), "b": np.array([True, False, True])}
+    obj = {"arrays": {k: fg.from_numpy(v.copy()) for k, v in arrays.items()},
+           "meta": {"step": 3, "pair": (1.0, None), 4: ["x", {"$": 1}]}, "nan": float("nan")}
+    return serialization.dumps(obj), arrays
+
+
+_FUZZ_DATA, _FUZZ_ARRAYS = _fuzz_source()
+
+
+def _mutations():
+    n = len(_FUZZ_DATA)
+    (header_len,) = struct.unpack("<Q", _FUZZ_DATA[:8])
+    flip = st.tuples(st.just("flip"), st.integers(0, n - 1), st.integers(1, 255))
+    flip_header = st.tuples(st.just("flip"), st.integers(0, 8 + header_len - 1),
+                            st.integers(1, 255))
+    cut = st.tuples(st.just("cut"), st.integers(0, n - 1), st.just(0))
+    insert = st.tuples(st.just("insert"), st.integers(0, 8 + header_len), st.integers(0, 255))
+    char = st.tuples(st.just("char"), st.integers(8, 8 + header_len - 1),
+                     st.sampled_from(b'{}[]",:0123456789-.eE$ \\tnul'))
+    return st.lists(st.one_of(flip, flip_header, cut, insert, char), min_size=1, max_size=4)
+
+
+def _apply(data: bytes, mutations) -> bytes:
+    out = bytearray(data)
+    for kind, at, value in mutations:
+        at = min(at, max(len(out) - 1, 0))
+        if kind == "flip" and out:
+            out[at] ^= value
+        elif kind == "cut":
+            del out[at:]
+        elif kind == "insert":
+            out[at:at] = bytes([value])
+        elif kind == "char" and out:
+            out[at] = value
+    return bytes(out)
+
+
+def _tensors_of(obj) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in obj["arrays"].items()}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutations=_mutations())
+def test_mutated_checkpoints_load_identically_or_raise_checkpoint_error(mutations):
+    data = _apply(_FUZZ_DATA, mutations)
+    try:
+        value = fg.loads(data)
+    except CheckpointError:
+        return
+    got = _tensors_of(value)
+    assert got.keys() == _FUZZ_ARRAYS.keys()
+    for k, v in _FUZZ_ARRAYS.items():
+        assert got[k].dtype == v.dtype and got[k].shape == v.shape
+        np.testing.assert_array_equal(got[k], v)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5)
+    | st.sampled_from(["f", "d", "i", "$tensor", "$tuple", "$dict", "$float", "nan", "inf"]),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(["$tensor", "$ndarray", "$tuple", "$dict", "$float", "$x",
+                                       "a", "b"]), children, max_size=2),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(structure=_json)
+def test_any_json_structure_loads_or_raises_checkpoint_error(structure):
+    data = _with_structure(_FUZZ_DATA, json.dumps(structure))
+    try:
+        fg.loads(data)
+    except CheckpointError:
+        pass

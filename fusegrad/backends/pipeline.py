@@ -125,8 +125,8 @@ def load_cached(backend: str, key: tuple, graph: Graph, inputs: list[Node]
     if not program_cache.enabled():
         return None
     t0 = time.perf_counter()
-    path = program_cache.entry_path(backend, key)
-    found = program_cache.load(path, len(inputs)) if path is not None else None
+    digest = program_cache.entry_key(backend, key)
+    found = program_cache.load(digest, len(inputs)) if digest is not None else None
     if found is None:
         return None
     program, slots = found
@@ -145,9 +145,33 @@ def store_cached(backend: str, key: tuple, compiled: Compiled, slots: list[int])
     from .numba_cpu import program_cache
     if not program_cache.enabled():
         return
-    path = program_cache.entry_path(backend, key)
-    if path is not None:
-        program_cache.store(path, compiled.program, slots, compiled.report.seconds)
+    digest = program_cache.entry_key(backend, key)
+    if digest is not None:
+        program_cache.store(digest, compiled.program, slots, compiled.report.seconds)
+
+
+def from_disk(compiled: Compiled) -> bool:
+    """Whether the program, or any of its kernels, was loaded from the disk cache."""
+    if compiled.report.backend != "numba_cpu":
+        return False
+    from .numba_cpu import cache
+    return compiled.report.from_disk or any(cache.was_loaded(ks)
+                                            for ks in compiled.program.sources)
+
+
+def recompile(key: tuple, compiled: Compiled) -> Compiled:
+    """``compiled``'s graph compiled again, after a program loaded from disk failed its first run:
+    its disk entries (the program's and its kernels') are deleted and every kernel is compiled,
+    none loaded."""
+    from .numba_cpu import cache, program_cache
+    backend = compiled.report.backend
+    digest = program_cache.entry_key(backend, key)
+    if digest is not None:
+        program_cache.discard(digest)
+    for ks in compiled.program.sources:
+        cache.forget(ks)
+    with cache.fresh_kernels():
+        return compile_graph(compiled.report.traced, backend)
 
 
 def full_report(report: CompileReport) -> CompileReport:

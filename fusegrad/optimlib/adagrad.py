@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..tracer.tensor import Tensor
-from .optimizer import Optimizer, check_unsupported, step_counter, zeros_state
+from .optimizer import Optimizer, check_lr_tensor, check_unsupported, invalid, step_counter, zeros_state
 
 
 class Adagrad(Optimizer):
@@ -31,17 +31,18 @@ class Adagrad(Optimizer):
                  weight_decay: float = 0, initial_accumulator_value: float = 0,
                  eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
                  differentiable: bool = False, fused: bool | None = None):
+        check_lr_tensor(lr)
         if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
+            raise invalid(f"Invalid learning rate: {lr}")
         if not 0.0 <= lr_decay:
-            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
+            raise invalid(f"Invalid lr_decay value: {lr_decay}")
         if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+            raise invalid(f"Invalid weight_decay value: {weight_decay}")
         if not 0.0 <= initial_accumulator_value:
-            raise ValueError(f"Invalid initial_accumulator_value value: "
-                             f"{initial_accumulator_value}")
+            raise invalid(f"Invalid initial_accumulator_value value: "
+                          f"{initial_accumulator_value}")
         if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+            raise invalid(f"Invalid epsilon value: {eps}")
         check_unsupported(differentiable)
         defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
                     "initial_accumulator_value": initial_accumulator_value, "foreach": foreach,

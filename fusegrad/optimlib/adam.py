@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..tracer.tensor import Tensor
-from .optimizer import Optimizer, check_unsupported, lerp_, step_counter, zeros_state
+from .optimizer import Optimizer, check_lr_tensor, check_unsupported, invalid, lerp_, step_counter, zeros_state
 
 
 class Adam(Optimizer):
@@ -34,16 +34,17 @@ class Adam(Optimizer):
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
                  decoupled_weight_decay: bool = False):
+        check_lr_tensor(lr)
         if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
+            raise invalid(f"Invalid learning rate: {lr}")
         if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+            raise invalid(f"Invalid epsilon value: {eps}")
         if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+            raise invalid(f"Invalid beta parameter at index 0: {betas[0]}")
         if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+            raise invalid(f"Invalid beta parameter at index 1: {betas[1]}")
         if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+            raise invalid(f"Invalid weight_decay value: {weight_decay}")
         check_unsupported(differentiable)
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
                     "amsgrad": amsgrad, "maximize": maximize, "foreach": foreach,

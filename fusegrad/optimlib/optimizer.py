@@ -41,8 +41,10 @@ import numpy as np
 
 from ..ir import ops
 from ..ir.buffer import Buffer
+from ..ir.errors import with_location
 from ..tracer import capture
 from ..tracer.grad_mode import enable_grad, no_grad
+from ..tracer.provenance import user_location
 from ..tracer.realize import realize
 from ..tracer.tensor import Tensor
 from .runtime import RuntimeFloat, RuntimeInt, plain
@@ -54,6 +56,18 @@ class _Required:
 
 
 required = _Required()
+
+
+def invalid(message: str, error: type[Exception] = ValueError) -> Exception:
+    """The exception torch raises for a bad optimizer argument (``error``), its message naming
+    the user's line, as fusegrad's trace-time errors do."""
+    return error(with_location(message, user_location()))
+
+
+def check_lr_tensor(lr: Any) -> None:
+    """A learning rate given as a tensor must hold one number (as in torch)."""
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise invalid("Tensor lr must be 1-element")
 
 
 class Optimizer:
@@ -74,8 +88,8 @@ class Optimizer:
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
         if isinstance(params, Tensor):
-            raise TypeError("params argument given to the optimizer should be an iterable of "
-                            f"Tensors or dicts, but got {type(params).__name__}")
+            raise invalid("params argument given to the optimizer should be an iterable of "
+                          f"Tensors or dicts, but got {type(params).__name__}", TypeError)
         self.defaults = defaults
         # fusegrad's own optimizers build the same update graph on the step that creates their
         # state as on later steps (a runtime first-step flag, not a Python branch)
@@ -85,7 +99,7 @@ class Optimizer:
         self._scalars: dict[tuple[int, str, str], _Scalar] = {}
         groups = list(params)
         if not groups:
-            raise ValueError("optimizer got an empty parameter list")
+            raise invalid("optimizer got an empty parameter list")
         if not isinstance(groups[0], dict):
             groups = [{"params": groups}]
         for g in groups:
@@ -94,29 +108,31 @@ class Optimizer:
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group of parameters with its own options (unset options take the defaults)."""
         if not isinstance(param_group, dict):
-            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+            raise invalid(f"param_group must be a dict, but got {type(param_group).__name__}",
+                          TypeError)
         group = ParamGroup(self, dict.items(param_group))
         params = group["params"]
         if isinstance(params, set):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, "
-                            "but the ordering of tensors in sets will change between runs. "
-                            "Please use a list instead.")
+            raise invalid("optimizer parameters need to be organized in ordered collections, "
+                          "but the ordering of tensors in sets will change between runs. "
+                          "Please use a list instead.", TypeError)
         group["params"] = [params] if isinstance(params, Tensor) else list(params)
         for name, default in self.defaults.items():
             if default is required and name not in group:
-                raise ValueError(f"parameter group didn't specify a value of required "
-                                 f"optimization parameter {name}")
+                raise invalid(f"parameter group didn't specify a value of required "
+                              f"optimization parameter {name}")
             group.setdefault(name, default)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if len({id(p) for p in group["params"]}) != len(group["params"]):
-            raise ValueError("optimizer contains a parameter group with duplicate parameters")
+            raise invalid("optimizer contains a parameter group with duplicate parameters")
         for p in group["params"]:
             if not isinstance(p, Tensor):
-                raise TypeError(f"optimizer can only optimize Tensors, got {type(p).__name__}")
+                raise invalid("optimizer can only optimize Tensors, but one of the params is "
+                              f"{type(p).__name__}", TypeError)
             if not p.is_leaf:
-                raise ValueError("can't optimize a non-leaf Tensor")
+                raise invalid("can't optimize a non-leaf Tensor")
             if id(p) in seen:
-                raise ValueError("some parameters appear in more than one parameter group")
+                raise invalid("some parameters appear in more than one parameter group")
         for p in group["params"]:
             capture.mark_state(p)  # a compiled step may update parameters in place
         self.param_groups.append(group)
@@ -249,11 +265,11 @@ class Optimizer:
         """
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
-            raise ValueError("loaded state dict has a different number of parameter groups")
+            raise invalid("loaded state dict has a different number of parameter groups")
         for own, saved in zip(self.param_groups, groups):
             if len(own["params"]) != len(saved["params"]):
-                raise ValueError("loaded state dict contains a parameter group that doesn't "
-                                 "match the size of optimizer's group")
+                raise invalid("loaded state dict contains a parameter group that doesn't "
+                              "match the size of optimizer's group")
         by_index = {int(i): p for own, saved in zip(self.param_groups, groups)
                     for i, p in zip(saved["params"], own["params"])}
         for group, new in zip(self.param_groups, groups):
@@ -307,8 +323,8 @@ def lerp_(t: Tensor, end: Tensor, weight: Tensor, small: bool) -> Tensor:
 
 def check_unsupported(differentiable: bool) -> None:
     if differentiable:
-        raise ValueError("differentiable=True is not supported: optimizer steps are not "
-                         "recorded for autograd")
+        raise invalid("differentiable=True is not supported: optimizer steps are not "
+                      "recorded for autograd")
 
 
 @dataclass

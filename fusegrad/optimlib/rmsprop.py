@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..tracer.tensor import Tensor
-from .optimizer import Optimizer, check_unsupported, lerp_, step_counter, zeros_state
+from .optimizer import Optimizer, check_lr_tensor, check_unsupported, invalid, lerp_, step_counter, zeros_state
 
 
 class RMSprop(Optimizer):
@@ -30,16 +30,17 @@ class RMSprop(Optimizer):
                  centered: bool = False, capturable: bool = False,
                  foreach: bool | None = None, maximize: bool = False,
                  differentiable: bool = False):
+        check_lr_tensor(lr)
         if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
+            raise invalid(f"Invalid learning rate: {lr}")
         if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+            raise invalid(f"Invalid epsilon value: {eps}")
         if not 0.0 <= momentum:
-            raise ValueError(f"Invalid momentum value: {momentum}")
+            raise invalid(f"Invalid momentum value: {momentum}")
         if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+            raise invalid(f"Invalid weight_decay value: {weight_decay}")
         if not 0.0 <= alpha:
-            raise ValueError(f"Invalid alpha value: {alpha}")
+            raise invalid(f"Invalid alpha value: {alpha}")
         check_unsupported(differentiable)
         defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps,
                     "centered": centered, "weight_decay": weight_decay, "capturable": capturable,

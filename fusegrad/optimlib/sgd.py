@@ -9,7 +9,7 @@ import numpy as np
 from ..tracer import capture
 from ..tracer.functions import where
 from ..tracer.tensor import Tensor
-from .optimizer import Optimizer, check_unsupported, required, zeros_state
+from .optimizer import Optimizer, check_lr_tensor, check_unsupported, invalid, required, zeros_state
 
 
 class SGD(Optimizer):
@@ -37,14 +37,15 @@ class SGD(Optimizer):
                  dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None,
                  differentiable: bool = False, fused: bool | None = None):
+        check_lr_tensor(lr)
         if lr is not required and lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
+            raise invalid(f"Invalid learning rate: {lr}")
         if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
+            raise invalid(f"Invalid momentum value: {momentum}")
         if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+            raise invalid(f"Invalid weight_decay value: {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+            raise invalid("Nesterov momentum requires a momentum and zero dampening")
         check_unsupported(differentiable)
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening,
                     "weight_decay": weight_decay, "nesterov": nesterov, "maximize": maximize,

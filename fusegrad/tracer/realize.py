@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 
-from ..backends.pipeline import Compiled, compile_graph, default_backend, load_cached, store_cached
+import numpy as np
+
+from ..backends.pipeline import (Compiled, compile_graph, default_backend, from_disk, load_cached,
+                                 recompile, store_cached)
 from ..ir import ops
 from ..ir.buffer import Buffer
 from ..ir.errors import CaptureError, with_location
@@ -21,6 +25,7 @@ from .tensor import PENDING, Tensor
 class Entry:
     compiled: Compiled
     slots: list[int]          # for each program input, its position among the graph's leaves
+    key: tuple                # the graph's structural key
     runs: int = 0
 
 
@@ -149,7 +154,7 @@ def prepare(outputs: list[Node]) -> tuple[Entry, list[Node]]:
             position = {n: i for i, n in enumerate(stand_ins)}
             slots = [position[n] for n in compiled.inputs]
             store_cached(name, key, compiled, slots)
-        entry = Entry(compiled, slots)
+        entry = Entry(compiled, slots, key)
         _PROGRAMS[(name, key)] = entry
         STATS.programs_compiled += 1
         STATS.compile_seconds += time.perf_counter() - t0
@@ -163,7 +168,33 @@ def run_entry(entry: Entry, leaves: list[Node]) -> list:
     entry.runs += 1
     STATS.last_entry = entry
     inputs = [leaves[s].attrs[0].data for s in entry.slots]
-    return entry.compiled.program.run(inputs)
+    if entry.runs > 1 or not from_disk(entry.compiled):
+        return entry.compiled.program.run(inputs)
+    # The first run of what the disk cache gave: a failure (or outputs that do not fit the graph)
+    # means an entry that is not what it claims to be, so it is compiled again from the graph.
+    try:
+        return _checked(entry.compiled, entry.compiled.program.run(inputs))
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the compiled program decides
+        warnings.warn(f"fusegrad: a program loaded from the disk cache failed its first run "
+                      f"({type(exc).__name__}: {exc}); discarding it and compiling it again",
+                      RuntimeWarning, stacklevel=3)
+    compiled = recompile(entry.key, entry.compiled)
+    stand_ins = structural_key(list(compiled.report.traced.outputs))[1]
+    position = {n: i for i, n in enumerate(stand_ins)}
+    entry.compiled, entry.slots = compiled, [position[n] for n in compiled.inputs]
+    store_cached(compiled.report.backend, entry.key, compiled, entry.slots)
+    STATS.last_report = compiled.report
+    return entry.compiled.program.run([leaves[s].attrs[0].data for s in entry.slots])
+
+
+def _checked(compiled: Compiled, arrays: list) -> list:
+    """``arrays`` if they can be the values of the graph's outputs (ValueError otherwise)."""
+    outputs = compiled.report.traced.outputs
+    if len(arrays) != len(outputs) or any(
+            not isinstance(a, np.ndarray) or a.size != int(np.prod(n.shape)) or a.dtype != n.dtype
+            for a, n in zip(arrays, outputs)):
+        raise ValueError("its outputs do not match the graph's")
+    return arrays
 
 
 def last_report():

@@ -133,3 +133,127 @@ def test_stats_reset():
     STATS.reset()
     assert (STATS.kernels_compiled, STATS.kernels_loaded, STATS.compile_seconds) == (0, 0, 0.0)
     STATS.kernels_compiled, STATS.kernels_loaded, STATS.compile_seconds = saved
+
+
+def _two_kernel_schedules(builder, leaf):
+    """Two schedules of one kernel each, same arguments (two f32 arrays), different code."""
+    x = leaf(np.linspace(-1, 1, 6, dtype=np.float32))
+    schedules = []
+    for op in ("exp", "neg"):
+        y = ops.unary(op, x)
+        b = builder([x])
+        b.kernel(f"k_{op}_only", [y], (6,))
+        schedules.append(b.schedule([y]))
+    return schedules
+
+
+@pytest.mark.parametrize("same_arguments", [True, False])
+def test_object_files_swapped_between_kernels_are_rebuilt(builder, leaf, check, private_cache,
+                                                          monkeypatch, same_arguments):
+    # Numba would run the other kernel's code: with the same arguments silently, with others
+    # failing every run with "expected 2 arguments, got 3"
+    first, second = _two_kernel_schedules(builder, leaf)
+    if not same_arguments:
+        second = _schedule(builder, leaf)
+    check(first, runs=1)
+    check(second, runs=1)
+    objects = sorted((cache.kernel_dir() / "__pycache__").glob("*.nbc"))
+    assert len(objects) == 2
+    a, b = (p.read_bytes() for p in objects)
+    objects[0].write_bytes(b)
+    objects[1].write_bytes(a)
+
+    monkeypatch.setattr(cache, "_LOADED", {})
+    damaged, compiled = STATS.damaged_entries, STATS.kernels_compiled
+    with pytest.warns(RuntimeWarning, match="object file holds"):
+        check(first, runs=1)
+        check(second, runs=1)
+    assert STATS.damaged_entries == damaged + 2 and STATS.kernels_compiled == compiled + 2
+    monkeypatch.setattr(cache, "_LOADED", {})  # the rebuilt entries load cleanly
+    loaded = STATS.kernels_loaded
+    check(first, runs=1)
+    check(second, runs=1)
+    assert STATS.kernels_loaded == loaded + 2
+
+
+def _restricted() -> dict:
+    """subprocess arguments under which permission bits hold: as root, without the capabilities
+    that override them (root ignores a read-only mode otherwise)."""
+    if os.geteuid() != 0:
+        return {}
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+
+    def drop() -> None:
+        for cap in (cap_dac_override, cap_dac_read_search):
+            if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+    return {"preexec_fn": drop}
+
+
+def _make_read_only(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+
+
+def _contents(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def read_only_cache(tmp_path):
+    """A cache folder warmed by one process, then made read-only (restored afterwards)."""
+    assert _finish(_start(tmp_path))["compiled"] == 2
+    _make_read_only(tmp_path)
+    probe = subprocess.run([sys.executable, "-c", "import sys, tempfile; "
+                            "tempfile.TemporaryFile(dir=sys.argv[1])", str(tmp_path)],
+                           capture_output=True, **_restricted())
+    if probe.returncode == 0:
+        pytest.skip("cannot make a folder read-only for a subprocess here")
+    yield tmp_path
+    for path in [tmp_path, *tmp_path.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+
+
+def _run_restricted(folder: Path) -> tuple[dict, str]:
+    """What ``_SCRIPT`` prints, and its warnings, run over ``folder`` where permissions hold."""
+    out = subprocess.run([sys.executable, "-W", "always", "-c", _SCRIPT], capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ, FUSEGRAD_CACHE_DIR=str(folder)),
+                         **_restricted())
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+def test_read_only_cache_loads_its_kernels(read_only_cache):
+    # a pre-warmed shared install: nothing can be written, everything it holds is loaded
+    before = _contents(read_only_cache)
+    result, warnings_text = _run_restricted(read_only_cache)
+    assert result == {"ok": True, "compiled": 0, "loaded": 2}
+    assert "Warning" not in warnings_text
+    assert _contents(read_only_cache) == before
+
+
+@pytest.mark.parametrize("lacking", ["objects", "module and objects"])
+def test_read_only_cache_compiles_what_it_lacks_in_memory(read_only_cache, lacking):
+    folder = next(read_only_cache.glob("fusegrad*"))
+    stem = next(p.stem for p in folder.glob("k_*.py") if "normalise" in p.read_text())
+    missing = sorted((folder / "__pycache__").glob(f"{stem}.*"))
+    if lacking != "objects":
+        missing.append(folder / f"{stem}.py")
+    for f in missing:
+        f.parent.chmod(0o755)
+        f.unlink()
+    _make_read_only(read_only_cache)
+    result, warnings_text = _run_restricted(read_only_cache)
+    assert result == {"ok": True, "compiled": 1, "loaded": 1}
+    assert warnings_text.count("is read-only and lacks some kernels") == 1
+    assert "damaged" not in warnings_text
+
+
+def test_folder_access(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path / "new"))
+    assert cache.folder_access() == "write" and cache.kernel_dir().is_dir()
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("not a folder")
+    assert cache.folder_access() is None

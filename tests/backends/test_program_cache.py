@@ -214,6 +214,7 @@ DAMAGE = {
     "bad slot": lambda text: _resigned(text, lambda b: b["slots"].__setitem__(0, 10 ** 6)),
     "bad kernel": lambda text: _resigned(
         text, lambda b: b["kernels"][0].__setitem__("source", b["kernels"][0]["source"] + "x = (")),
+    "another key": lambda text: _resigned(text, lambda b: b.__setitem__("key", "0" * 64)),
     # well formed, written by another compiler: replaced without a warning
     "stale": lambda text: _resigned(text, lambda b: b.__setitem__("compiler", "0" * 64)),
 }
@@ -240,6 +241,51 @@ def test_damaged_or_stale_entry_is_rebuilt(own_cache, damage):
     third, built_third, loaded_third, damaged = _fresh_train()  # the rebuilt entries are good
     _assert_same(first, third)
     assert (built_third, loaded_third, damaged) == (0, built, 0)
+
+
+def test_program_entry_copied_over_another_is_not_loaded(own_cache):
+    # valid JSON, a good checksum, this compiler's: but the program of another graph, which
+    # failed every run ("cannot reshape array of size 4 into shape (2,20)")
+    first, built, _, _ = _fresh_train()
+    trained = _programs(own_cache)
+    fg.randn(3, 7).exp().sum().item()
+    other = next(p for p in _programs(own_cache) if p not in trained)
+    for path in trained:
+        shutil.copyfile(other, path)
+    with pytest.warns(RuntimeWarning, match="the entry of another program"):
+        again, built_again, loaded, damaged = _fresh_train()
+    _assert_same(first, again)
+    assert (built_again, loaded, damaged) == (built, 0, built)
+    assert _fresh_train()[1:] == (0, built, 0)
+
+
+FIRST_RUN = {
+    "raises": lambda src: src.replace("def run(inputs):\n", "def run(inputs):\n    inputs = []\n", 1),
+    "returns other outputs": lambda src: src.replace("    return [", "    return [] and [", 1),
+}
+
+
+@pytest.mark.parametrize("fault", list(FIRST_RUN))
+def test_loaded_program_failing_its_first_run_is_compiled_again(own_cache, fault):
+    first, built, _, _ = _fresh_train()
+    entries = _programs(own_cache)
+    sources = {path: program_cache.decode(path.read_text())["run_source"] for path in entries}
+    for path in entries:
+        path.write_text(_resigned(path.read_text(), lambda b: b.__setitem__(
+            "run_source", FIRST_RUN[fault](b["run_source"]))))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again, _, loaded, _ = _fresh_train()
+    _assert_same(first, again)
+    assert loaded == built
+    assert sum("failed its first run" in str(w.message) for w in caught) == built
+    for path in entries:   # rewritten by the recompilation
+        assert program_cache.decode(path.read_text())["run_source"] == sources[path]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        third = _fresh_train()
+    _assert_same(first, third[0])
+    assert third[1:] == (0, built, 0)
 
 
 def test_loaded_program_reports_stored_facts(own_cache):

@@ -12,6 +12,8 @@ eps=1e-8, whose variance estimate ``square_avg - grad_avg**2`` cancels to nearly
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -376,6 +378,63 @@ def test_add_param_group_uses_defaults_and_rejects_duplicates():
 def test_invalid_options_raise_like_torch(make, message):
     with pytest.raises(ValueError, match=message):
         make(Problem().params(fg))
+
+
+BAD_ARGUMENTS = [
+    ("SGD", {"lr": -0.1}), ("SGD", {"lr": 0.1, "momentum": -0.9}),
+    ("SGD", {"lr": 0.1, "weight_decay": -1e-4}), ("SGD", {"lr": 0.1, "nesterov": True}),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0.5, "nesterov": True}),
+    ("Adam", {"lr": -1e-3}), ("Adam", {"betas": (1.0, 0.999)}),
+    ("Adam", {"betas": (0.9, -0.5)}), ("Adam", {"eps": -1e-8}), ("Adam", {"lr": float("nan")}),
+    ("Adam", {"weight_decay": -0.01}), ("AdamW", {"betas": (0.9, 1.0)}),
+    ("AdamW", {"weight_decay": -0.01}), ("RMSprop", {"momentum": -0.1}),
+    ("RMSprop", {"alpha": -0.9}), ("RMSprop", {"eps": -1.0}), ("Adagrad", {"eps": -1.0}),
+    ("Adagrad", {"initial_accumulator_value": -0.1}), ("Adagrad", {"weight_decay": -1.0}),
+    ("SGD", {"params": []}), ("SGD", {"params": iter([])}), ("SGD", {"params": "tensor"}),
+    ("SGD", {"params": [{"params": [0.5]}]}), ("SGD", {"params": "set"}),
+    ("Adam", {"lr": "2-element tensor"}),
+]
+
+
+def _bad_arguments(lib, name: str, kwargs: dict) -> tuple[type, dict]:
+    """The optimizer class of ``lib`` and ``kwargs`` with ``params`` made for that library."""
+    module = torch if lib is torch else fg
+    p = module.zeros(2, requires_grad=True)
+    kwargs = dict(kwargs)
+    params = kwargs.get("params", [p])
+    special = {"tensor": p, "set": [{"params": {p}}], "twice": [p, p]}
+    kwargs["params"] = special.get(params, params) if isinstance(params, str) else params
+    if kwargs.get("lr") == "2-element tensor":
+        kwargs["lr"] = module.tensor([0.1, 0.2])
+    owner = torch.optim if lib is torch else optim
+    return getattr(owner, name), kwargs
+
+
+@pytest.mark.parametrize("name, kwargs", BAD_ARGUMENTS, ids=lambda v: str(v)[:40])
+def test_bad_arguments_raise_torchs_error_at_the_users_line(name, kwargs):
+    cls, torch_kwargs = _bad_arguments(torch, name, kwargs)
+    with pytest.raises(Exception) as theirs:
+        cls(**torch_kwargs)
+    cls, our_kwargs = _bad_arguments(fg, name, kwargs)
+    line = sys._getframe().f_lineno + 2
+    with pytest.raises(Exception) as ours:
+        cls(**our_kwargs)
+    assert type(ours.value) is type(theirs.value), (ours.value, theirs.value)
+    assert str(ours.value).splitlines()[0] == \
+        str(theirs.value).splitlines()[0].replace("torch.FloatTensor", "Tensor")
+    assert f"test_optimizers.py:{line}" in str(ours.value)
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("SGD", {"params": "twice"}),              # torch only warns (an error "in future")
+    ("Adam", {"differentiable": True}),         # torch records the step for autograd
+])
+def test_arguments_fusegrad_refuses_raise_value_error_at_the_users_line(name, kwargs):
+    cls, our_kwargs = _bad_arguments(fg, name, kwargs)
+    line = sys._getframe().f_lineno + 2
+    with pytest.raises(ValueError) as ours:
+        cls(**our_kwargs)
+    assert f"test_optimizers.py:{line}" in str(ours.value)
 
 
 def test_adamw_defaults_match_torch():

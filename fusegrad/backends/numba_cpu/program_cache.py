@@ -5,7 +5,8 @@ program's buffer plan, its generated run loop and its kernels' sources are read 
 ``<kernel_dir()>/p_<digest>.json`` and its kernels are loaded through the kernel cache
 (``cache.load_kernel``: a missing or damaged kernel file is rebuilt from the stored source).
 
-``digest`` is the sha256 of ``repr((backend, structural key, parallel threshold))``: the key's
+``digest`` is the sha256 of ``repr((backend, structural key, parallel threshold))`` (the
+entry's ``key``, checked on load: a file copied over another entry is not that entry): the key's
 buffer leaves are slots and its attrs are Python ints, floats (with their ``float.hex``),
 bools, strings and tuples of them, whose ``repr`` is the same in every process. The folder names
 fusegrad, numba, llvmlite, Python and the CPU; the entry also records a fingerprint of the
@@ -14,8 +15,10 @@ version bump never replays a program compiled by the old code.
 
 An entry is JSON (no pickle), written once and atomically: ``{"checksum": <sha256 of the program
 text>, "program": <program>}``. Anything wrong with it (unreadable, truncated, not JSON, a bad
-checksum, a missing field, another format or compiler, a kernel that will not load) makes it a
-miss: it is deleted and the program is compiled again. ``FUSEGRAD_CACHE=0`` turns it off.
+checksum, a missing field, another key, format or compiler, a kernel that will not load) makes it
+a miss: it is deleted and the program is compiled again; so is a loaded program whose first run
+fails (``tracer/realize.py``). Loading an entry touches it: the size bound evicts least recently
+used entries (``eviction.py``). ``FUSEGRAD_CACHE=0`` turns it off.
 """
 from __future__ import annotations
 
@@ -31,11 +34,13 @@ import numpy as np
 from ...ir.dtypes import DTYPES, to_numpy
 from ...ir.view import View
 from . import externs
-from .cache import STATS, _usable_folder, _write_atomic, cache_enabled, cache_key, kernel_dir, load_kernel
+from . import eviction
+from .cache import (STATS, _write_atomic, cache_dir, cache_enabled, cache_key, folder_access,
+                    kernel_dir, load_kernel)
 from .codegen import KernelSource, source_hash
 from .program import NumbaProgram, _CompiledKernel, bind_run, parallel_threshold
 
-FORMAT = 1
+FORMAT = 2
 _PREFIX = '{"checksum":"'
 _MIDDLE = '","program":'
 _BASE_NAMES = ("np", "dense", "scatter_add")   # what compile_schedule puts in every namespace
@@ -67,15 +72,21 @@ def enabled() -> bool:
     return cache_enabled() and compiler_fingerprint() is not None
 
 
-def entry_path(backend: str, key: tuple) -> Path | None:
-    """The file of the program of ``key``; None when the key has no stable text."""
+def entry_key(backend: str, key: tuple) -> str | None:
+    """The digest naming the program of structural ``key``; None when the key has no stable
+    text."""
     try:
         text = repr((backend, key, parallel_threshold()))
     except Exception:  # noqa: BLE001 - an attr whose repr fails: no disk entry for this graph
         return None
     if " at 0x" in text:  # an attr without a value repr: its text changes from run to run
         return None
-    return kernel_dir() / f"p_{hashlib.sha256(text.encode()).hexdigest()[:40]}.json"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def entry_path(digest: str) -> Path:
+    """The file of the program whose ``entry_key`` is ``digest``."""
+    return kernel_dir() / f"p_{digest[:40]}.json"
 
 
 # ---------------------------------------------------------------------------- the loaded program
@@ -142,8 +153,10 @@ def _view_json(view: View) -> dict:
                                                       for m in view.masks]}
 
 
-def encode(program: NumbaProgram, slots: list[int], seconds: dict[str, float]) -> str | None:
-    """The entry text of ``program`` (None if it holds something this format cannot keep)."""
+def encode(digest: str, program: NumbaProgram, slots: list[int], seconds: dict[str, float]
+           ) -> str | None:
+    """The entry text of ``program``, the program of ``digest`` (None if it holds something this
+    format cannot keep)."""
     schedule, plan = program.schedule, program.plan
     calls = {k.call_name for k in program.kernels}
     views = {name: v for name, v in program._namespace.items() if isinstance(v, View)}
@@ -151,6 +164,7 @@ def encode(program: NumbaProgram, slots: list[int], seconds: dict[str, float]) -
         return None  # a namespace entry this format does not know how to save
     body = {
         "format": FORMAT,
+        "key": digest,
         "toolchain": cache_key(),
         "compiler": compiler_fingerprint(),
         "slots": list(slots),
@@ -174,16 +188,18 @@ def encode(program: NumbaProgram, slots: list[int], seconds: dict[str, float]) -
     return f"{_PREFIX}{hashlib.sha256(text.encode()).hexdigest()}{_MIDDLE}{text}}}"
 
 
-def store(path: Path, program: NumbaProgram, slots: list[int], seconds: dict[str, float]) -> bool:
-    """Write the entry of ``program`` at ``path`` unless one is there; True if written or present.
+def store(digest: str, program: NumbaProgram, slots: list[int], seconds: dict[str, float]) -> bool:
+    """Write the entry of ``program`` (whose ``entry_key`` is ``digest``) unless one is there;
+    True if written or present.
 
     Never fails: a folder that cannot be written leaves the program in memory only.
     """
     try:
-        text = encode(program, slots, seconds)
-        if text is None or not _usable_folder():
+        text = encode(digest, program, slots, seconds)
+        if text is None or folder_access() != "write":
             return False
-        _write_atomic(path, text)
+        _write_atomic(entry_path(digest), text)
+        eviction.note_written(cache_dir(), len(text))
         return True
     except Exception:  # noqa: BLE001 - a program that cannot be saved is only kept in memory
         return False
@@ -205,8 +221,9 @@ def _ints(value, n: int | None = None) -> list[int]:
     return value
 
 
-def decode(text: str) -> dict:
-    """The program of an entry's text, its checksum verified (ValueError if anything is off)."""
+def decode(text: str, digest: str | None = None) -> dict:
+    """The program of an entry's text, its checksum verified, and if ``digest`` is given, that
+    it is the entry of that key (ValueError if anything is off)."""
     head = len(_PREFIX) + 64
     _check(text.startswith(_PREFIX) and text[head:head + len(_MIDDLE)] == _MIDDLE
            and text.endswith("}"), "not a program entry")
@@ -218,6 +235,7 @@ def decode(text: str) -> dict:
     if body.get("format") != FORMAT or body.get("toolchain") != cache_key() or \
             body.get("compiler") != compiler_fingerprint():
         raise StaleEntry("written by another fusegrad")
+    _check(digest is None or body.get("key") == digest, "the entry of another program")
     return body
 
 
@@ -277,11 +295,12 @@ def rebuild(body: dict, leaf_count: int) -> tuple[StoredProgram, list[int]]:
     return StoredProgram(kernels, plan, run_source, namespace, prebound, facts), slots
 
 
-def load(path: Path, leaf_count: int) -> tuple[StoredProgram, list[int]] | None:
-    """The program stored at ``path`` and its input slots, or None (a miss).
+def load(digest: str, leaf_count: int) -> tuple[StoredProgram, list[int]] | None:
+    """The program whose ``entry_key`` is ``digest`` and its input slots, or None (a miss).
 
     A damaged or stale entry is deleted (a damaged one with a warning); never raises.
     """
+    path = entry_path(digest)
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -290,12 +309,19 @@ def load(path: Path, leaf_count: int) -> tuple[StoredProgram, list[int]] | None:
         _discard(path, exc)
         return None
     try:
-        return rebuild(decode(text), leaf_count)
+        found = rebuild(decode(text, digest), leaf_count)
+        eviction.touch(path)
+        return found
     except StaleEntry:
         _discard(path, None)
     except Exception as exc:  # noqa: BLE001 - anything wrong with an entry makes it a miss
         _discard(path, exc)
     return None
+
+
+def discard(digest: str) -> None:
+    """Delete the entry of ``digest`` (a loaded program that failed its first run)."""
+    _discard(entry_path(digest), None)
 
 
 def _discard(path: Path, exc: BaseException | None) -> None:
