@@ -1,4 +1,5 @@
-"""Suite-wide set-up: the kernel cache folder, the ``numba`` marker and ``import parity``.
+"""Suite-wide set-up: the kernel cache folder, the ``numba`` and ``fuzz`` markers and
+``import parity``.
 
 The cache folder is set before fusegrad is imported, so a second run loads every Numba kernel
 from disk instead of compiling it again.
@@ -9,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS_DIR = Path(__file__).resolve().parent
 os.environ.setdefault("FUSEGRAD_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".fusegrad-cache"))
 if str(TESTS_DIR) not in sys.path:
@@ -17,3 +20,14 @@ if str(TESTS_DIR) not in sys.path:
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "numba: runs on the numba_cpu backend (compiles kernels)")
+    config.addinivalue_line("markers", "fuzz: the long differential fuzzing run (pytest -m fuzz)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The long fuzzing run takes hours; it runs only when ``-m`` names the ``fuzz`` marker."""
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="the long fuzzing run: python -m pytest -m fuzz")
+    for item in items:
+        if item.get_closest_marker("fuzz") is not None:
+            item.add_marker(skip)

@@ -459,7 +459,13 @@ def var(x: Tensor, dim: int | Sequence[int] | None = None, unbiased: bool | None
 def std(x: Tensor, dim: int | Sequence[int] | None = None, unbiased: bool | None = None,
         keepdim: bool = False, correction: int | None = None) -> Tensor:
     v = var(x, dim, unbiased, keepdim, correction)
-    return wrap(ops.unary("sqrt", v.node, user_location()), v)
+    loc = user_location()
+    n = v.node
+    # torch's gradient is 0 where the std is 0 (sqrt's own would be 0 * inf = nan): take the
+    # sqrt of 1 there, so neither branch of the where carries a nan back
+    zero = ops.binary("eq", n, ops.const(0.0, n.shape, n.dtype, loc), loc)
+    root = ops.unary("sqrt", ops.where(zero, ops.const(1.0, n.shape, n.dtype, loc), n, loc), loc)
+    return wrap(ops.where(zero, ops.const(0.0, n.shape, n.dtype, loc), root, loc), v)
 
 
 MaxMin = namedtuple("MaxMin", ["values", "indices"])
