@@ -2,7 +2,8 @@
 
 Each run computes the program's outputs (its sinks) and the gradients of every input w.r.t.
 ``sum(out * r)`` over the float outputs (``r`` fixed random weights), all in float64.
-fusegrad runs in four realization modes on numba_cpu, plus the first mode on the interpreter:
+fusegrad runs in four realization modes on numba_cpu, plus the first mode on the interpreter
+(compared with torch, and with numba_cpu's ``all`` run):
 
 - ``all``: build everything, backward, then read: one program computes it all;
 - ``each``: every intermediate is realized as soon as it is made (and compared too);
@@ -183,6 +184,7 @@ def check_program(program: Program, seed: int, modes: tuple[str, ...] = MODES) -
     STATS["graphs"] += 1
     STATS["ops"] += len(program.steps)
     STATS.update(f"ops:{s.kind}" for s in program.steps)
+    by_mode: dict[str, Run] = {}
     for mode in modes:
         STATS[f"mode:{mode}"] += 1
         if mode == "compiled":
@@ -195,7 +197,11 @@ def check_program(program: Program, seed: int, modes: tuple[str, ...] = MODES) -
                 compare(program, got, ref, ref_tol, f"compiled call {i + 1}",
                         check_requires_grad=i == 0)
         else:
-            compare(program, run_fusegrad(program, first, weights, mode), want, tol, mode)
+            by_mode[mode] = run_fusegrad(program, first, weights, mode)
+            compare(program, by_mode[mode], want, tol, mode)
+    if "all" in by_mode and "interpreter" in by_mode:
+        # the compiled kernels against the numpy reference, not only both against torch
+        compare(program, by_mode["all"], by_mode["interpreter"], tol, "numba_cpu vs interpreter")
 
 
 def checker(modes: tuple[str, ...] = MODES) -> Callable[[Program, int], None]:
