@@ -1,6 +1,6 @@
 """The user's source line for each traced op: the first frame outside the fusegrad package, or,
-for a layer that a library container (``Sequential``, ``ModuleList`` loops in nnlib) called on
-behalf of a training loop, the user's line that built that layer."""
+for a layer that a library container (``Sequential``) called when a training loop called it,
+the user's line that built that layer."""
 from __future__ import annotations
 
 import os
@@ -8,9 +8,10 @@ import sys
 from types import CodeType, FrameType
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-# The built-in demo and the benchmark zoo are user code of the library: their lines are what
-# `fusegrad dump` should show.
-_USER_FILES_IN_PKG = {_PKG_DIR + "demo.py", os.path.join(_PKG_DIR, "bench", "zoo.py")}
+# The built-in demo, the benchmark zoo and the training step that `fusegrad dump` runs for a
+# user's file are user code of the library: their lines are what `fusegrad dump` should show.
+_USER_FILES_IN_PKG = {_PKG_DIR + "demo.py", os.path.join(_PKG_DIR, "bench", "zoo.py"),
+                      _PKG_DIR + "dump_target.py"}
 
 # The code object of ``nnlib.Module.__call__`` (registered by nnlib: the tracer does not import
 # it). A frame running it holds the module being called as ``self``.
@@ -27,8 +28,10 @@ def user_location() -> str | None:
 
     That is the innermost caller outside fusegrad, unless that caller is not a model's
     ``forward`` (a training loop calling ``model(x)``) and the op comes from a layer that a
-    library module called for it (``Sequential(nn.Linear(...), ...)``): then the line that built
-    the layer (``Module._defined_at``) is the user's model code, and the loop's line is not.
+    library module called for it (the ``nn.Linear(...)`` in a ``Sequential(...)``): then the line
+    that built the layer (``Module._defined_at``) is the user's model code, and the loop's line
+    is not. A module the loop calls itself (``loss_fn(out, y)``) keeps the loop's line, which is
+    also where its argument errors belong.
     """
     frame: FrameType | None = sys._getframe(1)
     call = _module_call[0]
@@ -41,7 +44,7 @@ def user_location() -> str | None:
             here = f"{_short(filename)}:{frame.f_lineno}"
             caller = frame.f_back
             if calls < 2 or (caller is not None and caller.f_code is call):
-                return here  # a forward's own line, or a layer the user called directly
+                return here  # a forward's own line, or a module the user called directly
             return vars(inner_call.f_locals["self"]).get("_defined_at") or here
         if code is call:
             calls += 1
