@@ -32,8 +32,8 @@ class Dump:
 
 @dataclass
 class StageRecord:
-    """What one stage made: the graph's node count after it, how many non-constant nodes it
-    folded into constants (constfold), kernels and extern calls (fusion), bytes of the program's
+    """What one stage made: the graph's node count after it, how many ops it turned into
+    constants (constfold: ops before minus ops after, ``const`` and ``buffer`` leaves aside), kernels and extern calls (fusion), bytes of the program's
     intermediate buffers with and without reuse (codegen), and its time. None: not applicable."""
 
     name: str
@@ -81,9 +81,8 @@ def stage_records(dump: Dump) -> list[StageRecord]:
     before = report.traced
     for rec in report.passes:
         folded = None
-        if rec.name == "constfold":
-            kept = set(rec.graph.nodes)
-            folded = sum(1 for n in before.nodes if n.op != "const" and n not in kept)
+        if rec.name == "constfold":  # ops it replaced by constants (or dropped with them)
+            folded = _ops(before) - _ops(rec.graph)
         records.append(StageRecord(rec.name, "pass", rec.seconds, nodes=rec.nodes_after,
                                    nodes_before=rec.nodes_before, folded=folded))
         before = rec.graph
@@ -95,6 +94,10 @@ def stage_records(dump: Dump) -> list[StageRecord]:
                                    buffer_bytes=plan.total_bytes,
                                    buffer_bytes_no_reuse=plan.no_reuse_bytes))
     return records
+
+
+def _ops(graph: Graph) -> int:
+    return sum(1 for n in graph.nodes if n.op not in ("const", "buffer"))
 
 
 def summary_totals(dump: Dump) -> dict[str, int | float | None]:
@@ -144,7 +147,7 @@ def summary(dump: Dump) -> str:
             f"intermediate buffers ({totals['intermediate_bytes_without_reuse']} without reuse), "
             f"compiled in {totals['compile_seconds'] * 1e3:.1f} ms")
     lines.append(f"traced: the call's wall time ({dump.trace_seconds * 1e3:.2f} ms) covers the "
-                 "step's Python and the run of its compiled program")
+                 "step's Python and the run of its program")
     return "\n".join(lines)
 
 

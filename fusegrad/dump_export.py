@@ -231,13 +231,13 @@ def _provenance(nodes: list[Node], ids: dict[Node, int]) -> list[dict[str, Any]]
 def to_dot(dump: Dump, stages: list[str] | None = None) -> str:
     """Graphviz DOT of the graph :func:`to_document` chose: one box per node (``%id op``, type,
     ``file:line``), outputs bold, and one cluster per kernel or extern when the schedule is
-    shown. The summary, when shown, is in ``//`` comments at the top."""
+    shown. The summary, when shown, is in ``//`` comments at the top of the graph."""
     doc = to_document(dump, stages)
-    lines = [f"// fusegrad dump of {doc['target']}: {doc['graph'] or 'no'} graph"]
+    lines = ["digraph fusegrad {",
+             f"  // fusegrad dump of {doc['target']}: {doc['graph'] or 'no'} graph"]
     if "summary" in doc["stages_shown"]:
-        lines += [f"// {line}" for line in _summary_lines(doc)]
-    lines += ["digraph fusegrad {",
-              f'  label="{_esc(doc["target"])} ({doc["graph"] or "summary"})";',
+        lines += [f"  // {line}" for line in _summary_lines(doc)]
+    lines += [f'  label="{_esc(doc["target"])} ({doc["graph"] or "summary"})";',
               "  node [shape=box, fontname=monospace];"]
     clusters: dict[str, list[dict[str, Any]]] = {}
     for node in doc["nodes"]:
