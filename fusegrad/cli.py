@@ -15,9 +15,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _dump(args: argparse.Namespace) -> int:
-    from .dump import dump_demo_step
-    print(dump_demo_step(batch=args.batch, stages=args.stage, fmt=args.format))
-    return 0
+    from .dump import dump_command
+    return dump_command(args.target, train=args.train, batch=args.batch, stages=args.stage,
+                        fmt=args.format, output=args.output)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -95,12 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--compile", action="store_true",
                    help="trace the step once with fusegrad.compile and replay it")
     t.set_defaults(func=_train)
-    d = sub.add_parser("dump", help="print the demo training step at every compiler stage")
-    d.add_argument("--batch", type=int, default=64)
+    d = sub.add_parser("dump", help="print a model's forward or training step at every "
+                       "compiler stage (default: the demo training step)")
+    d.add_argument("target", nargs="?", default=None,
+                   help="a zoo workload (fusegrad/bench/zoo.py, small shapes) or "
+                   "path/to/file.py:function returning (model, inputs) or (model, inputs, "
+                   "loss_fn, optimizer[, target]); default: the demo training step")
+    d.add_argument("--train", action="store_true",
+                   help="dump the training step (loss, backward, optimizer update), not the forward")
+    d.add_argument("--batch", type=int, default=64, help="batch of the demo step (no TARGET)")
     d.add_argument("--stage", action="append",
                    choices=["traced", "passes", "schedule", "source", "summary"],
-                   help="stages to print (default: all)")
-    d.add_argument("--format", choices=["text", "json", "dot"], default="text")
+                   help="stages to print, repeatable (default: all)")
+    d.add_argument("--format", choices=["text", "json", "dot", "svg"], default="text",
+                   help="json: docs/dump-schema.md; svg needs Graphviz's dot")
+    d.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     d.set_defaults(func=_dump)
     b = sub.add_parser("bench", help="time the model zoo's training steps beside PyTorch")
     b.add_argument("names", nargs="*", help="workloads (default: all): " +

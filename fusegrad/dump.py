@@ -1,106 +1,228 @@
-"""Readable dumps of a compiled program: the traced graph, every pass, the fusion, the source."""
+"""Readable dumps of a compiled program: the traced graph, every pass, the fusion, the source.
+
+:func:`capture` runs a :class:`~fusegrad.dump_target.Target` twice and keeps the report of the
+second (steady-state) call's program, compiled through every stage. :func:`stage_records` gives
+each stage's counts and time, :func:`format_text` the text dump. JSON, DOT and SVG are in
+``dump_export.py``; :func:`dump_command` is ``fusegrad dump``.
+"""
 from __future__ import annotations
 
-import json
+import sys
+import time
+from dataclasses import dataclass
 
 from .backends.pipeline import CompileReport, bypass_program_cache, full_report
-from .ir.graph import Graph, format_graph, toposort
+from .dump_target import Target, TargetError, run_step
+from .ir.graph import Graph, format_graph
+from .ir.schedule import format_schedule
 
 STAGES = ("summary", "traced", "passes", "schedule", "source")
+FORMATS = ("text", "json", "dot", "svg")
 
 
-def format_report(report: CompileReport, stages: list[str] | None = None) -> str:
-    """Text of the chosen ``stages`` of one compilation (all by default)."""
+@dataclass
+class Dump:
+    """One program to dump: ``report`` has every stage; ``trace_seconds`` is the wall time of the
+    call that produced it (the step's Python, plus running its already compiled program)."""
+
+    target: str
+    report: CompileReport
+    trace_seconds: float
+
+
+@dataclass
+class StageRecord:
+    """What one stage made: the graph's node count after it, how many ops it turned into
+    constants (constfold: ops before minus ops after, ``const`` and ``buffer`` leaves aside), kernels and extern calls (fusion), bytes of the program's
+    intermediate buffers with and without reuse (codegen), and its time. None: not applicable."""
+
+    name: str
+    made_by: str   # "tracer", "pass", "fusion" or "codegen"
+    seconds: float
+    nodes: int | None = None
+    nodes_before: int | None = None
+    folded: int | None = None
+    kernels: int | None = None
+    externs: int | None = None
+    buffer_bytes: int | None = None
+    buffer_bytes_no_reuse: int | None = None
+
+
+def capture(target: Target) -> Dump:
+    """Run ``target`` twice (the second call is the steady state: optimizer state exists, grads
+    are zeroed) and report the program the second call ran last, compiled through every stage
+    (never loaded from the disk program cache).
+
+    Raises:
+        TargetError: running the target failed, or its second call computed nothing.
+    """
+    from .tracer.realize import STATS
+    with bypass_program_cache():
+        run_step(target)
+        before = STATS.realizations
+        start = time.perf_counter()
+        run_step(target)
+        seconds = time.perf_counter() - start
+    if STATS.realizations == before or STATS.last_entry is None:
+        raise TargetError(f"{target.label}: the call computed nothing (no tensor was realized); "
+                          "the model must return tensors computed from its inputs.")
+    return Dump(target.label, full_report(STATS.last_entry.compiled.report), seconds)
+
+
+def optimized_graph(report: CompileReport) -> Graph:
+    """The graph fusion received: the last pass's output (the traced graph if no pass ran)."""
+    return report.passes[-1].graph if report.passes else report.traced
+
+
+def stage_records(dump: Dump) -> list[StageRecord]:
+    """One record per stage, in the order they ran: traced, each pass, fusion, codegen."""
+    report = dump.report
+    records = [StageRecord("traced", "tracer", dump.trace_seconds, nodes=len(report.traced))]
+    before = report.traced
+    for rec in report.passes:
+        folded = None
+        if rec.name == "constfold":  # ops it replaced by constants (or dropped with them)
+            folded = _ops(before) - _ops(rec.graph)
+        records.append(StageRecord(rec.name, "pass", rec.seconds, nodes=rec.nodes_after,
+                                   nodes_before=rec.nodes_before, folded=folded))
+        before = rec.graph
+    if report.schedule is not None:
+        records.append(StageRecord("fusion", "fusion", report.seconds["fusion"],
+                                   kernels=report.kernel_count, externs=report.extern_count))
+        plan = report.program.plan
+        records.append(StageRecord("codegen+compile", "codegen", report.seconds["codegen+compile"],
+                                   buffer_bytes=plan.total_bytes,
+                                   buffer_bytes_no_reuse=plan.no_reuse_bytes))
+    return records
+
+
+def _ops(graph: Graph) -> int:
+    return sum(1 for n in graph.nodes if n.op not in ("const", "buffer"))
+
+
+def summary_totals(dump: Dump) -> dict[str, int | float | None]:
+    """The whole compilation in numbers (the ``summary`` object of the JSON dump)."""
+    records = stage_records(dump)
+    compiled = dump.report.schedule is not None
+    codegen = records[-1] if compiled else None
+    return {
+        "traced_nodes": records[0].nodes,
+        "optimized_nodes": len(optimized_graph(dump.report)),
+        "constants_folded": sum(r.folded or 0 for r in records),
+        "kernels": dump.report.kernel_count if compiled else None,
+        "extern_calls": dump.report.extern_count if compiled else None,
+        "intermediate_bytes": codegen.buffer_bytes if codegen else None,
+        "intermediate_bytes_without_reuse": codegen.buffer_bytes_no_reuse if codegen else None,
+        "compile_seconds": sum(r.seconds for r in records[1:]),
+    }
+
+
+# ----------------------------------------------------------------------------- text
+def summary(dump: Dump) -> str:
+    """One row per stage (nodes, constants folded, kernels, extern calls, intermediate buffer
+    bytes, time), then the totals."""
+    report = dump.report
+    lines = [f"# summary ({report.backend}): {dump.target}",
+             f"{'stage':<16} {'made by':<8} {'nodes':>13} {'folded':>6} {'kernels':>7} "
+             f"{'externs':>7} {'buffer bytes':>12} {'time':>11}"]
+
+    def cell(value: int | None, width: int) -> str:
+        return f"{'-' if value is None else value:>{width}}"
+
+    for r in stage_records(dump):
+        nodes = "" if r.nodes is None else str(r.nodes)
+        if r.nodes_before is not None:
+            nodes = f"{r.nodes_before} -> {nodes}"
+        lines.append(f"{r.name:<16} {r.made_by:<8} {nodes or '-':>13} {cell(r.folded, 6)} "
+                     f"{cell(r.kernels, 7)} {cell(r.externs, 7)} {cell(r.buffer_bytes, 12)} "
+                     f"{r.seconds * 1e3:8.2f} ms")
+    totals = summary_totals(dump)
+    if report.schedule is None:
+        lines.append("the interpreter runs the traced graph: no passes, fusion or code generation")
+    else:
+        lines.append(
+            f"total: {totals['traced_nodes']} -> {totals['optimized_nodes']} nodes, "
+            f"{totals['constants_folded']} constants folded, {totals['kernels']} kernels, "
+            f"{totals['extern_calls']} extern calls, {totals['intermediate_bytes']} bytes of "
+            f"intermediate buffers ({totals['intermediate_bytes_without_reuse']} without reuse), "
+            f"compiled in {totals['compile_seconds'] * 1e3:.1f} ms")
+    lines.append(f"traced: the call's wall time ({dump.trace_seconds * 1e3:.2f} ms) covers the "
+                 "step's Python and the run of its program")
+    return "\n".join(lines)
+
+
+def format_text(dump: Dump, stages: list[str] | None = None) -> str:
+    """The text of the chosen ``stages`` (all by default), each headed by what made it and the
+    time it took."""
     stages = list(stages or STAGES)
+    report = dump.report
     out: list[str] = []
     if "summary" in stages:
-        out.append(summary(report))
+        out.append(summary(dump))
     if "traced" in stages:
-        out.append(format_graph(report.traced, "traced"))
+        out.append(format_graph(report.traced, f"traced: made by the tracer in "
+                                f"{dump.trace_seconds * 1e3:.2f} ms (the whole call)"))
     if "passes" in stages:
         for rec in report.passes:
             out.append(format_graph(rec.graph, f"after {rec.name}: {rec.nodes_before} -> "
                                     f"{rec.nodes_after} nodes in {rec.seconds * 1e3:.2f} ms"))
-    if "schedule" in stages and report.schedule is not None:
-        from .ir.schedule import format_schedule
-        out.append("# schedule\n" + format_schedule(report.schedule))
-    if "source" in stages and report.program is not None and hasattr(report.program, "sources"):
-        for src in report.program.sources:
-            out.append(f"# generated source of {src.name}\n{src.source}")
+    compiled = report.schedule is not None
+    if "schedule" in stages:
+        out.append(f"# schedule: made by fusion in {report.seconds['fusion'] * 1e3:.2f} ms\n"
+                   + format_schedule(report.schedule) if compiled else
+                   "# schedule: none (the interpreter backend runs the traced graph)")
+    if "source" in stages:
+        if compiled:
+            out.append(f"# generated source: made by codegen+compile in "
+                       f"{report.seconds['codegen+compile'] * 1e3:.1f} ms for "
+                       f"{report.kernel_count} kernels")
+            out.extend(f"# generated source of {src.name}\n{src.source}"
+                       for src in report.program.sources)
+        else:
+            out.append("# generated source: none (the interpreter backend generates no code)")
     return "\n\n".join(out)
 
 
-def summary(report: CompileReport) -> str:
-    lines = [f"# summary ({report.backend})", f"traced nodes: {len(report.traced)}"]
-    if report.from_disk:
-        lines.append("loaded from the disk program cache: no passes or schedule in this process")
-    for rec in report.passes:
-        lines.append(f"pass {rec.name:<34} {rec.nodes_before:5d} -> {rec.nodes_after:5d} nodes "
-                     f"{rec.seconds * 1e3:8.2f} ms")
-    if report.schedule is not None or report.from_disk:
-        lines.append(f"kernels: {report.kernel_count}, extern calls: {report.extern_count}")
-    for stage, sec in report.seconds.items():
-        lines.append(f"time {stage:<20} {sec * 1e3:8.1f} ms")
-    for stage, sec in report.original_seconds.items():
-        lines.append(f"time {stage:<20} {sec * 1e3:8.1f} ms (when first compiled)")
-    return "\n".join(lines)
-
-
-def to_networkx(graph: Graph) -> "networkx.DiGraph":
-    """The graph as a networkx DiGraph: nodes ``%i`` with op, type and source line; edges from
-    inputs to users (in input order)."""
-    import networkx
-    order = toposort(graph.outputs)
-    ids = {n: i for i, n in enumerate(order)}
-    outputs = {ids[o] for o in graph.outputs}
-    g = networkx.DiGraph()
-    for n in order:
-        g.add_node(f"%{ids[n]}", op=n.op, type=n.type_str, loc=n.loc or "",
-                   attrs="" if n.op == "buffer" else repr(n.attrs), output=ids[n] in outputs)
-        for pos, i in enumerate(n.inputs):
-            g.add_edge(f"%{ids[i]}", f"%{ids[n]}", position=pos)
-    return g
-
-
-def graph_json(graph: Graph) -> str:
-    """networkx's node-link JSON of the graph."""
-    import networkx
-    return json.dumps(networkx.node_link_data(to_networkx(graph), edges="edges"), indent=1)
-
-
-def graph_dot(graph: Graph) -> str:
-    """Graphviz DOT text of the graph (render with ``dot -Tsvg``)."""
-    g = to_networkx(graph)
-    lines = ["digraph fusegrad {", "  node [shape=box, fontname=monospace];"]
-    for name, data in g.nodes(data=True):
-        label = f"{name} {data['op']}\\n{data['type']}"
-        style = ", style=bold" if data["output"] else ""
-        lines.append(f'  "{name}" [label="{label}"{style}];')
-    lines.extend(f'  "{u}" -> "{v}";' for u, v in g.edges())
-    lines.append("}")
-    return "\n".join(lines)
-
-
-def dump_demo_step(batch: int = 64, stages: list[str] | None = None, fmt: str = "text") -> str:
-    """Compile the demo MLP's steady-state training step and dump it."""
-    from . import demo
-    from .tracer import functions  # noqa: F401  (binds Tensor methods)
-    from .tracer.creation import from_numpy
-    from .tracer.realize import STATS
-    import fusegrad as fg
-    import fusegrad.nnlib as nn
-    import fusegrad.optimlib as optim
-
-    fg.manual_seed(0)
-    model = demo.make_mlp()
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    step = demo.make_step(model, opt, nn.CrossEntropyLoss())
-    with bypass_program_cache():  # a dump shows every stage: compile, never load from disk
-        for xb, yb in demo.synthetic_batches(2, batch):  # step 2 is the steady state
-            step(from_numpy(xb), from_numpy(yb)).item()
-        report = full_report(STATS.last_entry.compiled.report)
+# ----------------------------------------------------------------------------- the command
+def render(dump: Dump, stages: list[str] | None, fmt: str) -> str:
+    """The dump in ``fmt`` (text, json or dot; svg is DOT rendered by :func:`dump_command`)."""
+    from . import dump_export
     if fmt == "json":
-        return graph_json(report.traced)
-    if fmt == "dot":
-        return graph_dot(report.traced)
-    return format_report(report, stages)
+        return dump_export.to_json(dump, stages)
+    if fmt in ("dot", "svg"):
+        return dump_export.to_dot(dump, stages)
+    return format_text(dump, stages)
+
+
+def dump_command(target: str | None, *, train: bool = False, batch: int = 64,
+                 stages: list[str] | None = None, fmt: str = "text",
+                 output: str | None = None) -> int:
+    """``fusegrad dump``: write the dump to ``output`` (stdout if None); the exit status.
+
+    Returns 0, 2 for a bad TARGET (one paragraph on stderr), 1 for SVG without Graphviz (the
+    DOT text is written instead, to ``output`` with a ``.dot`` suffix, and stderr says how to
+    install Graphviz).
+    """
+    from . import dump_export
+    from .dump_target import demo_target, load_target
+    try:
+        chosen = demo_target(batch) if target is None else load_target(target, train)
+        text = render(capture(chosen), stages, fmt)
+    except TargetError as e:
+        print(f"fusegrad dump: {e}", file=sys.stderr)
+        return 2
+    status = 0
+    if fmt == "svg":
+        try:
+            text = dump_export.dot_to_svg(text)
+        except dump_export.GraphvizMissing as e:
+            output = dump_export.dot_path(output)
+            print(f"fusegrad dump: {e} The DOT text was written to "
+                  f"{output or 'stdout'} instead.", file=sys.stderr)
+            status = 1
+    if output is None:
+        print(text)
+    else:
+        with open(output, "w") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+    return status

@@ -159,7 +159,18 @@ def format_schedule(schedule: Schedule) -> str:
     Args:
         schedule: the schedule to print (node numbers come from ``schedule.node_ids``).
     """
+    return "\n".join(_schedule_lines(schedule, _Namer(schedule.node_ids)))
+
+
+def schedule_node_ids(schedule: Schedule) -> dict[Node, int]:
+    """The ``%`` number of every node ``format_schedule`` prints: ``schedule.node_ids``, and the
+    nodes made by fusion's normalisation numbered after them, as the printer numbers them."""
     name = _Namer(schedule.node_ids)
+    _schedule_lines(schedule, name)
+    return name.ids
+
+
+def _schedule_lines(schedule: Schedule, name: _Namer) -> list[str]:
     lines = [f"# schedule: {len(schedule.kernels)} kernels, {len(schedule.externs)} externs"]
     lines.append("inputs: " + (", ".join(f"{name(n)} {n.type_str}" for n in schedule.inputs) or "-"))
     lines.append("outputs: " + (", ".join(f"{name(n)} {n.type_str}" for n in schedule.outputs) or "-"))
@@ -168,8 +179,9 @@ def format_schedule(schedule: Schedule) -> str:
         lines.append("")
         if isinstance(item, Extern):
             args = ", ".join(name(ld.src) for ld in item.loads)
+            loc = f"   # {item.node.loc}" if item.node.loc else ""
             lines.append(f"{item.name}  extern {item.node.op}({args}) -> {name(item.node)} "
-                         f"{item.node.type_str}")
+                         f"{item.node.type_str}{loc}")
             lines.extend(f"  load {name(ld.src)} {ld.src.type_str} as {format_view(ld.view)}"
                          for ld in item.loads)
         else:
@@ -182,4 +194,4 @@ def format_schedule(schedule: Schedule) -> str:
             body = set(item.body)
             lines.extend(f"    {_body_line(n, item, name, body)}" for n in item.body)
         lines.extend(f"  - {note}" for note in item.notes)
-    return "\n".join(lines)
+    return lines

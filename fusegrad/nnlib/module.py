@@ -11,7 +11,7 @@ from ..tracer.creation import tensor
 from ..tracer.device import check_device
 from ..tracer.functions import clone, to_dtype
 from ..tracer.grad_mode import no_grad
-from ..tracer.provenance import user_location
+from ..tracer.provenance import register_module_call, user_location
 from ..tracer.tensor import Tensor, _detached
 from .parameter import Parameter
 
@@ -30,6 +30,9 @@ class Module:
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        # the user's line that built this module: the provenance of its ops when a library
+        # container, not the user's forward, calls it
+        object.__setattr__(self, "_defined_at", user_location())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"Module [{type(self).__name__}] is missing the required "
@@ -405,6 +408,9 @@ class Module:
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers) |
                       set(self._modules))
+
+
+register_module_call(Module.__call__.__code__)
 
 
 class IncompatibleKeys(tuple):
