@@ -4,6 +4,12 @@ Runs the generator and checks of ``tests/fuzz`` outside pytest, printing progres
 ``--every`` graphs and, at the end, graphs, ops (in all and by kind), realization modes run and
 mismatches. A failure shrinks to a minimal program and is printed with the Hypothesis
 ``@reproduce_failure`` blob; ``--seed`` replays a whole run.
+
+Nine tenths of a graph's time is Numba compiling its new kernels (~0.1-0.3 s each), so for long
+runs ``--rotate`` runs every graph on numba_cpu (``all``) and on the interpreter, and one of the
+other modes (``each``, ``forward_first``, ``compiled``) in turn; and ``NUMBA_OPT=0`` halves the
+compile time without changing any result (the kernels use no fast-math, so LLVM keeps IEEE
+semantics at every optimisation level).
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "fuzz")]
 os.environ.setdefault("FUSEGRAD_CACHE_DIR", str(ROOT / ".fusegrad-cache"))
 
-from differential import STATS, checker  # noqa: E402
+from differential import MODES, STATS, checker  # noqa: E402
 from graphgen import Program, programs  # noqa: E402
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -39,15 +45,19 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=None, help="Hypothesis seed of the run")
     parser.add_argument("--every", type=int, default=100, help="print progress every N graphs")
+    parser.add_argument("--rotate", action="store_true",
+                        help="all + interpreter on every graph, the other modes in turn")
     args = parser.parse_args()
-    check = checker()
+    rotating = [m for m in MODES if m not in ("all", "interpreter")]
+    checks = [checker(("all", "interpreter", m)) for m in rotating] if args.rotate \
+        else [checker()]
     started = time.time()
 
     @settings(max_examples=args.graphs, deadline=None, database=None, print_blob=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(program=programs(max_steps=args.max_steps), seed=st.integers(0, 2**32 - 2))
     def run(program: Program, seed: int) -> None:
-        check(program, seed)
+        checks[STATS["graphs"] % len(checks)](program, seed)
         if STATS["graphs"] % args.every == 0:
             print(report(started), flush=True)
 
