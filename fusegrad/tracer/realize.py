@@ -174,6 +174,8 @@ def run_entry(entry: Entry, leaves: list[Node]) -> list:
     # means an entry that is not what it claims to be, so it is compiled again from the graph.
     try:
         return _checked(entry.compiled, entry.compiled.program.run(inputs))
+    except IndexError:
+        raise   # a program's own range check on the data (a class index, a gather): the user's
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, the compiled program decides
         warnings.warn(f"fusegrad: a program loaded from the disk cache failed its first run "
                       f"({type(exc).__name__}: {exc}); discarding it and compiling it again",
