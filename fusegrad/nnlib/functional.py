@@ -589,3 +589,4 @@ from .functional_conv import (adaptive_avg_pool1d, adaptive_avg_pool2d,  # noqa:
                               conv2d, conv3d, max_pool1d, max_pool2d, max_pool3d, unfold)
 from .functional_seq import (embedding, multi_head_attention_forward,  # noqa: E402
                              scaled_dot_product_attention)
+from .functional_extra import cosine_similarity, interpolate, normalize, pad  # noqa: E402
