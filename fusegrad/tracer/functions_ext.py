@@ -127,7 +127,7 @@ def _check_int_divisor(op: str, b: TensorLike, loc: str | None) -> None:
         if b.node.size:
             capture.check_values(b, check)
     elif not isinstance(b, builtins.float) and not b:
-        raise ZeroDivisionError(with_location(f"{op}: integer division by zero", loc))
+        check(np.zeros(1))
 
 
 def _floor_divmod(op: str, a: TensorLike, b: TensorLike, loc: str | None
@@ -155,9 +155,7 @@ def _floor_divmod(op: str, a: TensorLike, b: TensorLike, loc: str | None
     af, bf = ops.cast(na, "float64", loc), ops.cast(safe_b, "float64", loc)
     q = ops.cast(_floor_node(ops.binary("div", af, bf, loc), loc), common, loc)
     r = ops.binary("sub", na, ops.binary("mul", q, safe_b, loc), loc)
-    b_neg = ops.binary("lt", safe_b, zero, loc)
-    over = ops.binary("ne", ops.binary("ne", ops.binary("lt", r, zero, loc), b_neg, loc),
-                      ops.binary("eq", r, zero, loc), loc)  # r != 0 with the wrong sign
+    over = _nonzero_with_opposite_signs(r, r, safe_b, loc)  # r has the wrong sign: q too big
     q = ops.where(over, ops.binary("sub", q, one, loc), q, loc)
     r = ops.where(over, ops.binary("add", r, safe_b, loc), r, loc)
     abs_b = ops.unary("abs", safe_b, loc)
@@ -188,18 +186,19 @@ def fmod(a: TensorLike, b: TensorLike) -> Tensor:
     """C's fmod: ``a - trunc(a / b) * b``, which has the sign of the dividend."""
     loc = user_location()
     _, r, na, nb, _ = _floor_divmod("fmod", a, b, loc)
-    shift = _floor_below_trunc(r, na, nb, loc)
+    # the floor quotient is one below the truncated one: inexact, operands of opposite signs
+    shift = _nonzero_with_opposite_signs(r, na, nb, loc)
     return F.wrap(ops.where(shift, ops.binary("sub", r, nb, loc), r, loc), a, b)
 
 
-def _floor_below_trunc(r: Node, na: Node, nb: Node, loc: str | None) -> Node:
-    """Where the floor quotient is one below the truncated one: the division is inexact
-    (``r != 0``) and the operands have opposite signs."""
+def _nonzero_with_opposite_signs(r: Node, a: Node, b: Node, loc: str | None) -> Node:
+    """Where ``r != 0`` and ``a`` and ``b`` have opposite signs."""
     zero = _const(0, r, loc)
-    signs_differ = ops.binary("ne", ops.binary("lt", na, zero, loc),
-                              ops.binary("lt", nb, zero, loc), loc)
+    signs_differ = ops.binary("ne", ops.binary("lt", a, zero, loc),
+                              ops.binary("lt", b, zero, loc), loc)
     return ops.where(ops.binary("eq", r, zero, loc), ops.const(False, r.shape, "bool", loc),
                      signs_differ, loc)
+
 
 
 def div_rounded(a: TensorLike, b: TensorLike, rounding_mode: str) -> Tensor:
@@ -215,7 +214,7 @@ def div_rounded(a: TensorLike, b: TensorLike, rounding_mode: str) -> Tensor:
     q, r, na, nb, common = _floor_divmod("div", a, b, loc)
     if is_float(common):
         return F.wrap(_trunc_node(ops.binary("div", na, nb, loc), loc), a, b)
-    bump = _floor_below_trunc(r, na, nb, loc)
+    bump = _nonzero_with_opposite_signs(r, na, nb, loc)  # floor is one below trunc
     return F.wrap(ops.where(bump, ops.binary("add", q, _const(1, q, loc), loc), q, loc), a, b)
 
 

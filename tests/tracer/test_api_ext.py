@@ -70,7 +70,7 @@ def test_data_dependent_shapes_are_refused_with_an_alternative():
 def test_errors_name_the_op_and_line():
     i, x = fg.tensor([3, 4]), fg.ones(2, 3)
     _raises(RuntimeError, lambda: i % fg.tensor([1, 0]), "remainder", "ZeroDivisionError")
-    _raises(ZeroDivisionError, lambda: i // 0, "floor_divide")
+    _raises(RuntimeError, lambda: i // 0, "floor_divide", "ZeroDivisionError")
     _raises(NotImplementedError, lambda: fg.tensor([True]) % fg.tensor([True]), "bool")
     _raises(RuntimeError, lambda: x.masked_fill(x > 0.5, fg.ones(2)), "0-dimensional")
     _raises(RuntimeError, lambda: x.masked_fill(fg.ones(2, 3), 0.0), "boolean masks")
