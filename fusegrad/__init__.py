@@ -17,8 +17,16 @@ from .tracer.functions import (abs, add, allclose, amax, amin, argmax, argmin, b
                                split, sqrt, square, squeeze, stack, std, sub, sum, take_along_dim,
                                tanh, transpose, unbind, unsqueeze, var, where)
 from .tracer.functions import clone, detach
+from .tracer.functions_ext import (addmm, addmv, all, any, argsort, argwhere, baddbmm, ceil,
+                                   cumprod, cumsum, dot, einsum, erf, expm1, flip, fliplr,
+                                   flipud, floor, floor_divide, fmod, frac, ger, isfinite, isinf,
+                                   isnan, isneginf, isposinf, log1p, masked_fill, masked_select,
+                                   msort, nan_to_num, nonzero, norm, outer, remainder,
+                                   repeat_interleave, roll, round, sort, topk, tril, triu, trunc,
+                                   unique)
 from .tracer.compile import CompiledFunction, compile, explain
-from .tracer.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .tracer.grad_mode import (enable_grad, inference_mode, is_grad_enabled,
+                               is_inference_mode_enabled, no_grad, set_grad_enabled)
 from .tracer.realize import realize as _realize_one
 from .tracer.realize import set_backend
 from .tracer.rng import initial_seed, manual_seed
@@ -53,7 +61,7 @@ FloatTensor = Tensor
 # ``import fusegrad as torch`` and ``import fusegrad.nn.functional as F`` port code unchanged.
 import sys as _sys  # noqa: E402
 
-from . import autograd, nnlib, optimlib, utils  # noqa: E402
+from . import autograd, linalg, nnlib, optimlib, utils  # noqa: E402
 from .tracer.rng import Generator  # noqa: E402
 
 nn = nnlib

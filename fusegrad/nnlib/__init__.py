@@ -47,6 +47,8 @@ from .modules.pooling import (
 )
 from .modules.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
 from .modules.sparse import Embedding
+from .modules.transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer,
+                                  TransformerEncoder, TransformerEncoderLayer)
 from .parameter import Parameter
 
 __all__ = [
@@ -111,6 +113,11 @@ __all__ = [
                                  "Softmax",
                                  "Softplus",
                                  "Tanh",
+                                 "Transformer",
+                                 "TransformerDecoder",
+                                 "TransformerDecoderLayer",
+                                 "TransformerEncoder",
+                                 "TransformerEncoderLayer",
                                  "Unflatten",
                                  "functional",
                                  "init",

@@ -18,6 +18,8 @@ from ..ir.errors import DTypeError, ShapeError, with_location
 from ..tracer import functions as F
 from ..tracer.capture import check_values, in_range_check
 from ..tracer.creation import arange, uniform_node_tensor
+from ..tracer.functions_ext import erf
+from ..tracer.functions_ext import log1p as _log1p
 from ..tracer.grad_mode import no_grad
 from ..tracer.provenance import user_location
 from ..tracer.tensor import Tensor
@@ -33,50 +35,6 @@ def _maybe_inplace(x: Tensor, out: Tensor, inplace: bool) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- special functions
-# erf(x) = 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1)): 11 terms reach 1e-10 for |x| < 0.85,
-# the switch point that keeps float32 rounding lowest (max error 1.3e-7 on a dense grid).
-_ERF_SWITCH = 0.85
-_ERF_TAYLOR = tuple(2 / math.sqrt(math.pi) * (-1) ** n / (math.factorial(n) * (2 * n + 1))
-                    for n in range(11))
-# erfc(x) = t exp(-x^2 + P(t)), t = 1/(1 + x/2), relative error < 1.2e-7 for x >= 0
-# (Numerical Recipes' Chebyshev fit); its derivative is as accurate.
-_ERFC_CHEBYSHEV = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
-                   -1.13520398, 1.48851587, -0.82215223, 0.17087277)
-
-
-def _horner(x: Tensor, coeffs: Sequence[float]) -> Tensor:
-    """``coeffs[0] + coeffs[1] x + ...``."""
-    out = x * coeffs[-1] + coeffs[-2]
-    for c in reversed(coeffs[:-2]):
-        out = out * x + c
-    return out
-
-
-def erf(x: Tensor) -> Tensor:
-    """The error function, accurate to 1.3e-7 absolute (float32 precision), with its gradient.
-
-    A Taylor polynomial near zero keeps the relative accuracy of tiny values; elsewhere
-    ``1 - erfc`` with a Chebyshev fit of erfc whose derivative is accurate too.
-    """
-    a = F.abs(x)
-    small = F.lt(a, _ERF_SWITCH)
-    xs = F.where(small, x, 0.0)          # each branch only sees inputs of its own range
-    near = xs * _horner(xs * xs, _ERF_TAYLOR)
-    af = F.clamp(a, _ERF_SWITCH, 10.0)   # erfc(10) < 1e-44: erf is +-1 to any precision beyond
-    t = 1.0 / (af * 0.5 + 1.0)
-    erfc = t * F.exp(_horner(t, _ERFC_CHEBYSHEV) - af * af)
-    far = F.where(F.lt(x, 0.0), erfc - 1.0, 1.0 - erfc)
-    return F.where(small, near, far)
-
-
-def _log1p(u: Tensor) -> Tensor:
-    """log(1 + u), accurate for tiny ``u`` (Goldberg's trick: the rounding of 1+u cancels)."""
-    w = u + 1.0
-    d = w - 1.0
-    exact = F.eq(d, 0.0)
-    return F.where(exact, u, F.log(w) * (u / F.where(exact, 1.0, d)))
-
-
 def _log1p_exp(z: Tensor) -> Tensor:
     """log(1 + e^z) without overflow; its gradient is sigmoid(z) everywhere, 1/2 at 0."""
     pos = F.lt(0.0, z)
@@ -631,3 +589,4 @@ from .functional_conv import (adaptive_avg_pool1d, adaptive_avg_pool2d,  # noqa:
                               conv2d, conv3d, max_pool1d, max_pool2d, max_pool3d, unfold)
 from .functional_seq import (embedding, multi_head_attention_forward,  # noqa: E402
                              scaled_dot_product_attention)
+from .functional_extra import cosine_similarity, interpolate, normalize, pad  # noqa: E402

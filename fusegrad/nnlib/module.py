@@ -1,6 +1,7 @@
 """Module: the base class of layers, with parameter/buffer/submodule registration."""
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Self
@@ -33,6 +34,8 @@ class Module:
         # the user's line that built this module: the provenance of its ops when a library
         # container, not the user's forward, calls it
         object.__setattr__(self, "_defined_at", user_location())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"Module [{type(self).__name__}] is missing the required "
@@ -40,7 +43,39 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         capture.note_module(self)  # a compiled trace replays only while its modes are unchanged
-        return self.forward(*args, **kwargs)
+        pre, post = self.__dict__.get("_forward_pre_hooks"), self.__dict__.get("_forward_hooks")
+        if not pre and not post:
+            return self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(pre.values()):
+            if with_kwargs:
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    args, kwargs = result
+            else:
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        output = self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(post.values()):
+            result = hook(self, args, kwargs, output) if with_kwargs else hook(self, args, output)
+            if result is not None:
+                output = result
+        return output
+
+    # ------------------------------------------------------------------ hooks
+    def register_forward_pre_hook(self, hook: Callable[..., Any], *, prepend: bool = False,
+                                  with_kwargs: bool = False) -> RemovableHandle:
+        """Call ``hook(module, args)`` before each forward (``hook(module, args, kwargs)`` with
+        ``with_kwargs``); a non-None result replaces the arguments. Returns a handle whose
+        ``remove()`` unregisters the hook."""
+        return RemovableHandle.add(self._forward_pre_hooks, (hook, with_kwargs), prepend)
+
+    def register_forward_hook(self, hook: Callable[..., Any], *, prepend: bool = False,
+                              with_kwargs: bool = False) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after each forward (``hook(module, args, kwargs,
+        output)`` with ``with_kwargs``); a non-None result replaces the output. Returns a
+        handle whose ``remove()`` unregisters the hook."""
+        return RemovableHandle.add(self._forward_hooks, (hook, with_kwargs), prepend)
 
     # ------------------------------------------------------------------ registration
     def __setattr__(self, name: str, value: Any) -> None:
@@ -408,6 +443,37 @@ class Module:
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers) |
                       set(self._modules))
+
+
+class RemovableHandle:
+    """What ``register_*_hook`` returns: ``remove()`` (or leaving a ``with`` block) unregisters
+    the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: OrderedDict) -> None:
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+        self.hooks_dict_ref = weakref.ref(hooks)
+
+    @classmethod
+    def add(cls, hooks: OrderedDict, entry: Any, prepend: bool) -> RemovableHandle:
+        handle = cls(hooks)
+        hooks[handle.id] = entry
+        if prepend:
+            hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def remove(self) -> None:
+        hooks = self.hooks_dict_ref()
+        if hooks is not None:
+            hooks.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
 
 
 register_module_call(Module.__call__.__code__)

@@ -193,7 +193,8 @@ def div(a: TensorLike, b: TensorLike, rounding_mode: str | None = None) -> Tenso
     loc = user_location()
     common = _result_dtype(a, b)
     if rounding_mode is not None:
-        _fail("div", f"rounding_mode={rounding_mode!r} is not supported yet", loc, ValueError)
+        from .functions_ext import div_rounded  # the module builds on this one
+        return div_rounded(a, b, rounding_mode)
     if not is_float(common):
         common = dt.default_float()
     return binary("div", a, b, loc, dtype=common)
@@ -1027,7 +1028,9 @@ def getitem(x: Tensor, key: Any) -> Tensor:
         if t is not None:
             if t.node.dtype == "bool":
                 _fail("index", "boolean mask indexing has a data-dependent shape and is not "
-                      "supported; use where()", loc, IndexError)
+                      "supported; keep the shape with where(mask, x, 0) or x.masked_fill(~mask, "
+                      "0) and reduce (a masked mean: (x * mask).sum() / mask.sum()), or index "
+                      "x.numpy() outside fusegrad.compile", loc, IndexError)
             tensor_dims.append((dim, t))
             dim += 1
             continue
@@ -1082,6 +1085,9 @@ def setitem(x: Tensor, key: Any, value: TensorLike) -> None:
     """``x[key] = value`` for basic indices: recorded as an assignment of the whole tensor."""
     loc = user_location()
     items = list(key) if isinstance(key, tuple) else [key]
+    if isinstance(key, Tensor) and key.node.dtype == "bool":
+        _set_masked(x, key, value, loc)
+        return
     if builtins.any(_index_tensor(it) is not None for it in items):
         _fail("setitem", "assignment through tensor indices is not supported yet", loc,
               IndexError)
@@ -1102,6 +1108,20 @@ def setitem(x: Tensor, key: Any, value: TensorLike) -> None:
     mask = ops.pad(ops.const(True, full, "bool", loc), x.node.shape, placement, loc)
     new = ops.where(mask, ops.pad(vnode, x.node.shape, placement, loc), node_of(x), loc)
     x._assign(new, val is not None and val.requires_grad)
+
+
+def _set_masked(x: Tensor, mask: Tensor, value: TensorLike, loc: str | None) -> None:
+    """``x[mask] = value`` for a number or a one-element value: ``x.masked_fill_(mask, value)``
+    (a value per selected element would need their count, which depends on the data)."""
+    from .functions_ext import masked_fill
+    if isinstance(value, Tensor) and value.node.size != 1:
+        _fail("setitem", f"x[mask] = value needs a number or a one-element value, got shape "
+              f"{list(value.node.shape)} (the number of selected elements depends on the data); "
+              "use x = where(mask, values, x) with values of x's shape", loc, IndexError)
+    if isinstance(value, Tensor):
+        value = reshape(value, ())
+    out = masked_fill(x, mask, value)
+    x._assign(out.node, out.requires_grad)
 
 
 def _placement(shape: tuple[int, ...], items: list[Any]) -> tuple[tuple, tuple]:

@@ -7,6 +7,7 @@ from ..ir import ops
 from . import capture, creation
 from . import dtype as dt
 from . import functions as F
+from . import functions_ext as FX
 from .autograd import RETAINED, backward
 from .device import check_device
 from .grad_mode import no_grad
@@ -160,8 +161,48 @@ METHODS: dict[str, Any] = {
 }
 
 
+def _swap(fn: Any) -> Any:
+    """The reflected operator: ``other <op> self``."""
+    def method(self: Tensor, other: Any) -> Tensor:
+        return fn(other, self)
+    method.__name__ = fn.__name__
+    return method
+
+
+# the everyday API of issue 12 (functions_ext.py)
+EXT_METHODS: dict[str, Any] = {
+    "__mod__": FX.remainder, "__rmod__": _swap(FX.remainder),
+    "__floordiv__": FX.floor_divide, "__rfloordiv__": _swap(FX.floor_divide),
+    "__imod__": _inplace(FX.remainder), "__ifloordiv__": _inplace(FX.floor_divide),
+    "remainder": FX.remainder, "fmod": FX.fmod, "floor_divide": FX.floor_divide,
+    "remainder_": _inplace(FX.remainder), "fmod_": _inplace(FX.fmod),
+    "floor_divide_": _inplace(FX.floor_divide),
+    "floor": FX.floor, "ceil": FX.ceil, "trunc": FX.trunc, "round": FX.round, "frac": FX.frac,
+    "floor_": _inplace(FX.floor), "ceil_": _inplace(FX.ceil), "trunc_": _inplace(FX.trunc),
+    "round_": _inplace(FX.round),
+    "triu": FX.triu, "tril": FX.tril, "triu_": _inplace(FX.triu), "tril_": _inplace(FX.tril),
+    "masked_fill": FX.masked_fill, "masked_fill_": _inplace(FX.masked_fill),
+    "all": FX.all, "any": FX.any,
+    "clamp_min": lambda self, min: F.clamp(self, min=min),
+    "clamp_max": lambda self, max: F.clamp(self, max=max),
+    "cumsum": FX.cumsum, "cumprod": FX.cumprod,
+    "cumsum_": _inplace(FX.cumsum), "cumprod_": _inplace(FX.cumprod),
+    "flip": FX.flip, "fliplr": FX.fliplr, "flipud": FX.flipud, "roll": FX.roll,
+    "repeat_interleave": FX.repeat_interleave,
+    "sort": FX.sort, "argsort": FX.argsort, "msort": FX.msort, "topk": FX.topk,
+    "addmm": FX.addmm, "baddbmm": FX.baddbmm, "addmv": FX.addmv, "outer": FX.outer,
+    "ger": FX.outer, "dot": FX.dot, "norm": FX.norm,
+    "erf": FX.erf, "log1p": FX.log1p, "expm1": FX.expm1, "erf_": _inplace(FX.erf),
+    "log1p_": _inplace(FX.log1p), "expm1_": _inplace(FX.expm1),
+    "isnan": FX.isnan, "isinf": FX.isinf, "isfinite": FX.isfinite, "isposinf": FX.isposinf,
+    "isneginf": FX.isneginf, "nan_to_num": FX.nan_to_num, "nan_to_num_": _inplace(FX.nan_to_num),
+    "nonzero": FX.nonzero, "argwhere": FX.argwhere, "masked_select": FX.masked_select,
+    "unique": FX.unique,
+}
+
+
 def install() -> None:
-    for name, fn in METHODS.items():
+    for name, fn in {**METHODS, **EXT_METHODS}.items():
         setattr(Tensor, name, fn)
     Tensor.T = property(lambda self: F.permute(self, *reversed(range(self.ndim))))
     Tensor.mT = property(lambda self: F.transpose(self, -2, -1))

@@ -4,21 +4,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from ...ir.errors import with_location
 from ...tracer import functions as F
-from ...tracer.creation import empty, tensor
+from ...tracer.creation import empty
 from ...tracer.provenance import user_location
 from ...tracer.tensor import Tensor
 from .. import init
 from ..functional_conv import convolution, ntuple
+from ..functional_extra import NUMPY_PAD_MODE, pad_by_index
 from ..module import Module
 from ..parameter import Parameter
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-# how numpy.pad names each mode: the padded input is gathered with np.pad's indices
-_NUMPY_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 class _ConvNd(Module):
@@ -84,7 +81,7 @@ class _ConvNd(Module):
                                self.dilation, self.groups, name)
         lo, hi = self._explicit_padding()
         if x.ndim in (self.dims + 1, self.dims + 2):
-            x = _pad_by_index(x, lo, hi, _NUMPY_MODE[self.padding_mode], name)
+            x = pad_by_index(x, lo, hi, NUMPY_PAD_MODE[self.padding_mode], name)
         return convolution(x, self.weight, self.bias, self.stride, 0, self.dilation,
                            self.groups, name)
 
@@ -111,30 +108,6 @@ class _ConvNd(Module):
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode}"
         return s
-
-
-def _pad_by_index(x: Tensor, lo: tuple[int, ...], hi: tuple[int, ...], mode: str,
-                  name: str) -> Tensor:
-    """``x`` padded on its last dims by repeating its own elements (``numpy.pad`` modes)."""
-    d = len(lo)
-    for i, (a, b) in enumerate(zip(lo, hi)):
-        if not a and not b:
-            continue
-        dim = x.ndim - d + i
-        size = x.shape[dim]
-        if mode == "reflect" and max(a, b) >= size:
-            raise ValueError(with_location(
-                f"{name}: padding ({a}, {b}) must be smaller than the input size {size} along "
-                f"dim {dim} for padding_mode='reflect' (input shape {list(x.shape)})",
-                user_location()))
-        if mode == "wrap" and max(a, b) > size:
-            raise ValueError(with_location(
-                f"{name}: padding ({a}, {b}) can't be larger than the input size {size} along "
-                f"dim {dim} for padding_mode='circular' (input shape {list(x.shape)})",
-                user_location()))
-        index = np.pad(np.arange(size), (a, b), mode=mode)
-        x = F.index_select(x, dim, tensor(index))
-    return x
 
 
 class Conv1d(_ConvNd):
