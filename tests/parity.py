@@ -188,3 +188,27 @@ def check_backends_agree(c: Case) -> None:
         assert (got is None) == (want is None), f"input {i}: gradient presence differs"
         if got is not None:
             _compare(f"grad of input {i} vs interpreter", got, want, c)
+
+
+def parity_tests(cases: list[Case]) -> tuple[Callable[..., None], ...]:
+    """The standard tests of a list of cases, to bind at a test module's top level:
+    unique names, each case against torch on every backend, numba_cpu against the interpreter.
+
+        test_names_are_unique, test_matches_torch, test_numba_cpu_equals_interpreter = \\
+            parity_tests(CASES)
+    """
+    def test_names_are_unique() -> None:
+        names = [c.name for c in cases]
+        assert len(names) == len(set(names))
+
+    @pytest.mark.parametrize("backend", BACKENDS)
+    @pytest.mark.parametrize("c", cases, ids=lambda c: c.name)
+    def test_matches_torch(c: Case, backend: str) -> None:
+        check_op(c, backend)
+
+    @pytest.mark.numba
+    @pytest.mark.parametrize("c", cases, ids=lambda c: c.name)
+    def test_numba_cpu_equals_interpreter(c: Case) -> None:
+        check_backends_agree(c)
+
+    return test_names_are_unique, test_matches_torch, test_numba_cpu_equals_interpreter

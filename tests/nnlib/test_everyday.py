@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from parity import BACKENDS, boolean, case, check_backends_agree, check_op, f32, using_backend
+from parity import BACKENDS, boolean, case, f32, parity_tests, using_backend
 
 import fusegrad as fg
 import fusegrad.nn as nn
@@ -54,16 +54,8 @@ FUNCTIONAL = [
 ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("c", FUNCTIONAL, ids=lambda c: c.name)
-def test_functional_matches_torch(c, backend):
-    check_op(c, backend)
-
-
-@pytest.mark.numba
-@pytest.mark.parametrize("c", FUNCTIONAL, ids=lambda c: c.name)
-def test_functional_numba_cpu_equals_interpreter(c):
-    check_backends_agree(c)
+test_functional_names_are_unique, test_functional_matches_torch, \
+    test_functional_numba_cpu_equals_interpreter = parity_tests(FUNCTIONAL)
 
 
 def test_functional_errors():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity import BACKENDS, boolean, case, check_backends_agree, check_op, f32, i64, pos
+from parity import boolean, case, f32, i64, parity_tests, pos
 
 import fusegrad
 import fusegrad.nnlib.functional
@@ -392,18 +392,5 @@ CASES = ARITHMETIC + UNARY + SELECT + COMPARE + REDUCE + MATMUL + MOVEMENT + IND
     BROADCAST + EDGE + OTHER
 
 
-def test_case_names_are_unique():
-    names = [c.name for c in CASES]
-    assert len(names) == len(set(names))
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
-def test_op_matches_torch(c, backend):
-    check_op(c, backend)
-
-
-@pytest.mark.numba
-@pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
-def test_numba_cpu_equals_interpreter(c):
-    check_backends_agree(c)
+test_case_names_are_unique, test_op_matches_torch, test_numba_cpu_equals_interpreter = \
+    parity_tests(CASES)

@@ -6,7 +6,7 @@ libraries). Integer divisors are made odd (``2 * j + 1``) so that they are never
 from __future__ import annotations
 
 import pytest
-from parity import BACKENDS, boolean, case, check_backends_agree, check_op, f32, i64, pos
+from parity import boolean, case, f32, i64, parity_tests
 
 INF, NAN = float("inf"), float("nan")
 
@@ -217,18 +217,5 @@ SPECIAL = [
 CASES = DIVMOD + TRIANGLE_MASK + LOGICAL + SELECT + SCANS + REORDER + SORT + LINALG + SPECIAL
 
 
-def test_case_names_are_unique():
-    names = [c.name for c in CASES]
-    assert len(names) == len(set(names))
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
-def test_op_matches_torch(c, backend):
-    check_op(c, backend)
-
-
-@pytest.mark.numba
-@pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
-def test_numba_cpu_equals_interpreter(c):
-    check_backends_agree(c)
+test_case_names_are_unique, test_op_matches_torch, test_numba_cpu_equals_interpreter = \
+    parity_tests(CASES)
