@@ -246,6 +246,15 @@ def _commutative(node: Node) -> bool:
         node.op in ("maximum", "minimum") and not is_float(node.dtype))
 
 
+def _accumulator_dtype(r: Node) -> str:
+    """The dtype a reduction accumulates in: float32 sums add in float64 and round once at the
+    end. Adding float32 values one after another in float32 lost 3e-5 relative on 1M uniform
+    values and 2e-2 on a sum of squares over 16M; in float64 the result is the float32 nearest
+    the exact sum (3e-8) up to 16M. The serial accumulator costs ~13% on a 1M sum, the vectorised
+    array of accumulators (a 64x256 column sum) nothing measurable."""
+    return "float64" if r.op == "sum" and r.dtype == "float32" else r.dtype
+
+
 def _identifier(name: str) -> str:
     """The function name of a kernel: ``k_`` and its name without a position prefix (``k3_``), so
     the same kernel at another place in another schedule has the same code (and cache entry). The
@@ -614,7 +623,7 @@ class _KernelWriter:
             self.emit(f"# %{self.ids[r]} = {r.op}(%{self.ids[r.inputs[0]]}) over axes {tuple(axes)}")
             best = None
             if r.op == "sum":
-                self.emit(f"{acc} = {literal(0, r.dtype)}")
+                self.emit(f"{acc} = {literal(0, _accumulator_dtype(r))}")
             elif r.op == "max":
                 self.emit(f"{acc} = {self._lowest(r.dtype)}")
             else:
@@ -630,6 +639,9 @@ class _KernelWriter:
         self.close_loops(self.red_loops)
         for r, acc, _ in updates:
             self.kept[r] = acc
+            if _accumulator_dtype(r) != r.dtype:
+                self.kept[r] = self.fresh("s")
+                self.emit(f"{self.kept[r]} = np.{r.dtype}({acc})")
 
     def _lowest(self, dtype: str) -> str:
         if is_float(dtype):
@@ -710,8 +722,9 @@ class _KernelWriter:
         accs = []
         for r in reds:
             acc = self.fresh("acc")
-            init = literal(0, r.dtype) if r.op == "sum" else self._lowest(r.dtype)
-            np_type = "np.bool_" if r.dtype == "bool" else f"np.{r.dtype}"
+            dtype = _accumulator_dtype(r)
+            init = literal(0, dtype) if r.op == "sum" else self._lowest(dtype)
+            np_type = "np.bool_" if dtype == "bool" else f"np.{dtype}"
             self.emit(f"# %{self.ids[r]} = {r.op}(%{self.ids[r.inputs[0]]}) over axes "
                       f"{tuple(r.attrs[0])}")
             self.emit(f"{acc} = np.full({size}, {init}, {np_type})")
@@ -728,7 +741,7 @@ class _KernelWriter:
         self.close_loops(self.kept_loops)
         self.close_loops(self.red_loops)
         for r, acc in accs:
-            self.kept[r] = acc
+            self.kept[r] = acc if _accumulator_dtype(r) == r.dtype else f"np.{r.dtype}({acc})"
         late = [o for o in full if o not in early]
         if late:
             self.emit("# epilogue: full-shape outputs")
