@@ -250,8 +250,9 @@ def _accumulator_dtype(r: Node) -> str:
     """The dtype a reduction accumulates in: float32 sums add in float64 and round once at the
     end. Adding float32 values one after another in float32 lost 3e-5 relative on 1M uniform
     values and 2e-2 on a sum of squares over 16M; in float64 the result is the float32 nearest
-    the exact sum (3e-8) up to 16M. The serial accumulator costs ~13% on a 1M sum, the vectorised
-    array of accumulators (a 64x256 column sum) nothing measurable."""
+    the exact sum (3e-8) up to 16M. Cost, measured: 10% on a 1M sum, 18% on a layernorm over
+    4096x256 rows, 25% on a 4096x256 column sum; nothing on a 64x256 column sum, a softmax or the
+    MLP step."""
     return "float64" if r.op == "sum" and r.dtype == "float32" else r.dtype
 
 
