@@ -49,7 +49,10 @@ def eval_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
     if op == "where":
         return np.where(args[0], args[1], args[2]).astype(dt, copy=False)
     if op == "sum":
-        return np.sum(args[0], axis=node.attrs[0], keepdims=True, dtype=dt)
+        # float32 adds in float64 and rounds once, as the numba_cpu kernels do (numpy's own
+        # float32 sum is pairwise along the last axis only, naive along the others)
+        wide = np.float64 if dt == np.float32 else dt
+        return np.sum(args[0], axis=node.attrs[0], keepdims=True, dtype=wide).astype(dt, copy=False)
     if op == "max":
         return np.max(args[0], axis=node.attrs[0], keepdims=True)
     if op == "argmax":

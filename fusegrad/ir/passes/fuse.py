@@ -39,6 +39,11 @@ from ..view import View
 # materialised at its smaller shape and read back).
 PUSH_EXPAND_LIMIT = 8
 
+# Most nodes one kernel computes. Numba's compile time grows faster than linearly with a
+# function's length (a 1,050-node chain took 250 s and 5 GB), so a long elementwise chain (a
+# deep unrolled graph) is cut into kernels of this size; the models we know peak near 25.
+MAX_KERNEL_NODES = 256
+
 Shape = tuple[int, ...]
 
 
@@ -430,9 +435,13 @@ class _Fuser:
                 refusals.append(f"{tname} iterates {shape_str(target.shape)}"
                                 + (f" reducing {target.axes}" if target.axes else ""))
                 continue
+            size = len(target.members) + 1
+            if size > MAX_KERNEL_NODES:
+                refusals.append(f"{tname} holds {MAX_KERNEL_NODES} nodes, the most a kernel may")
+                continue
             merged = [target]
             for other in candidates:
-                if other is target:
+                if other is target or size + len(other.members) > MAX_KERNEL_NODES:
                     continue
                 p = _merge_params(params, (other.shape, other.axes))
                 p = p and self._fit(node, p)
@@ -441,6 +450,7 @@ class _Fuser:
                     continue
                 merged.append(other)
                 params = p
+                size += len(other.members)
             deps = self._deps(node, merged, params[0])
             blocker = next((d for d in deps if d in merged or self._reaches(d, merged)), None)
             if blocker is not None:
