@@ -152,12 +152,20 @@ class Worker:
 
 
 @contextlib.contextmanager
-def workers(make: dict[str, Any]) -> Iterator[dict[str, Worker]]:
-    """Start a Worker per ``variant -> zero-argument factory`` and close them all after."""
+def workers(make: dict[str, Any], errors: dict[str, str]
+            ) -> Iterator[dict[str, Worker]]:
+    """Start a Worker per ``variant -> zero-argument factory`` and close them all after; a
+    variant that fails to start (``torch.compile`` without a compiler, say) is left out, with
+    its error in ``errors``. The first variant (the reference) must start."""
     started: dict[str, Worker] = {}
     try:
-        for variant, factory in make.items():
-            started[variant] = factory()
+        for i, (variant, factory) in enumerate(make.items()):
+            try:
+                started[variant] = factory()
+            except RuntimeError as e:
+                if i == 0:
+                    raise
+                errors[variant] = str(e)
         yield started
     finally:
         for w in started.values():
@@ -196,11 +204,13 @@ def run_workload(name: str, settings: Settings, progress: Any = None) -> Workloa
         for v in variants:
             if v != reference:
                 make[v] = lambda v=v: Worker(v, name, settings, load_weights=weights)
-        with workers(make) as live:
+        errors: dict[str, str] = {}
+        with workers(make, errors) as live:
             losses = {v: w.call("steps", n=settings.check_steps)["losses"]
                       for v, w in live.items()}
             checks = [_close(losses[v], losses[reference], float64)
                       for v in live if v.startswith("fusegrad") and v != reference]
+            checks += [(False, f"{v}: {e}") for v, e in errors.items() if v.startswith("fusegrad")]
             passed = all(ok for ok, _ in checks)
             detail = "; ".join(msg for ok, msg in checks if not ok) or checks[0][1]
             result = WorkloadResult(name, "torch" if with_torch else "interpreter", passed,
@@ -208,6 +218,8 @@ def run_workload(name: str, settings: Settings, progress: Any = None) -> Workloa
             timed = [v for v in variants if v in live]
             for v in timed:
                 result.variants[v] = VariantResult()
+            for v, error in errors.items():
+                result.variants[v] = VariantResult(error=error)
             if passed:
                 _time(live, timed, settings, result, progress)
         if passed and settings.first_step:

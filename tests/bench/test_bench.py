@@ -116,3 +116,20 @@ def test_every_zoo_workload_matches_torch_for_three_steps(name):
     ok, why = harness._close(got, want, float64=name == "lstmcell_unrolled")
     assert ok, why
     assert all(math.isfinite(v) for v in got)
+
+
+def test_a_variant_that_cannot_start_is_reported_not_fatal(monkeypatch):
+    real = harness.Worker.__init__
+
+    def failing(self, variant, *args, **kwargs):
+        if variant == "torch_compile":
+            raise RuntimeError("torch_compile: no compiler here")
+        real(self, variant, *args, **kwargs)
+
+    monkeypatch.setattr(harness.Worker, "__init__", failing)
+    settings = harness.Settings(["tiny"], warmup=1, rounds=1, steps=1, small=True,
+                                first_step=False, torch_compile=True)
+    res = harness.run_workload("tiny", settings)
+    assert res.check_passed and res.variants["fusegrad_compiled"].step is not None
+    assert "no compiler" in res.variants["torch_compile"].error
+    assert "no compiler" in report.table([res], settings)
