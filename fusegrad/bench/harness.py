@@ -250,11 +250,12 @@ def _time(live: dict[str, Worker], timed: list[str], settings: Settings,
 def _first_steps(name: str, timed: list[str], settings: Settings, result: WorkloadResult,
                  weights_dir: str) -> None:
     """Seconds from starting a fresh process to its first finished step: with an empty
-    kernel cache (cold, fusegrad only) and with the cache the timed run filled (warm)."""
+    kernel cache (cold: the compiled step, which the uncompiled one shares its kernels with) and
+    with the cache the timed run filled (warm, every variant)."""
     for v in timed:
         r = result.variants[v]
         try:
-            if v.startswith("fusegrad"):
+            if v == "fusegrad_compiled":
                 with tempfile.TemporaryDirectory(prefix="fusegrad-cold-", dir=weights_dir) as d:
                     r.first_step_cold_s = _first_step(v, name, settings, d)
             r.first_step_warm_s = _first_step(v, name, settings, None)
