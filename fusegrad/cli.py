@@ -31,7 +31,8 @@ def _bench(args: argparse.Namespace) -> int:
               f"{', '.join(zoo.WORKLOADS)}", file=sys.stderr)
         return 2
     settings = harness.Settings(
-        workloads=names, warmup=args.warmup, rounds=args.rounds, steps=args.steps,
+        workloads=names, warmup=args.warmup, round_warmup=args.round_warmup,
+        rounds=args.rounds, steps=args.steps,
         threads=args.threads, torch_compile=args.torch_compile, inference=args.inference,
         first_step=not args.no_first_step, small=args.small)
     results = harness.run(settings, show_progress=not args.quiet)
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("names", nargs="*", help="workloads (default: all): " +
                    ", ".join(_zoo_names()))
     b.add_argument("--warmup", type=int, default=5, help="warm-up steps per variant")
+    b.add_argument("--round-warmup", type=int, default=2,
+                   help="untimed steps of each variant at the start of every round")
     b.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     b.add_argument("--steps", type=int, default=10, help="timed steps per variant per round")
     b.add_argument("--threads", type=int, default=None,

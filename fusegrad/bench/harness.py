@@ -34,6 +34,7 @@ class Settings:
 
     workloads: list[str]
     warmup: int = 5           # steps per variant before timing
+    round_warmup: int = 2     # untimed steps at the start of each round (thread pools wake up)
     rounds: int = 5           # interleaved rounds
     steps: int = 10           # timed steps per variant per round
     check_steps: int = 3
@@ -235,6 +236,8 @@ def _time(live: dict[str, Worker], timed: list[str], settings: Settings,
     infer: dict[str, list[float]] = {v: [] for v in timed}
     for _ in range(settings.rounds):
         for v in timed:   # interleaved: every variant runs in every round, in turn
+            if settings.round_warmup:
+                live[v].call("steps", n=settings.round_warmup)
             samples[v] += live[v].call("steps", n=settings.steps)["times"]
             if settings.inference:
                 infer[v] += live[v].call("infer", n=settings.steps)["times"]

@@ -66,8 +66,9 @@ def table(results: list[WorkloadResult], settings: Settings) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
                        enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    notes = [f"median of {settings.rounds} interleaved rounds x {settings.steps} steps after "
-             f"{settings.warmup} warm-up steps; '~': IQR/median > 0.1 (noisy)"]
+    notes = [f"median of {settings.rounds} interleaved rounds x {settings.steps} steps (each "
+             f"round after {settings.round_warmup} untimed steps) after {settings.warmup} warm-up "
+             f"steps; '~': IQR/median > 0.1 (noisy)"]
     for res in results:
         if not res.check_passed:
             notes.append(f"{res.name}: correctness check FAILED: {res.check_detail}")
