@@ -774,9 +774,13 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
     d = _norm_dim(dim, x.ndim, "chunk")
+    if chunks <= 0:
+        _fail("chunk", f"expects `chunks` to be greater than 0, got: {chunks}", user_location(),
+              RuntimeError)
     size = x.node.shape[d]
-    step = -(-size // chunks) if size else 1
-    return split(x, step, d)
+    if size == 0:  # torch gives ``chunks`` empty pieces of an empty dim
+        return tuple(slice_dim(x, d, 0, 0) for _ in range(chunks))
+    return split(x, -(-size // chunks), d)
 
 
 def unbind(x: Tensor, dim: int = 0) -> tuple[Tensor, ...]:

@@ -37,3 +37,16 @@ def test_std_of_a_constant_slice_has_zero_gradient(backend: str) -> None:
         out.sum().backward()
         np.testing.assert_allclose(out.detach().numpy(), [0.0, 1.0])
         np.testing.assert_allclose(got.grad.numpy(), want.grad.numpy())
+
+
+@pytest.mark.parametrize("shape,chunks,dim", [((0,), 2, 0), ((0, 3), 3, 0), ((2, 0), 2, 1)])
+def test_chunk_of_an_empty_dim_gives_chunks_empty_pieces(shape, chunks, dim) -> None:
+    """Found as ``x1.chunk(2, 0)[1]`` on an empty x1: torch gives ``chunks`` empty pieces."""
+    got = fusegrad.zeros(*shape).chunk(chunks, dim)
+    want = torch.zeros(*shape).chunk(chunks, dim)
+    assert [tuple(t.shape) for t in got] == [tuple(t.shape) for t in want]
+
+
+def test_chunk_count_must_be_positive() -> None:
+    with pytest.raises(RuntimeError, match="greater than 0"):
+        fusegrad.ones(3).chunk(0)
