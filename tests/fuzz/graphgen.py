@@ -214,7 +214,10 @@ class _Builder:
         scope = dict(self.env)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about var with <= 0 degrees of freedom
-            exec("\n".join(code), {"lib": torch}, scope)  # noqa: S102
+            try:
+                exec("\n".join(code), {"lib": torch}, scope)  # noqa: S102
+            except (RuntimeError, IndexError, ValueError):
+                return False   # a combination torch refuses (shapes of a corner case): skip it
         self.env[target] = scope[target]
         self.steps.append(Step(kind, code, target))
         return True
