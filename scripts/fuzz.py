@@ -35,6 +35,7 @@ def report(started: float) -> str:
     modes = ", ".join(f"{k[5:]} {v}" for k, v in sorted(STATS.items()) if k.startswith("mode:"))
     elapsed = time.time() - started
     return (f"graphs {graphs}, ops {ops}, mismatches {STATS['mismatches']}, "
+            f"ill-conditioned comparisons skipped {STATS['ill_conditioned']}, "
             f"{elapsed:.0f} s ({graphs / max(elapsed, 1e-9):.2f} graphs/s)\n"
             f"  ops by kind: {kinds}\n  modes: {modes}")
 

@@ -57,25 +57,26 @@ def _pow_grads(n: Node, g: Node) -> Grads:
     return da, db
 
 
-def _select_grads(n: Node, g: Node, a_wins: Node, b_wins: Node) -> Grads:
-    """maximum/minimum: the winner takes the gradient, ties split it evenly (as torch does)."""
+def _select_grads(n: Node, g: Node, a_loses: Node, b_loses: Node) -> Grads:
+    """maximum/minimum as torch defines them: each side takes the gradient unless it loses, ties
+    split it evenly. Where a NaN meets a number neither loses, so both take it."""
     a, b = n.inputs
     loc = n.loc
     half = _mul(g, _c(g, 0.5))
     tie = ops.binary("eq", a, b, loc)
     zero = _c(g, 0.0)
-    return (ops.where(tie, half, ops.where(a_wins, g, zero, loc), loc),
-            ops.where(tie, half, ops.where(b_wins, g, zero, loc), loc))
+    return (ops.where(tie, half, ops.where(a_loses, zero, g, loc), loc),
+            ops.where(tie, half, ops.where(b_loses, zero, g, loc), loc))
 
 
 def _maximum_grads(n: Node, g: Node) -> Grads:
     a, b = n.inputs
-    return _select_grads(n, g, ops.binary("lt", b, a, n.loc), ops.binary("lt", a, b, n.loc))
+    return _select_grads(n, g, ops.binary("lt", a, b, n.loc), ops.binary("lt", b, a, n.loc))
 
 
 def _minimum_grads(n: Node, g: Node) -> Grads:
     a, b = n.inputs
-    return _select_grads(n, g, ops.binary("lt", a, b, n.loc), ops.binary("lt", b, a, n.loc))
+    return _select_grads(n, g, ops.binary("lt", b, a, n.loc), ops.binary("lt", a, b, n.loc))
 
 
 def _max_reduce_grads(n: Node, g: Node) -> Grads:

@@ -176,29 +176,61 @@ def compare(program: Program, got: Run, want: Run, tol: tuple[float, float], wha
                                    err_msg=f"{what}: grad of x{i}")
 
 
+def ill_conditioned(program: Program, inputs: list[np.ndarray], seed: int, want: Run,
+                    tol: tuple[float, float], tries: int = 2) -> bool:
+    """Whether torch's own answer at ``inputs`` moves by more than ``tol`` when the inputs move
+    by a relative 1e-9: then a difference from torch is rounding noise, not a defect.
+
+    Example: the std of three copies of one value is 0 in exact arithmetic, but torch's
+    ``mean`` may round so that the std comes out 2e-16 and its gradient ``(x - mean) / std``
+    is O(1) noise, which changes with every perturbation; fusegrad gives 0, as torch defines
+    the gradient where the std is 0.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    for _ in range(tries):
+        moved = [a * (1.0 + 1e-9 * rng.uniform(-1.0, 1.0, a.shape)) if a.dtype.kind == "f"
+                 else a for a in inputs]
+        try:
+            compare(program, run_torch(program, moved, seed)[0], want, tol, "torch, moved")
+        except AssertionError:
+            return True
+    return False
+
+
 def check_program(program: Program, seed: int, modes: tuple[str, ...] = MODES) -> None:
-    """Run ``program`` on inputs drawn from ``seed`` in every mode; raise on any difference."""
+    """Run ``program`` on inputs drawn from ``seed`` in every mode; raise on any difference
+    from torch, unless torch's own answer there is rounding noise (``ill_conditioned``)."""
     first, second = draw_inputs(program, seed), draw_inputs(program, seed + 1)
     want, weights = run_torch(program, first, seed)
     tol = tolerance(program, want, first)
     STATS["graphs"] += 1
     STATS["ops"] += len(program.steps)
     STATS.update(f"ops:{s.kind}" for s in program.steps)
+
+    def against_torch(got: Run, ref: Run, inputs: list[np.ndarray], ref_tol: tuple[float, float],
+                      what: str, check_requires_grad: bool = True) -> None:
+        try:
+            compare(program, got, ref, ref_tol, what, check_requires_grad)
+        except AssertionError:
+            if not ill_conditioned(program, inputs, seed, ref, ref_tol):
+                raise
+            STATS["ill_conditioned"] += 1
+
     by_mode: dict[str, Run] = {}
     for mode in modes:
         STATS[f"mode:{mode}"] += 1
         if mode == "compiled":
             want_second, _ = run_torch(program, second, seed)
             runs = run_compiled(program, [first, second], weights)
-            for i, (got, ref) in enumerate(zip(runs, (want, want_second))):
+            for i, (got, ref, inputs) in enumerate(zip(runs, (want, want_second), (first, second))):
                 ref_tol = tol if i == 0 else tolerance(program, ref, second)
                 # a replay returns outputs without requires_grad when the body ran backward:
                 # test_regressions.test_replayed_output_keeps_requires_grad (xfail)
-                compare(program, got, ref, ref_tol, f"compiled call {i + 1}",
-                        check_requires_grad=i == 0)
+                against_torch(got, ref, inputs, ref_tol, f"compiled call {i + 1}",
+                              check_requires_grad=i == 0)
         else:
             by_mode[mode] = run_fusegrad(program, first, weights, mode)
-            compare(program, by_mode[mode], want, tol, mode)
+            against_torch(by_mode[mode], want, first, tol, mode)
     if "all" in by_mode and "interpreter" in by_mode:
         # the compiled kernels against the numpy reference, not only both against torch
         compare(program, by_mode["all"], by_mode["interpreter"], tol, "numba_cpu vs interpreter")

@@ -50,3 +50,48 @@ def test_chunk_of_an_empty_dim_gives_chunks_empty_pieces(shape, chunks, dim) -> 
 def test_chunk_count_must_be_positive() -> None:
     with pytest.raises(RuntimeError, match="greater than 0"):
         fusegrad.ones(3).chunk(0)
+
+
+@pytest.mark.parametrize("backend", ["interpreter", pytest.param("numba_cpu", marks=pytest.mark.numba)])
+@pytest.mark.parametrize("op", ["minimum", "maximum"])
+def test_minimum_of_nan_and_a_number_gives_both_sides_the_gradient(backend: str, op: str) -> None:
+    """Found as ``minimum(var over an empty dim, x1)``: torch gives the gradient to each side
+    unless that side loses, and where a NaN meets a number neither loses."""
+    a, b = np.array([np.nan, 1.0, 2.0, 3.0]), np.array([0.5, 1.0, 1.5, 4.0])
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    getattr(torch, op)(ta, tb).sum().backward()
+    with using_backend(backend):
+        fa, fb = fusegrad.tensor(a, requires_grad=True), fusegrad.tensor(b, requires_grad=True)
+        getattr(fusegrad, op)(fa, fb).sum().backward()
+        np.testing.assert_array_equal(fa.grad.numpy(), ta.grad.numpy())
+        np.testing.assert_array_equal(fb.grad.numpy(), tb.grad.numpy())
+
+
+def _std_of_copies(mix: str) -> "Program":
+    from graphgen import Program, Step
+    return Program(inputs=((3,),), steps=(
+        Step("matmul", ("v0 = x0 @ x0",), "v0"),
+        Step("index", (f"v1 = {mix}",), "v1"),
+        Step("reduce", ("v2 = lib.std(v1, (-1,), correction=0)",), "v2")))
+
+
+def test_std_of_copies_is_ill_conditioned_in_torch_not_a_mismatch() -> None:
+    """Found as ``std(gather(-stack([x0 @ x0] * 2), 0, [0, 0, 0]))``: three copies of one value.
+    torch's rounding of the mean can leave a std of 2e-16 and an O(1) gradient of noise; fusegrad
+    gives 0 (torch's own definition where the std is 0). The fuzzer must tell noise from a
+    defect: torch's answer moves under a 1e-9 perturbation of the inputs."""
+    from differential import run_fusegrad, run_torch, ill_conditioned, tolerance
+
+    noisy = [np.random.default_rng(3).standard_normal(3)]  # torch: std 1.8e-15, grad O(1)
+    program = _std_of_copies("(-lib.stack([v0, v0], 0))[lib.tensor([0, 0, 0])]")
+    want, weights = run_torch(program, noisy, 0)
+    assert np.abs(want.grads[0]).max() > 0.1  # torch's noise
+    got = run_fusegrad(program, noisy, weights, "interpreter")
+    np.testing.assert_array_equal(got.grads[0], np.zeros(3))
+    assert ill_conditioned(program, noisy, 0, want, tolerance(program, want, noisy))
+
+    calm_program = _std_of_copies("lib.stack([v0 * x0, x0], 0).sum(0)")  # a calm point
+    calm = [np.array([0.3, -1.2, 0.7])]
+    calm_want, _ = run_torch(calm_program, calm, 0)
+    assert not ill_conditioned(calm_program, calm, 0, calm_want,
+                               tolerance(calm_program, calm_want, calm))
