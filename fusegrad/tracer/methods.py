@@ -4,13 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..ir import ops
+from ..ir.node import Node
 from . import capture, creation
 from . import dtype as dt
 from . import functions as F
 from . import functions_ext as FX
 from .autograd import RETAINED, backward
 from .device import check_device
-from .grad_mode import no_grad
+from .grad_mode import is_grad_enabled, no_grad
 from .rng import generator
 from .tensor import Tensor
 
@@ -55,15 +56,25 @@ def _fill_from(self: Tensor, arr: Any) -> Tensor:
         return self._assign(creation.buffer_tensor(arr).node)
 
 
+def _overwrite(self: Tensor, node: Node, requires_grad: bool) -> Tensor:
+    """``self`` now holds ``node`` in full. If ``self`` is part of a graph, the overwritten value
+    stays in it with a zero gradient, as in torch: a gradient of 0 that meets an infinite
+    derivative upstream (``var`` with no degrees of freedom) gives NaN there, not 0."""
+    if self.requires_grad and is_grad_enabled():
+        keep = ops.const(True, self.node.shape, "bool")
+        node = ops.where(keep, ops.cast(node, self.node.dtype), F.node_of(self))
+    return self._assign(node, requires_grad)
+
+
 def _copy_(self: Tensor, src: Tensor, non_blocking: bool = False) -> Tensor:
     src = F.to_tensor(src)
     node = F.broadcast_node(ops.cast(F.node_of(src), self.node.dtype), self.node.shape, None)
-    return self._assign(node, src.requires_grad)
+    return _overwrite(self, node, src.requires_grad)
 
 
 def _fill_(self: Tensor, value: Any) -> Tensor:
-    return self._assign(ops.const(value.item() if isinstance(value, Tensor) else value,
-                                  self.node.shape, self.node.dtype))
+    return _overwrite(self, ops.const(value.item() if isinstance(value, Tensor) else value,
+                                      self.node.shape, self.node.dtype), False)
 
 
 def _zero_(self: Tensor) -> Tensor:

@@ -95,3 +95,25 @@ def test_std_of_copies_is_ill_conditioned_in_torch_not_a_mismatch() -> None:
     calm_want, _ = run_torch(calm_program, calm, 0)
     assert not ill_conditioned(calm_program, calm, 0, calm_want,
                                tolerance(calm_program, calm_want, calm))
+
+
+@pytest.mark.parametrize("backend", ["interpreter", pytest.param("numba_cpu", marks=pytest.mark.numba)])
+@pytest.mark.parametrize("overwrite", ["fill_", "zero_", "copy_"])
+def test_an_overwritten_value_keeps_its_zero_gradient(backend: str, overwrite: str) -> None:
+    """Found as ``v2 = x0.var(correction=1).clone(); v2.fill_(0.5)`` on one element: torch keeps
+    the overwritten value in the graph with a zero gradient, which meets var's infinite
+    derivative (no degrees of freedom) and gives NaN; cutting the edge gave 0."""
+    def run(lib):
+        x = lib.tensor([0.3], dtype=lib.float64, requires_grad=True)
+        v = x.var(correction=1).clone()
+        if overwrite == "copy_":
+            v.copy_(lib.tensor(0.5, dtype=lib.float64))
+        else:
+            getattr(v, overwrite)(*([0.5] if overwrite == "fill_" else []))
+        (v + x.sum()).backward()
+        return x.grad.numpy()
+
+    with pytest.warns(UserWarning):
+        want = run(torch)
+    with using_backend(backend):
+        np.testing.assert_array_equal(run(fusegrad), want)
