@@ -123,6 +123,12 @@ def check_structure(schedule: Schedule, graph: Graph) -> None:
             assert out in body or out in item.loads or out.op in ("const", "rand"), out
             assert out not in written, f"{out} is written twice"
             written.add(out)
+    for item in schedule.items:  # one placement decision per computed node, merged ones too
+        placed = [d.nodes[0] for d in item.decisions if d.kind in PLACED]
+        computed = [item.node] if isinstance(item, Extern) else list(item.body)
+        assert len(placed) == len(computed) and set(placed) == set(computed), item.name
+    assert all(d.kind in (DecisionKind.NORMALISED, DecisionKind.OUTPUT_VIEW)
+               for d in schedule.decisions)
     assert len(schedule.outputs) == len(graph.outputs)
     for held, out in zip(schedule.outputs, graph.outputs):
         assert held in written or held in inputs, held

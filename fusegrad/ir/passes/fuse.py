@@ -36,7 +36,8 @@ def fuse(graph: Graph) -> Schedule:
         or ``Schedule.decisions``; ``Schedule.node_ids`` numbers nodes as ``format_graph(graph)``
         does.
     """
-    labels = NodeLabels(toposort(graph.outputs))
-    outputs, decisions = normalise(graph, labels)
+    order = toposort(graph.outputs)
+    labels = NodeLabels(order)
+    outputs, decisions = normalise(graph, order, labels)
     order = toposort(outputs)
     return build(group(order, labels), order, outputs, labels, decisions)

@@ -275,27 +275,29 @@ class Grouping:
         target.deps -= {target, *others}
         target.members.append(node)
         self.group_of[node] = target
-        target.decisions.append(replace(self._joined(node, target, was_elementwise),
-                                        refusals=refusals))
+        target.decisions.append(self._joined(node, target, was_elementwise, refusals))
 
-    def _joined(self, node: Node, target: Group, was_elementwise: bool) -> FusionDecision:
+    def _joined(self, node: Node, target: Group, was_elementwise: bool,
+                refusals: tuple[Refusal, ...]) -> FusionDecision:
         lbl = self.labels(node)
         if node.op in REDUCE:
             start = "turns this kernel into a reduction" if was_elementwise else "joins"
             return FusionDecision(DecisionKind.REDUCTION, f"reduce {lbl} axes {reduce_axes(node)} "
                                   f"{start}: its operand {self.labels(node.inputs[0])} is computed "
-                                  "here", (node, node.inputs[0]))
+                                  "here", (node, node.inputs[0]), refusals=refusals)
         if node.shape != target.shape:
             return FusionDecision(DecisionKind.FUSED_KEPT, f"fused {lbl} at the kept shape "
-                                  f"{shape_str(node.shape)} (after the reductions)", (node,))
+                                  f"{shape_str(node.shape)} (after the reductions)", (node,),
+                                  refusals=refusals)
         accs = [r.inputs[0] for r, _ in operand_refs(node)
                 if self.is_accumulator(r, [target], target.shape)]
         if accs:
             return FusionDecision(DecisionKind.EPILOGUE, f"epilogue: {lbl} on the full shape "
                                   f"{shape_str(node.shape)} reads the accumulator of "
-                                  f"{', '.join(map(self.labels, accs))}", (node, *accs))
+                                  f"{', '.join(map(self.labels, accs))}", (node, *accs),
+                                  refusals=refusals)
         return FusionDecision(DecisionKind.FUSED, f"fused {lbl} (same shape "
-                              f"{shape_str(node.shape)})", (node,))
+                              f"{shape_str(node.shape)})", (node,), refusals=refusals)
 
 
 def group(order: list[Node], labels: NodeLabels) -> Grouping:

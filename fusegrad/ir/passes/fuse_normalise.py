@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..fusion_decisions import DecisionKind, FusionDecision, NodeLabels
-from ..graph import Graph, consumers, toposort
+from ..graph import Graph, consumers
 from ..node import Node
 from ..ops import ELEMENTWISE, MOVEMENT, REDUCE, const, expand, matmul, permute, reshape
 from ..view import View
@@ -31,11 +31,12 @@ PUSH_EXPAND_LIMIT = 8
 
 @dataclass(frozen=True)
 class NormaliseRule:
-    """A named rewrite rule; ``reason`` says why the rewrite keeps the value (``{op}`` is the
-    rewritten node's op)."""
+    """A named rewrite rule for nodes whose op is in ``ops``; ``reason`` says why the rewrite
+    keeps the value (``{op}`` is the rewritten node's op)."""
 
     name: str
     reason: str
+    ops: frozenset[str]
     apply: Rule
 
 
@@ -179,28 +180,34 @@ def transposed_product(uses: Callable[[Node], int]) -> Rule:
 
 
 RULES: tuple[NormaliseRule, ...] = (
-    NormaliseRule("reduce-unit-axes", "reduction over size-1 axes is an identity",
+    NormaliseRule("reduce-unit-axes", "reduction over size-1 axes is an identity", REDUCE,
                   reduction_over_unit_axes),
-    NormaliseRule("drop-unit-axes", "size-1 axes dropped from the reduction", drop_unit_axes),
-    NormaliseRule("pull-reshape-reduce", "the reshape of its operand moved after it",
+    NormaliseRule("drop-unit-axes", "size-1 axes dropped from the reduction", REDUCE,
+                  drop_unit_axes),
+    NormaliseRule("pull-reshape-reduce", "the reshape of its operand moved after it", REDUCE,
                   pull_reshape_out_of_reduction),
     NormaliseRule("pull-reshape-elementwise", "the reshapes of its operands moved after it",
-                  pull_reshapes_out_of_elementwise),
-    NormaliseRule("gather-of-const", "gather of a constant", gather_of_const),
-    NormaliseRule("movement-of-const", "{op} of a constant", movement_of_const),
-    NormaliseRule("view-of-base", "the view reads its base unchanged", view_of_base_unchanged),
-    NormaliseRule("reshape-chain", "consecutive reshapes folded", fold_reshape_chain),
-    NormaliseRule("push-expand", "expand pushed below elementwise ops",
+                  ELEMENTWISE, pull_reshapes_out_of_elementwise),
+    NormaliseRule("gather-of-const", "gather of a constant", frozenset({"gather"}),
+                  gather_of_const),
+    NormaliseRule("movement-of-const", "{op} of a constant", MOVEMENT, movement_of_const),
+    NormaliseRule("view-of-base", "the view reads its base unchanged", MOVEMENT,
+                  view_of_base_unchanged),
+    NormaliseRule("reshape-chain", "consecutive reshapes folded", frozenset({"reshape"}),
+                  fold_reshape_chain),
+    NormaliseRule("push-expand", "expand pushed below elementwise ops", frozenset({"expand"}),
                   push_expand_below_elementwise),
 )
 TRANSPOSED_PRODUCT = "transposed-product"
 
 
-def normalise(graph: Graph, labels: NodeLabels) -> tuple[tuple[Node, ...], list[FusionDecision]]:
+def normalise(graph: Graph, order: list[Node], labels: NodeLabels
+              ) -> tuple[tuple[Node, ...], list[FusionDecision]]:
     """Rewrite ``graph`` with :data:`RULES` (and the transposed product) for grouping.
 
     Args:
         graph: the graph to normalise; it is left unchanged.
+        order: ``toposort(graph.outputs)``.
         labels: the numbering of ``graph``'s nodes; a node rebuilt over rewritten operands keeps
             its number, and every node a rule makes gets a new one.
 
@@ -208,14 +215,18 @@ def normalise(graph: Graph, labels: NodeLabels) -> tuple[tuple[Node, ...], list[
         The normalised outputs, and one ``NORMALISED`` decision per rewrite, in the order they
         were made.
     """
-    order = toposort(graph.outputs)
     graph_uses = {n: len(u) for n, u in consumers(order).items()}
     for out in graph.outputs:
         graph_uses[out] += 1
     uses: dict[Node, int] = {}  # of the rebuilt nodes, counted on the nodes they copy
     seen: set[Node] = set()
-    rules = (*RULES, NormaliseRule(TRANSPOSED_PRODUCT, "transposed product computed directly "
-                                   "(b^T a^T)", transposed_product(lambda m: uses.get(m, 0))))
+    transposed = NormaliseRule(TRANSPOSED_PRODUCT, "transposed product computed directly "
+                               "(b^T a^T)", frozenset({"permute"}),
+                               transposed_product(lambda m: uses.get(m, 0)))
+    rules_for: dict[str, list[NormaliseRule]] = {}
+    for r in (*RULES, transposed):
+        for op in r.ops:
+            rules_for.setdefault(op, []).append(r)
     decisions: list[FusionDecision] = []
 
     def rule(node: Node, inputs: tuple[Node, ...]) -> Node | None:
@@ -224,7 +235,7 @@ def normalise(graph: Graph, labels: NodeLabels) -> tuple[tuple[Node, ...], list[
             seen.add(node)
             labels.same_as(current, node)
             uses[current] = uses.get(current, 0) + graph_uses[node]
-        for r in rules:
+        for r in rules_for.get(current.op, ()):
             new = r.apply(current, current.inputs)
             if new is not None:
                 message = f"normalised {labels(current)} -> {labels(new)}: " \
@@ -234,4 +245,4 @@ def normalise(graph: Graph, labels: NodeLabels) -> tuple[tuple[Node, ...], list[
                 return new
         return None
 
-    return rewrite(graph, rule).outputs, decisions
+    return rewrite(graph, rule, order).outputs, decisions
