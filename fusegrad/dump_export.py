@@ -1,9 +1,9 @@
 """``fusegrad dump`` as data: JSON (schema below), Graphviz DOT built from it, SVG through ``dot``.
 
-JSON document, version 1 (:data:`SCHEMA` is the same as a JSON Schema; ``docs/dump-schema.md``
+JSON document, version 2 (:data:`SCHEMA` is the same as a JSON Schema; ``docs/dump-schema.md``
 explains every field)::
 
-    {"schema": "fusegrad-dump", "version": 1, "target": str, "backend": str,
+    {"schema": "fusegrad-dump", "version": 2, "target": str, "backend": str,
      "stages_shown": [stage, ...], "graph": "traced" | "optimized" | "fused" | null,
      "stages": [{"name", "made_by", "seconds", "nodes", "nodes_before", "folded", "kernels",
                  "externs", "buffer_bytes", "buffer_bytes_no_reuse"}, ...],
@@ -14,15 +14,17 @@ explains every field)::
                 "kernel"}, ...],
      "edges": [{"source", "target", "position"}, ...],
      "kernels": [{"name", "kind", "op", "shape", "reduce_axes", "writes", "reads", "body",
-                  "notes", "source"}, ...],
+                  "notes", "decisions", "source"}, ...],
+     "decisions": [{"kind", "rule", "message", "nodes", "refusals", "readers", "via"}, ...],
      "buffers": [{"node", "role", "type", "bytes", "block"}, ...],
      "provenance": [{"loc", "nodes"}, ...]}
 
 ``graph`` names the graph ``nodes``/``edges`` hold: ``fused`` (what the schedule computes: the
 optimised graph after fusion's normalisation, numbered as the text schedule prints it) when the
 schedule or the source is shown, else ``optimized`` (the last pass's output, numbered as the text
-dump's ``after dce`` block) for the passes, else ``traced``; null for ``summary`` alone. Kernels
-and buffers are filled with the fused graph; each kernel's ``source`` only for the source.
+dump's ``after dce`` block) for the passes, else ``traced``; null for ``summary`` alone. Kernels,
+fusion decisions and buffers are filled with the fused graph; each kernel's ``source`` only for
+the source.
 """
 from __future__ import annotations
 
@@ -35,22 +37,34 @@ from typing import Any
 
 from .dump import STAGES, Dump, optimized_graph, stage_records, summary_totals
 from .ir.dtypes import to_numpy
+from .ir.fusion_decisions import DecisionKind, FusionDecision, RefusalRule
 from .ir.graph import toposort
 from .ir.node import Node
 from .ir.schedule import Extern, Kernel, Schedule, format_view, schedule_node_ids
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _INT = {"type": "integer", "minimum": 0}
 _IDS = {"type": "array", "items": _INT}
 _OPT_INT = {"type": ["integer", "null"], "minimum": 0}
 _STR_OR_NULL = {"type": ["string", "null"]}
+_NODE_OR_NULL = {"type": ["integer", "null"], "minimum": 0}
 
 
 def _object(props: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "required": sorted(props), "additionalProperties": False,
             "properties": props}
 
+
+_DECISIONS = {"type": "array", "items": _object({
+    "kind": {"enum": [k.value for k in DecisionKind]},
+    "rule": _STR_OR_NULL, "message": {"type": "string"},
+    "nodes": {"type": "array", "items": _NODE_OR_NULL},
+    "refusals": {"type": "array", "items": _object({
+        "rule": {"enum": [r.value for r in RefusalRule]}, "message": {"type": "string"},
+        "node": _NODE_OR_NULL, "kernel": _NODE_OR_NULL, "blocker": _NODE_OR_NULL})},
+    "readers": {"type": "array", "items": _STR_OR_NULL},
+    "via": {"type": "array", "items": {"type": "string"}}})}
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -87,7 +101,8 @@ SCHEMA: dict[str, Any] = {
             "reads": {"type": "array", "items": _object(
                 {"node": _INT, "buffer": _INT, "view": {"type": "string"}})},
             "body": _IDS, "notes": {"type": "array", "items": {"type": "string"}},
-            "source": _STR_OR_NULL})},
+            "decisions": _DECISIONS, "source": _STR_OR_NULL})},
+        "decisions": _DECISIONS,
         "buffers": {"type": "array", "items": _object({
             "node": _INT, "role": {"enum": ["input", "output", "intermediate"]},
             "type": {"type": "string"}, "bytes": _INT, "block": _OPT_INT})},
@@ -123,6 +138,7 @@ def to_document(dump: Dump, stages: list[str] | None = None) -> dict[str, Any]:
                   for n in nodes for p, i in enumerate(n.inputs)],
         "kernels": [] if schedule is None else
         [_item(it, ids, report, "source" in stages) for it in schedule.items],
+        "decisions": [] if schedule is None else _decisions(schedule.decisions, ids),
         "buffers": [] if schedule is None else _buffers(report, ids),
         "provenance": _provenance(nodes, ids),
     }
@@ -198,12 +214,30 @@ def _item(it: Kernel | Extern, ids: dict[Node, int], report: Any, with_source: b
                 "reduce_axes": [], "writes": [ids[it.node]],
                 "reads": [{"node": ids[ld.src], "buffer": ids[ld.src], "view": format_view(ld.view)}
                           for ld in it.loads],
-                "body": [], "notes": list(it.notes), "source": None}
+                "body": [], "notes": list(it.notes), "decisions": _decisions(it.decisions, ids),
+                "source": None}
     return {"name": it.name, "kind": "kernel", "op": None, "shape": list(it.shape),
             "reduce_axes": list(it.reduce_axes), "writes": [ids[n] for n in it.outputs],
             "reads": [{"node": ids[ref], "buffer": ids[ld.src], "view": format_view(ld.view)}
                       for ref, ld in it.loads.items()],
-            "body": [ids[n] for n in it.body], "notes": list(it.notes), "source": source}
+            "body": [ids[n] for n in it.body], "notes": list(it.notes),
+            "decisions": _decisions(it.decisions, ids), "source": source}
+
+
+def _decisions(decisions: list[FusionDecision], ids: dict[Node, int]) -> list[dict[str, Any]]:
+    """Fusion's decisions as data; a node no longer in the graph (rewritten away by fusion's
+    normalisation) is null, and its message names it by its ``%`` number."""
+
+    def ref(n: Node | None) -> int | None:
+        return None if n is None else ids.get(n)
+
+    return [{"kind": d.kind.value, "rule": d.rule, "message": str(d),
+             "nodes": [ref(n) for n in d.nodes],
+             "refusals": [{"rule": r.rule.value, "message": r.message, "node": ref(r.node),
+                           "kernel": ref(r.kernel), "blocker": ref(r.blocker)}
+                          for r in d.refusals],
+             "readers": [name or None for name in d.readers], "via": list(d.via)}
+            for d in decisions]
 
 
 def _buffers(report: Any, ids: dict[Node, int]) -> list[dict[str, Any]]:

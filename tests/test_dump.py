@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.numba,
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # pydot on pyparsing 3.3
 
 STAGE_CHOICES = [None, *([s] for s in STAGES)]   # None: every stage
+PLACED = {"started", "fused", "fused-kept", "epilogue", "reduction", "extern"}
 _DUMPS: dict[str, Dump] = {}
 _DOT_GRAPHS: dict[str, nx.MultiDiGraph] = {}
 
@@ -73,6 +74,12 @@ def test_json_of_every_stage_follows_the_schema(name):
         for k in doc["kernels"]:
             assert set(k["writes"]) | set(k["body"]) | {r["buffer"] for r in k["reads"]} <= known
             assert (k["source"] is not None) == (stages in (None, ["source"]) and k["kind"] == "kernel")
+            assert k["notes"] == [x["message"] for x in k["decisions"]]
+            placed = [x["nodes"][0] for x in k["decisions"] if x["kind"] in PLACED]
+            assert sorted(placed) == sorted(k["body"] if k["kind"] == "kernel" else k["writes"])
+            assert {i for x in k["decisions"] for i in x["nodes"]} <= known
+        assert {x["kind"] for x in doc["decisions"]} <= {"normalised", "output-view"}
+        assert bool(doc["decisions"]) <= bool(doc["kernels"])
         assert {b["node"] for b in doc["buffers"]} <= known
         located = {i for p in doc["provenance"] for i in p["nodes"]}
         assert located == {n["id"] for n in doc["nodes"] if n["loc"]}
@@ -137,6 +144,22 @@ def test_sequential_layers_point_at_the_lines_that_built_them():
     loss = first + next(i for i, s in enumerate(step) if "loss_fn(" in s)
     update = first + next(i for i, s in enumerate(step) if "optimizer.step()" in s)
     assert f"zoo.py:{loss}" in text and f"zoo.py:{update}" in text
+
+
+def test_fusion_decisions_are_printed_and_exported_as_records():
+    d = _dumped("mlp_b64")
+    schedule = d.report.schedule
+    text = format_text(d, ["schedule"])
+    doc = json.loads(dump_export.to_json(d, ["schedule"]))
+    for item, exported in zip(schedule.items, doc["kernels"]):
+        assert [x["kind"] for x in exported["decisions"]] == [x.kind.value for x in item.decisions]
+        assert [x["rule"] for r in exported["decisions"] for x in r["refusals"]] == \
+            [x.rule.value for r in item.decisions for x in r.refusals]
+        for decision in item.decisions:
+            assert f"  - {decision}   [{decision.tag}]" in text
+    assert [x["rule"] for x in doc["decisions"]] == [x.rule for x in schedule.decisions]
+    kinds = {x["kind"] for k in doc["kernels"] for x in k["decisions"]}
+    assert {"started", "fused", "extern", "materialised"} <= kinds
 
 
 def test_summary_counts_every_stage():

@@ -1,14 +1,24 @@
-"""Fusion seen from the front end: kernel counts of the compiled programs."""
+"""Fusion seen from the front end: kernel counts of the compiled programs, and the decisions
+that explain them."""
 import numpy as np
 
 import fusegrad as fg
 import fusegrad.nnlib as nn
 import fusegrad.optimlib as optim
+from fusegrad.ir.fusion_decisions import DecisionKind
+from fusegrad.ir.schedule import Extern
 from fusegrad.tracer.realize import STATS
+
+PLACED = {DecisionKind.STARTED, DecisionKind.FUSED, DecisionKind.FUSED_KEPT, DecisionKind.EPILOGUE,
+          DecisionKind.REDUCTION, DecisionKind.EXTERN}
 
 
 def _last_report():
     return STATS.last_entry.compiled.report
+
+
+def _kinds(item) -> list[DecisionKind]:
+    return [d.kind for d in item.decisions]
 
 
 def test_linear_relu_forward_is_one_matmul_and_one_kernel():
@@ -16,6 +26,11 @@ def test_linear_relu_forward_is_one_matmul_and_one_kernel():
     fg.relu(x @ w + b).realize()
     report = _last_report()
     assert (report.extern_count, report.kernel_count) == (1, 1)
+    extern, kernel = report.schedule.items
+    assert _kinds(extern)[0] is DecisionKind.EXTERN
+    started = kernel.decisions[0]
+    assert started.kind is DecisionKind.STARTED and not started.refusals, "the matmul is extern"
+    assert DecisionKind.FUSED in _kinds(kernel)
 
 
 def test_row_softmax_is_at_most_two_kernels():
@@ -23,6 +38,8 @@ def test_row_softmax_is_at_most_two_kernels():
     fg.softmax(x, dim=1).realize()
     assert _last_report().kernel_count <= 2
     assert _last_report().extern_count == 0
+    kinds = [k for item in _last_report().schedule.items for k in _kinds(item)]
+    assert DecisionKind.REDUCTION in kinds and DecisionKind.EPILOGUE in kinds
 
 
 def test_sgd_update_of_a_parameter_is_one_kernel():
@@ -50,3 +67,7 @@ def test_mlp_training_step_kernel_count():
     # one update kernel per parameter among the fused forward/backward kernels
     assert report.extern_count == 5
     assert report.kernel_count <= 10
+    for item in report.schedule.items:  # every computed node placed once, with its reason
+        placed = [d.nodes[0] for d in item.decisions if d.kind in PLACED]
+        assert sorted(map(id, placed)) == sorted(map(id, [item.node] if isinstance(item, Extern)
+                                                     else item.body))

@@ -1,4 +1,4 @@
-"""Schedule: the fused program, the contract between fusion (ir/passes/fuse.py) and backends.
+"""Schedule: the fused program, the contract between fusion (ir/passes/fuse*.py) and backends.
 
 A Schedule is a list of items run in order. Every node that crosses an item boundary is
 *materialised*: it owns a contiguous buffer of ``node.size`` elements of ``node.dtype``.
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .fusion_decisions import FusionDecision
 from .node import Node
 from .view import View
 
@@ -52,7 +53,12 @@ class Kernel:
     body: tuple[Node, ...]
     loads: dict[Node, Load]
     outputs: tuple[Node, ...]
-    notes: list[str] = field(default_factory=list)
+    decisions: list[FusionDecision] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """The fusion decisions that made this kernel, in words."""
+        return [str(d) for d in self.decisions]
 
     @property
     def kept_shape(self) -> tuple[int, ...]:
@@ -70,7 +76,12 @@ class Extern:
     name: str
     node: Node
     loads: tuple[Load, ...]
-    notes: list[str] = field(default_factory=list)
+    decisions: list[FusionDecision] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """The fusion decisions about this call, in words."""
+        return [str(d) for d in self.decisions]
 
 
 @dataclass
@@ -78,8 +89,13 @@ class Schedule:
     items: list[Kernel | Extern]
     inputs: list[Node]     # buffer leaves the program reads, in canonical order
     outputs: list[Node]    # graph outputs; each is written by an item (or is an input leaf)
-    notes: list[str] = field(default_factory=list)  # fusion decisions not tied to one item
+    decisions: list[FusionDecision] = field(default_factory=list)  # not tied to one item
     node_ids: dict[Node, int] = field(default_factory=dict)  # %numbers for printing
+
+    @property
+    def notes(self) -> list[str]:
+        """The fusion decisions not tied to one item, in words."""
+        return [str(d) for d in self.decisions]
 
     @property
     def kernels(self) -> list[Kernel]:
@@ -154,7 +170,8 @@ def format_schedule(schedule: Schedule) -> str:
 
     Each block gives the item's name and kind, its iteration shape and reduced axes, the nodes it
     writes, what it loads (source node and view), its body one node per line
-    (``%7 : f32[32,10] = exp(%6)   # model.py:12``) and the fusion notes that explain it.
+    (``%7 : f32[32,10] = exp(%6)   # model.py:12``) and the fusion decisions that explain it,
+    each followed by its kind and rules in brackets (``[started; refused by cycle]``).
 
     Args:
         schedule: the schedule to print (node numbers come from ``schedule.node_ids``).
@@ -174,7 +191,7 @@ def _schedule_lines(schedule: Schedule, name: _Namer) -> list[str]:
     lines = [f"# schedule: {len(schedule.kernels)} kernels, {len(schedule.externs)} externs"]
     lines.append("inputs: " + (", ".join(f"{name(n)} {n.type_str}" for n in schedule.inputs) or "-"))
     lines.append("outputs: " + (", ".join(f"{name(n)} {n.type_str}" for n in schedule.outputs) or "-"))
-    lines.extend(f"# {note}" for note in schedule.notes)
+    lines.extend(f"# {d}   [{d.tag}]" for d in schedule.decisions)
     for item in schedule.items:
         lines.append("")
         if isinstance(item, Extern):
@@ -193,5 +210,5 @@ def _schedule_lines(schedule: Schedule, name: _Namer) -> list[str]:
                              f"{ld.src.type_str} as {format_view(ld.view)}")
             body = set(item.body)
             lines.extend(f"    {_body_line(n, item, name, body)}" for n in item.body)
-        lines.extend(f"  - {note}" for note in item.notes)
+        lines.extend(f"  - {d}   [{d.tag}]" for d in item.decisions)
     return lines

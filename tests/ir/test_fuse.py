@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from fusegrad.backends.interpreter import eval_node, evaluate
 from fusegrad.ir import ops
 from fusegrad.ir.buffer import Buffer
+from fusegrad.ir.fusion_decisions import DecisionKind, FusionDecision, RefusalRule
 from fusegrad.ir.graph import Graph
 from fusegrad.ir.node import Node
+from fusegrad.ir.passes import fuse_group
 from fusegrad.ir.passes.fuse import fuse
 from fusegrad.ir.schedule import Extern, Kernel, Schedule, format_schedule
 from fusegrad.ir.view import View
@@ -121,6 +123,12 @@ def check_structure(schedule: Schedule, graph: Graph) -> None:
             assert out in body or out in item.loads or out.op in ("const", "rand"), out
             assert out not in written, f"{out} is written twice"
             written.add(out)
+    for item in schedule.items:  # one placement decision per computed node, merged ones too
+        placed = [d.nodes[0] for d in item.decisions if d.kind in PLACED]
+        computed = [item.node] if isinstance(item, Extern) else list(item.body)
+        assert len(placed) == len(computed) and set(placed) == set(computed), item.name
+    assert all(d.kind in (DecisionKind.NORMALISED, DecisionKind.OUTPUT_VIEW)
+               for d in schedule.decisions)
     assert len(schedule.outputs) == len(graph.outputs)
     for held, out in zip(schedule.outputs, graph.outputs):
         assert held in written or held in inputs, held
@@ -186,6 +194,21 @@ def kernel_of(schedule: Schedule, node: Node) -> Kernel:
     return next(k for k in schedule.kernels if node in k.body)
 
 
+def of_kind(holder: Schedule | Kernel | Extern, kind: DecisionKind) -> list[FusionDecision]:
+    return [d for d in holder.decisions if d.kind is kind]
+
+
+PLACED = {DecisionKind.STARTED, DecisionKind.FUSED, DecisionKind.FUSED_KEPT, DecisionKind.EPILOGUE,
+          DecisionKind.REDUCTION, DecisionKind.EXTERN}
+
+
+def placement(schedule: Schedule, node: Node) -> FusionDecision:
+    """The decision that put ``node`` into its kernel."""
+    (decision,) = [d for it in schedule.items for d in it.decisions
+                   if d.kind in PLACED and d.nodes[0] is node]
+    return decision
+
+
 # ----------------------------------------------------------------------------- goal examples
 def test_row_softmax_is_at_most_two_kernels():
     x = buf((32, 10))
@@ -202,7 +225,9 @@ def test_row_softmax_epilogue_reads_the_accumulator_in_one_kernel():
     schedule = fuse_and_check(out)
     (kernel,) = schedule.kernels
     assert kernel.reduce_axes == (1,) and kernel.outputs == tuple(schedule.outputs)
-    assert any("epilogue" in note for note in kernel.notes)
+    (written,) = kernel.outputs  # out rebuilt over the normalised softmax
+    assert any(d.nodes[0] is written and [n.op for n in d.nodes[1:]] == ["sum"]
+               for d in of_kind(kernel, DecisionKind.EPILOGUE))
 
 
 def test_log_softmax_is_at_most_two_kernels():
@@ -304,7 +329,10 @@ def test_elementwise_groups_that_meet_merge():
     right = ops.unary("sin", ops.binary("mul", b, b))
     schedule = fuse_and_check(ops.binary("add", left, right))
     assert len(schedule.kernels) == 1
-    assert any("merged" in note for note in schedule.kernels[0].notes)
+    (kernel,) = schedule.kernels
+    (merge,) = of_kind(kernel, DecisionKind.MERGED)
+    assert merge.nodes[0].op == "add" and merge.nodes[1] in kernel.body
+    assert any(d.via for d in kernel.decisions), "the merged kernel keeps its decisions"
 
 
 def test_node_read_through_a_view_is_materialised_by_its_kernel():
@@ -315,7 +343,8 @@ def test_node_read_through_a_view_is_materialised_by_its_kernel():
     first, second = schedule.kernels
     assert first.outputs == (e,) and second.outputs == (out,)
     assert second.loads[ops.permute(e, (1, 0))].view.strides == (1, 5)
-    assert any("read through" in note for note in first.notes)
+    (materialised,) = of_kind(first, DecisionKind.MATERIALISED)
+    assert materialised.nodes == (e,) and set(materialised.readers) == {second.name}
 
 
 def test_groups_are_not_merged_when_that_would_create_a_cycle():
@@ -593,6 +622,99 @@ def test_transposed_product_used_elsewhere_is_not_recomputed():
     assert len(schedule.externs) == 1
 
 
+# ----------------------------------------------------------------------------- decisions
+def test_a_node_reading_no_kernel_starts_one_without_refusals():
+    x = buf((4, 5))
+    first = ops.unary("abs", x)
+    schedule = fuse_and_check(ops.unary("exp", first))
+    decision = placement(schedule, first)
+    assert decision.kind is DecisionKind.STARTED and decision.refusals == ()
+    assert placement(schedule, schedule.outputs[0]).kind is DecisionKind.FUSED
+
+
+def test_iteration_space_rule_refuses_a_reduction_over_other_axes():
+    x = buf((64, 10))
+    col = ops.reduce("sum", x, (0,))
+    out = ops.reduce("max", ops.binary("sub", x, expand_to(col, x.shape)), (1,))
+    decision = placement(fuse_and_check(out), out)
+    assert decision.kind is DecisionKind.STARTED
+    (refusal,) = decision.refusals
+    assert refusal.rule is RefusalRule.ITERATION_SPACE
+    assert refusal.node is out and refusal.kernel is col
+
+
+def test_kernel_size_rule_refuses_a_full_kernel(monkeypatch):
+    monkeypatch.setattr(fuse_group, "MAX_KERNEL_NODES", 3)
+    chain = [buf((4, 5))]
+    for _ in range(5):
+        chain.append(ops.unary("exp", chain[-1]))
+    schedule = fuse_and_check(chain[-1])
+    assert [len(k.body) for k in schedule.kernels] == [3, 2]
+    decision = placement(schedule, chain[4])
+    (refusal,) = decision.refusals
+    assert decision.kind is DecisionKind.STARTED and refusal.rule is RefusalRule.KERNEL_SIZE
+    assert refusal.kernel is chain[1]
+
+
+def test_acyclic_rule_refuses_a_kernel_whose_result_the_node_reads_from_memory():
+    x = buf((5, 5))
+    e = ops.unary("exp", x)
+    out = ops.binary("add", e, ops.permute(e, (1, 0)))
+    decision = placement(fuse_and_check(out), out)
+    (refusal,) = decision.refusals
+    assert decision.kind is DecisionKind.STARTED
+    assert refusal.rule is RefusalRule.READS_ITS_RESULT and refusal.kernel is e
+
+
+def test_acyclic_rule_refuses_a_kernel_another_operand_depends_on():
+    x = buf((5, 5))
+    a = ops.unary("exp", x)
+    b = ops.unary("neg", ops.permute(a, (1, 0)))
+    out = ops.binary("add", a, b)
+    decision = placement(fuse_and_check(out), out)
+    (refusal,) = decision.refusals
+    assert decision.kind is DecisionKind.FUSED, "it joins b's kernel, the next candidate"
+    assert refusal.rule is RefusalRule.CYCLE and refusal.kernel is a and refusal.blocker is b
+
+
+def test_externs_are_their_own_items():
+    x, w = buf((8, 6)), buf((6, 5), seed=1)
+    y = ops.matmul(x, w)
+    schedule = fuse_and_check(ops.unary("exp", y))
+    assert placement(schedule, y).kind is DecisionKind.EXTERN
+
+
+@pytest.mark.parametrize("rule, make", [
+    ("reduce-unit-axes", lambda x: ops.reduce("sum", ops.unary("neg", x), (1,))),
+    ("drop-unit-axes", lambda x: ops.reduce("sum", ops.unary("neg", x), (0, 1))),
+    ("pull-reshape-reduce",
+     lambda x: ops.reduce("sum", ops.reshape(ops.unary("exp", x), (1, 6)), (1,))),
+    ("pull-reshape-elementwise",
+     lambda x: ops.unary("neg", ops.reshape(ops.unary("exp", x), (1, 6)))),
+    ("movement-of-const", lambda x: ops.binary(
+        "mul", x, ops.expand(ops.reshape(ops.const(2.0, (), "float32"), (1, 1)), (6, 1)))),
+    ("view-of-base", lambda x: ops.unary("neg", ops.reshape(ops.reshape(x, (6,)), (6, 1)))),
+    ("push-expand", lambda x: ops.binary("mul", x, ops.expand(
+        ops.unary("exp", ops.reduce("sum", x, (0,))), (6, 1)))),
+    ("transposed-product", lambda x: ops.permute(ops.matmul(x, ops.permute(x, (1, 0))), (1, 0))),
+])
+def test_normalisation_records_the_rule_it_applied(rule, make):
+    out = make(buf((6, 1)))
+    schedule = fuse_and_check(out)
+    normalised = of_kind(schedule, DecisionKind.NORMALISED)
+    assert rule in {d.rule for d in normalised}, [d.rule for d in normalised]
+    assert all(len(d.nodes) == 2 and d.nodes[0].shape == d.nodes[1].shape for d in normalised)
+
+
+def test_an_output_read_from_its_base_unchanged_is_a_decision():
+    a = buf((12, 7))
+    s = ops.reduce("sum", ops.unary("abs", a), (0, 1))
+    mean = ops.reshape(ops.binary("div", s, ops.const(84.0, s.shape, s.dtype)), ())
+    schedule = fuse_and_check(mean)
+    (view,) = of_kind(schedule, DecisionKind.OUTPUT_VIEW)
+    assert view.nodes == (mean, mean.inputs[0])
+
+
 # ----------------------------------------------------------------------------- names, notes, dump
 def test_kernel_names_are_readable_and_unique():
     x = buf((32, 10))
@@ -610,13 +732,15 @@ def test_format_schedule_shows_items_loads_body_and_notes():
     assert "k0_exp_5x5  kernel over [5,5] elementwise" in text
     assert re.search(r"%\d+ : f32\[5,5\] = exp\(%0\)", text)
     assert "strides (1,5)" in text and "materialised" in text and "-> out" in text
+    assert "[started; refused by reads-its-result]" in text and "[materialised]" in text
 
 
 def test_every_item_explains_itself():
     x, w = buf((8, 6)), buf((6, 5), seed=1)
     y = ops.unary("exp", ops.matmul(x, w))
     schedule = fuse_and_check(ops.reduce("sum", y, (1,)), ops.permute(y, (1, 0)))
-    assert all(item.notes for item in schedule.items)
+    assert all(item.decisions and item.notes == [str(d) for d in item.decisions]
+               for item in schedule.items)
 
 
 # ----------------------------------------------------------------------------- random graphs

@@ -43,7 +43,7 @@ def _apply(rule: Rule, node: Node, inputs: tuple[Node, ...]) -> Node:
     raise RuntimeError(f"rewrite rule {getattr(rule, '__name__', rule)} did not settle on {node!r}")
 
 
-def rewrite(graph: Graph, rule: Rule) -> Graph:
+def rewrite(graph: Graph, rule: Rule, order: list[Node] | None = None) -> Graph:
     """Rebuild ``graph`` bottom-up, applying ``rule`` to every node until it returns ``None``.
 
     Each node is visited once (the result is memoised), after all of its inputs; the rule is then
@@ -52,13 +52,14 @@ def rewrite(graph: Graph, rule: Rule) -> Graph:
     Args:
         graph: the graph to rewrite; it is left unchanged.
         rule: ``rule(node, inputs) -> Node | None`` as described in the module docstring.
+        order: ``toposort(graph.outputs)`` when the caller has it already.
 
     Returns:
         A graph with the rewritten outputs in the same order, and ``graph.names`` carried over to
         them (when two named outputs become one node, the first name is kept).
     """
     done: dict[Node, Node] = {}
-    for node in toposort(graph.outputs):
+    for node in toposort(graph.outputs) if order is None else order:
         done[node] = _apply(rule, node, tuple(done[i] for i in node.inputs))
     names: dict[Node, str] = {}
     for old, name in graph.names.items():

@@ -32,6 +32,23 @@ def _simplify_binary(node: Node, a: Node, b: Node) -> Node | None:
     return None
 
 
+def fold_reshape_chain(node: Node, inputs: tuple[Node, ...]) -> Node | None:
+    """A rule (``fusegrad.ir.passes.rewrite``): ``reshape(reshape(x))`` is one ``reshape(x)``."""
+    if node.op == "reshape" and inputs[0].op == "reshape":
+        return ops.reshape(inputs[0].inputs[0], node.shape, node.loc)
+    return None
+
+
+def reduction_over_unit_axes(node: Node, inputs: tuple[Node, ...]) -> Node | None:
+    """A rule (``fusegrad.ir.passes.rewrite``): ``sum``/``max`` over size-1 axes only is its
+    input, ``argmax`` over a size-1 axis is 0."""
+    if node.op in ("sum", "max") and all(inputs[0].shape[a] == 1 for a in node.attrs[0]):
+        return inputs[0]
+    if node.op == "argmax" and inputs[0].shape[node.attrs[0]] == 1:
+        return ops.const(0, node.shape, "int64", node.loc)
+    return None
+
+
 def _simplify_movement(node: Node, x: Node) -> Node | None:
     op = node.op
     if op == "permute":
@@ -42,8 +59,8 @@ def _simplify_movement(node: Node, x: Node) -> Node | None:
         return x if perm == tuple(range(len(perm))) else None
     if node.shape == x.shape:  # a reshape, expand, slice or pad that keeps the shape is the identity
         return x
-    if op == "reshape" and x.op == "reshape":
-        return ops.reshape(x.inputs[0], node.shape, node.loc)
+    if op == "reshape":
+        return fold_reshape_chain(node, (x,))
     if op == "expand" and x.op == "expand":
         return ops.expand(x.inputs[0], node.shape, node.loc)
     if op == "expand" and x.op == "const":
@@ -61,10 +78,8 @@ def _simplify(node: Node, inputs: tuple[Node, ...]) -> Node | None:
         return inputs[0].inputs[0]
     if op == "cast" and inputs[0].dtype == node.dtype:
         return inputs[0]
-    if op in ("sum", "max") and all(inputs[0].shape[a] == 1 for a in node.attrs[0]):
-        return inputs[0]
-    if op == "argmax" and inputs[0].shape[node.attrs[0]] == 1:
-        return ops.const(0, node.shape, "int64", node.loc)
+    if op in ("sum", "max", "argmax"):
+        return reduction_over_unit_axes(node, inputs)
     if op == "where" and inputs[1] is inputs[2]:
         return inputs[1]
     return None

@@ -101,3 +101,20 @@ def test_rule_that_never_settles_is_reported(f32):
 
     with pytest.raises(RuntimeError, match="did not settle"):
         rewrite(Graph((ops.unary("exp", x),)), flip)
+
+
+
+def test_nodes_are_visited_in_the_order_given(f32):
+    x, y = f32(2, 3), f32(2, 3)
+    left, right = ops.unary("exp", x), ops.unary("sin", y)
+    graph = Graph((ops.binary("add", left, right),))
+    seen: list[Node] = []
+
+    def record(node: Node, inputs: tuple[Node, ...]) -> Node | None:
+        seen.append(node)
+        return None
+
+    for order in ([x, left, y, right, graph.outputs[0]], [y, right, x, left, graph.outputs[0]]):
+        seen.clear()
+        assert rewrite(graph, record, order).outputs == graph.outputs
+        assert seen == order
