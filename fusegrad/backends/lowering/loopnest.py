@@ -10,6 +10,7 @@ reads (``Cond.names``) instead of parsing source.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -285,7 +286,7 @@ class LoopNest:
     random: bool
 
 
-def walk(stmts: list[Stmt]):
+def walk(stmts: list[Stmt]) -> Iterator[Stmt]:
     """Every statement in ``stmts``, loops' hoisted flags and bodies included, outer first."""
     for s in stmts:
         yield s
