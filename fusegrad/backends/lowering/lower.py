@@ -24,9 +24,9 @@ from ...ir.ops import REDUCE
 from ...ir.schedule import Kernel, Load
 from ...ir.view import View
 from .hoist import OpenLoop, hoist
-from .loopnest import (AccRef, Accumulate, Accumulator, Apply, AtLeast, Below, CheckIndex,
-                       Comment, Cond, Convert, Divisible, Index, Lit, Loop, LoopNest, Never,
-                       Param, Read, Ref, Stmt, Store, Term, Uniform, Value, Assign)
+from .loopnest import (AccRef, Accumulate, Accumulator, Apply, Assign, AtLeast, Below,
+                       CheckIndex, Comment, Cond, Convert, Divisible, Index, Lit, Loop, LoopNest,
+                       Never, Param, Read, Ref, Stmt, Store, Term, Uniform, Value)
 from .merge import Access, LoopAxis, group_dims
 
 

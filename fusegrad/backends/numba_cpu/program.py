@@ -25,9 +25,9 @@ from ...ir.errors import FusegradError
 from ...ir.node import Node
 from ...ir.schedule import Extern, Kernel, Schedule
 from ...ir.view import View
+from ..lowering import kernel_work
 from . import externs
 from .cache import load_kernel
-from ..lowering import kernel_work
 from .render import KernelSource, kernel_source
 
 # Measured on the 2-core CI machines: a prange kernel beside OpenBLAS threads ran a 200k-element
