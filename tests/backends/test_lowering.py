@@ -109,7 +109,7 @@ def test_max_and_float64_sum_accumulate_in_their_own_dtype(builder, leaf):
     inits = sorted((a.dtype, a.init) for a in _of(nest, Accumulator))
     assert inits == [("float64", -np.inf), ("float64", 0)]
     assert not [a for a in _of(nest, Assign) if isinstance(a.value, Convert)]
-    assert len([lp for lp in _loops(nest)]) == 2  # both reductions share one pass
+    assert len(_loops(nest)) == 2  # both reductions share one pass (kept loop, reduced loop)
 
 
 def test_a_column_sum_puts_the_reduced_loop_outside(builder, leaf):
