@@ -108,26 +108,3 @@ class View:
                 new_strides[new_idx[k - 1]] = new_strides[new_idx[k]] * shape[new_idx[k]]
             ni, oi = nj, oj
         return View(shape, tuple(new_strides), self.offset)
-
-    def index_terms(self, idx: list[str]) -> tuple[str, list[str]]:
-        """Python source of the flat offset for loop indices ``idx``, and validity conditions."""
-        terms, conds = [str(self.offset)] if self.offset else [], []
-        for d, name in enumerate(idx):
-            stride, m = self.strides[d], self.mask(d)
-            if m is not None:
-                start, step, count = m
-                if count == 0:
-                    conds.append("False")
-                    continue
-                k = f"({name} - {start})" if start else name
-                if step != 1:
-                    conds.append(f"{k} % {step} == 0")
-                    k = f"({k} // {step})"
-                conds.append(f"{name} >= {start}" if start else "True")
-                conds.append(f"{k} < {count}")
-                if stride:
-                    terms.append(f"{k} * {stride}" if stride != 1 else k)
-            elif stride and self.shape[d] != 1:
-                terms.append(f"{name} * {stride}" if stride != 1 else name)
-        conds = [c for c in conds if c != "True"]
-        return (" + ".join(terms) or "0"), conds

@@ -1,7 +1,7 @@
 """Kernels that differ only in where they read share one source: load offsets are arguments.
 
 A load's constant flat offset is not baked into the kernel; the program passes ``buf[base:]``
-(``codegen.load_base``). Masked positions must still read zero and nothing may index outside a
+(``lowering.load_base``). Masked positions must still read zero and nothing may index outside a
 buffer, whatever the offset of a masked view.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fusegrad.backends.numba_cpu import STATS, cache, compile_schedule, kernel_source
-from fusegrad.backends.numba_cpu.codegen import load_base
+from fusegrad.backends.lowering import load_base
 from fusegrad.ir import ops
 from fusegrad.ir.schedule import Kernel, Load, Schedule
 from fusegrad.ir.view import View

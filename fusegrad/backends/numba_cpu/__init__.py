@@ -1,6 +1,6 @@
 """The CPU backend: fused kernels generated as Numba source, cached on disk, run by a lean loop."""
 from .cache import STATS, CacheStats, cache_dir, reset_stats
-from .codegen import KernelSource, kernel_source
+from .render import KernelSource, kernel_source
 from .program import NumbaProgram, compile_schedule
 
 __all__ = ["STATS", "CacheStats", "KernelSource", "NumbaProgram", "cache_dir", "compile_schedule",

@@ -43,7 +43,7 @@ from numba.core.caching import CompileResultCacheImpl, FunctionCache, _CacheLoca
 from numba.core.dispatcher import Dispatcher
 
 from . import eviction
-from .codegen import KernelSource, code_lines
+from .render import KernelSource, code_lines
 
 
 @dataclass

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .cache import load_kernel
-from .codegen import KernelSource, source_hash
+from .render import KernelSource, source_hash
 
 _IN_RANGE = '''"""fusegrad check: every value in [bounds[0], bounds[1])."""
 import numba

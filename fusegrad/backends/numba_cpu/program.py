@@ -4,7 +4,7 @@
 dispatcher (or numpy, for externs) with arrays held in local variables, so a training step pays
 the dispatcher's own cost per kernel and nothing more. ``program.describe()`` prints it.
 
-A kernel argument that starts inside a buffer (``codegen.load_base``: the load's offset is not in
+A kernel argument that starts inside a buffer (``lowering.load_base``: the load's offset is not in
 the kernel's source) is a 1-D slice ``buf[base:]``: made once, when the program's buffers are
 allocated, for the program's own intermediates; once per run, at the top of ``run``, for inputs
 and outputs (their arrays change from call to call).
@@ -25,9 +25,10 @@ from ...ir.errors import FusegradError
 from ...ir.node import Node
 from ...ir.schedule import Extern, Kernel, Schedule
 from ...ir.view import View
+from ..lowering import kernel_work
 from . import externs
 from .cache import load_kernel
-from .codegen import KernelSource, kernel_source, kernel_work
+from .render import KernelSource, kernel_source
 
 # Measured on the 2-core CI machines: a prange kernel beside OpenBLAS threads ran a 200k-element
 # SGD update 50x slower than serial (threads spin-waiting against each other), so parallel

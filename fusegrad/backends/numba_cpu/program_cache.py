@@ -37,7 +37,7 @@ from . import externs
 from . import eviction
 from .cache import (STATS, _write_atomic, cache_dir, cache_enabled, cache_key, folder_access,
                     kernel_dir, load_kernel)
-from .codegen import KernelSource, source_hash
+from .render import KernelSource, source_hash
 from .program import NumbaProgram, _CompiledKernel, bind_run, parallel_threshold
 
 FORMAT = 2
