@@ -18,16 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ...ir.dtypes import is_float, is_int
-from ...ir.errors import FusegradError
+from ...errors import CodegenError
 from ...ir.node import Node
 from ...ir.ops import REDUCE
 from ...ir.random import SCALAR_SOURCE
 from ...ir.schedule import Kernel, Load
 from ...ir.view import View
-
-
-class CodegenError(FusegradError):
-    """A Kernel does not follow the Schedule contract (ir/schedule.py)."""
 
 
 @dataclass(frozen=True)
