@@ -1,0 +1,80 @@
+"""Checks of a tensor's values that an op makes before its result means anything (class indices
+in range, probabilities in [0, 1], embedding indices), the same on every backend.
+
+A check never depends on whether the value happens to be computed already:
+
+- a value held in a buffer, or a buffer's value reshaped or widened to int64, is checked on that
+  buffer's data, without computing anything;
+- outside ``fusegrad.compile``, any other pending value is realized for the check (torch sees
+  every value eagerly and raises before the step runs; so does fusegrad);
+- inside a ``fusegrad.compile`` trace values cannot be realized: such a value is computed aside
+  for the check (a program of its own; the trace is unchanged).
+
+Inside a trace, a check of a value that comes from a call's argument (the argument itself, or
+reshaped or widened) runs again on every replay, on that call's argument; a value computed from
+other things inside the compiled function is checked when the function is traced.
+
+Layers (``nnlib``) call :func:`check_values` with a ``check(flat_array)`` that raises the torch
+error type; :func:`all_in_range` is the fast one-pass range test of the active backend.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import numpy as np
+
+from ..ir.node import Node
+from . import capture
+from .tensor import Tensor
+
+Check = Callable[[np.ndarray], None]
+
+_SAME_VALUES = ("reshape",)  # ops that keep every element's value, in the same order
+
+
+def check_values(tensor: Tensor, check: Check, key: Hashable | None = None) -> None:
+    """Run ``check(flat_values)`` on ``tensor``'s value, computed or pending.
+
+    Args:
+        tensor: the tensor whose values are checked (nothing is done for an empty one).
+        check: raises when the values are wrong; receives the flat array of the value.
+        key: identifies the check, so that the same check of the same argument asked twice in
+            one compiled function (``cross_entropy`` calls ``nll_loss``) runs once per replay.
+    """
+    if tensor.numel() == 0:
+        return
+    source = _source_buffer(tensor.node)
+    if source is None and capture.active() is None:
+        tensor.realize()
+        source = tensor.node
+    if source is not None:
+        capture.check_values(tensor if source is tensor.node else Tensor._from_node(source),
+                             check, key)
+        return
+    from .realize import run_graph
+    check(np.ascontiguousarray(run_graph([tensor.node])[0]).reshape(-1))
+
+
+def _source_buffer(node: Node) -> Node | None:
+    """The buffer holding exactly ``node``'s values (through reshapes and int32 -> int64
+    widening), if there is one."""
+    while node.op in _SAME_VALUES or (node.op == "cast" and node.dtype == "int64"
+                                      and node.inputs[0].dtype in ("int32", "int64")):
+        node = node.inputs[0]
+    if node.op == "buffer" and node.attrs[0].data is not None:
+        return node
+    return None
+
+
+def all_in_range(values: np.ndarray, low: int, high: int) -> bool:
+    """Whether every element of the flat integer array ``values`` lies in ``[low, high)``.
+
+    On the numba_cpu backend this is a compiled one-pass kernel (checks run on every replay of
+    a compiled step, where numpy's ``min`` and ``max`` cost several times as much); elsewhere
+    it is numpy.
+    """
+    from .realize import backend
+    if backend() == "numba_cpu" and values.dtype in (np.int32, np.int64):
+        from ..backends.numba_cpu.checks import in_range_kernel
+        return bool(in_range_kernel(values.dtype.name)(values, np.array([low, high], np.int64)))
+    return bool(values.size == 0 or (values.min() >= low and values.max() < high))
