@@ -22,7 +22,7 @@ from ..tracer.functions_ext import log1p as _log1p
 from ..tracer.grad_mode import no_grad
 from ..tracer.provenance import user_location
 from ..tracer.tensor import Tensor
-from ..tracer.value_checks import all_in_range, check_values
+from ..tracer.value_checks import check_values, in_range_test
 
 sigmoid = F.sigmoid
 tanh = F.tanh
@@ -527,8 +527,10 @@ def _check_target_range(op: str, target: Tensor, num_classes: int, ignore_index:
     """Class indices outside [0, C) (other than ``ignore_index``) are an IndexError, as in
     torch; a pending target is computed for the check, and inside fusegrad.compile every
     call's targets are checked (see ``tracer.value_checks``)."""
+    in_range = in_range_test(0, num_classes)
+
     def check(values: np.ndarray) -> None:
-        if all_in_range(values, 0, num_classes):
+        if in_range(values):
             return  # the common case, without building masks
         bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
         if bad.size:

@@ -16,7 +16,7 @@ from ..tracer import functions as F
 from ..tracer.creation import buffer_tensor, zeros
 from ..tracer.provenance import user_location
 from ..tracer.tensor import Tensor
-from ..tracer.value_checks import all_in_range, check_values
+from ..tracer.value_checks import check_values, in_range_test
 from . import functional as NF  # call-time use only: functional may import this module
 
 
@@ -65,9 +65,10 @@ def lookup(layer: str, input: Tensor, weight: Tensor, padding_idx: int | None,
              f"{list(weight.shape)}")
     num = weight.shape[0]
     loc = user_location()
+    in_range = in_range_test(0, num)
 
     def check(values: np.ndarray) -> None:
-        if all_in_range(values, 0, num):
+        if in_range(values):
             return
         bad = values[(values < 0) | (values >= num)]
         raise IndexError(with_location(

@@ -15,7 +15,7 @@ reshaped or widened) runs again on every replay, on that call's argument; a valu
 other things inside the compiled function is checked when the function is traced.
 
 Layers (``nnlib``) call :func:`check_values` with a ``check(flat_array)`` that raises the torch
-error type; :func:`all_in_range` is the fast one-pass range test of the active backend.
+error type; :func:`in_range_test` makes the fast one-pass range test of the active backend.
 """
 from __future__ import annotations
 
@@ -66,15 +66,25 @@ def _source_buffer(node: Node) -> Node | None:
     return None
 
 
-def all_in_range(values: np.ndarray, low: int, high: int) -> bool:
-    """Whether every element of the flat integer array ``values`` lies in ``[low, high)``.
+def in_range_test(low: int, high: int) -> Callable[[np.ndarray], bool]:
+    """``test(values)``: whether every element of a flat int32 or int64 array lies in
+    ``[low, high)``.
 
-    On the numba_cpu backend this is a compiled one-pass kernel (checks run on every replay of
-    a compiled step, where numpy's ``min`` and ``max`` cost several times as much); elsewhere
-    it is numpy.
+    Made once per check and called on each value (checks run on every replay of a compiled
+    step): on the numba_cpu backend a compiled one-pass kernel, loaded at the first call (numpy's
+    ``min`` and ``max`` cost several times as much right after a step's kernels); numpy on the
+    others.
     """
     from .realize import backend
-    if backend() == "numba_cpu" and values.dtype in (np.int32, np.int64):
-        from ..backends.numba_cpu.checks import in_range_kernel
-        return bool(in_range_kernel(values.dtype.name)(values, np.array([low, high], np.int64)))
-    return bool(values.size == 0 or (values.min() >= low and values.max() < high))
+    if backend() != "numba_cpu":
+        return lambda values: bool(values.min() >= low and values.max() < high)
+    bounds = np.array([low, high], np.int64)
+    kernels: dict[np.dtype, Callable[[np.ndarray, np.ndarray], bool]] = {}  # int32, int64
+
+    def test(values: np.ndarray) -> bool:
+        kernel = kernels.get(values.dtype)
+        if kernel is None:
+            from ..backends.numba_cpu.checks import in_range_kernel
+            kernel = kernels[values.dtype] = in_range_kernel(values.dtype.name)
+        return bool(kernel(values, bounds))
+    return test

@@ -3,6 +3,7 @@ torch's exception types on every backend, whether the checked value is computed 
 pending, and inside ``fusegrad.compile`` on every replay of the arguments they come from."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from parity import BACKENDS, using_backend
 
@@ -53,6 +54,19 @@ def test_embedding_index_out_of_range_is_an_index_error(backend, given):
             layer(GIVEN[given](fg.tensor([[1, 4]])))
         with pytest.raises(IndexError, match="Embedding: index -1 is out of range"):
             layer(GIVEN[given](fg.tensor([-1])))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_int32_indices_widened_to_int64_are_checked(backend):
+    with using_backend(backend):
+        def widened(values):
+            return fg.tensor(np.array(values, np.int32)).long()
+        assert F.cross_entropy(fg.randn(2, 3), widened([0, 2])).numpy().shape == ()
+        with pytest.raises(IndexError, match="Target 3 is out of bounds"):
+            F.cross_entropy(fg.randn(2, 3), widened([3, 0]))
+        nn.Embedding(4, 2)(fg.tensor(np.array([0, 3], np.int32))).detach().numpy()
+        with pytest.raises(IndexError, match="index 4 is out of range"):
+            nn.Embedding(4, 2)(widened([4]))
 
 
 def test_interpreter_checks_without_the_numba_backend(monkeypatch):
