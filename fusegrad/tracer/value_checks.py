@@ -20,6 +20,7 @@ error type; :func:`in_range_test` makes the fast one-pass range test of the acti
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,11 +49,15 @@ def check_values(tensor: Tensor, check: Check, key: Hashable | None = None) -> N
         tensor.realize()
         source = tensor.node
     if source is not None:
-        capture.check_values(tensor if source is tensor.node else Tensor._from_node(source),
-                             check, key)
+        # capture reads only ``.node``; a Tensor made for it would claim the buffer as its holder
+        capture.check_values(_Source(source), check, key)
         return
     from .realize import run_graph
     check(np.ascontiguousarray(run_graph([tensor.node])[0]).reshape(-1))
+
+
+class _Source(NamedTuple):
+    node: Node
 
 
 def _source_buffer(node: Node) -> Node | None:
