@@ -1,6 +1,8 @@
 """fusegrad: PyTorch-style tensors traced into an IR, optimized, fused and compiled with Numba."""
-from .ir.errors import CaptureError, DTypeError, FusegradError, ShapeError
-from .serialization import CheckpointError, dumps, load, loads, save
+from . import errors
+from .errors import (CaptureError, CheckpointError, CodegenError, DTypeError, FusegradError,
+                     ShapeError)
+from .serialization import dumps, load, loads, save
 from .tracer import Tensor
 from .tracer.creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full,
                               full_like, linspace, ones, ones_like, rand, rand_like, randint,

@@ -44,7 +44,7 @@ import numpy as np
 import safetensors.numpy as safetensors_numpy
 from safetensors import SafetensorError
 
-from .ir.errors import FusegradError
+from .errors import CheckpointError
 from .tracer.realize import realize
 from .tracer.tensor import Tensor
 
@@ -60,10 +60,6 @@ _SAFETENSORS_DTYPES = {"F32": "float32", "F64": "float64", "I32": "int32", "I64"
 STALE_SECONDS = 24 * 3600   # a temporary untouched this long is a dead writer's, whatever its pid
 
 PathLike = str | os.PathLike
-
-
-class CheckpointError(FusegradError, ValueError):
-    """A file that is not a fusegrad checkpoint, or is truncated or damaged."""
 
 
 def save(obj: Any, f: PathLike | IO[bytes]) -> None:

@@ -14,15 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from ..ir.errors import DTypeError, ShapeError, with_location
+from ..errors import DTypeError, ShapeError, with_location
 from ..tracer import functions as F
-from ..tracer.capture import check_values, in_range_check
 from ..tracer.creation import arange, uniform_node_tensor
 from ..tracer.functions_ext import erf
 from ..tracer.functions_ext import log1p as _log1p
 from ..tracer.grad_mode import no_grad
 from ..tracer.provenance import user_location
 from ..tracer.tensor import Tensor
+from ..tracer.value_checks import check_values, in_range_test
 
 sigmoid = F.sigmoid
 tanh = F.tanh
@@ -410,14 +410,15 @@ def _same_shape(op: str, input: Tensor, target: Tensor) -> None:
 
 
 def _check_probabilities(input: Tensor) -> None:
-    """torch rejects inputs outside [0, 1]; checked for values that are already computed."""
-    if input.node.op != "buffer" or input.numel() == 0:
-        return
-    values = input.node.attrs[0].data
-    if values.min() < 0 or values.max() > 1:
-        raise RuntimeError(with_location(
-            "binary_cross_entropy: all elements of input should be between 0 and 1",
-            user_location()))
+    """torch rejects inputs outside [0, 1] (nan included) with a RuntimeError; a pending input
+    is computed for the check (see ``tracer.value_checks``)."""
+    loc = user_location()
+
+    def check(values: np.ndarray) -> None:
+        if not ((values >= 0) & (values <= 1)).all():
+            raise RuntimeError(with_location(
+                "binary_cross_entropy: all elements of input should be between 0 and 1", loc))
+    check_values(input, check)
 
 
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
@@ -523,23 +524,20 @@ def _check_class_target(op: str, input: Tensor, target: Tensor, loc: str | None)
 
 def _check_target_range(op: str, target: Tensor, num_classes: int, ignore_index: int,
                         loc: str | None) -> None:
-    """Class indices outside [0, C) are an IndexError, checked for targets already computed
-    (and, inside fusegrad.compile, on every call's targets)."""
-    bounds = np.array([0, num_classes], np.int64)
-    in_range: list[Any] = []  # the compiled check, fetched when there are values to check
+    """Class indices outside [0, C) (other than ``ignore_index``) are an IndexError, as in
+    torch; a pending target is computed for the check, and inside fusegrad.compile every
+    call's targets are checked (see ``tracer.value_checks``)."""
+    in_range = in_range_test(0, num_classes)
 
-    def check(values) -> None:
-        if not in_range:
-            in_range.append(in_range_check(target.dtype.name))
-        if in_range[0](values, bounds):
+    def check(values: np.ndarray) -> None:
+        if in_range(values):
             return  # the common case, without building masks
         bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
         if bad.size:
             raise IndexError(with_location(
                 f"{op}: Target {int(bad[0])} is out of bounds (number of classes: "
                 f"{num_classes})", loc))
-    if target.numel():
-        check_values(target, check, ("class index", num_classes, ignore_index))
+    check_values(target, check, ("class index", num_classes, ignore_index))
 
 
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ir.errors import ShapeError, with_location
+from ..errors import ShapeError, with_location
 from ..tracer import functions as F
 from ..tracer.creation import arange, tensor, zeros
 from ..tracer.provenance import user_location

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ir.errors import with_location
+from ..errors import with_location
 from ..tracer import functions as F
 from ..tracer import functions_ext as FX
 from ..tracer.creation import buffer_tensor, tensor

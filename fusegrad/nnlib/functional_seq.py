@@ -11,11 +11,12 @@ from typing import NoReturn
 
 import numpy as np
 
-from ..ir.errors import DTypeError, ShapeError, with_location
+from ..errors import DTypeError, ShapeError, with_location
 from ..tracer import functions as F
 from ..tracer.creation import buffer_tensor, zeros
 from ..tracer.provenance import user_location
 from ..tracer.tensor import Tensor
+from ..tracer.value_checks import check_values, in_range_test
 from . import functional as NF  # call-time use only: functional may import this module
 
 
@@ -38,8 +39,8 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
     """Rows of ``weight`` at the integer indices ``input``: shape ``input.shape + (dim,)``.
 
     Args:
-        input: int32/int64 indices in ``[0, weight.shape[0])``; checked when they are
-            already computed (a lazy index tensor is not read back to check it).
+        input: int32/int64 indices in ``[0, weight.shape[0])`` (others raise IndexError; a
+            pending index tensor is computed for the check, see ``tracer.value_checks``).
         weight: the (num_embeddings, embedding_dim) table.
         padding_idx: the row at this index gets no gradient (its value is still read).
         max_norm, norm_type, scale_grad_by_freq, sparse: not supported (must keep defaults).
@@ -56,19 +57,24 @@ def lookup(layer: str, input: Tensor, weight: Tensor, padding_idx: int | None,
              NotImplementedError)
     if not isinstance(input, Tensor):
         fail(layer, f"input must be a Tensor of indices, got {type(input).__name__}", TypeError)
-    if input.node.dtype not in ("int32", "int64"):
-        fail(layer, f"indices must be int64 or int32, got {input.node.dtype} (shape "
+    if input.dtype.name not in ("int32", "int64"):
+        fail(layer, f"indices must be int64 or int32, got {input.dtype.name} (shape "
              f"{list(input.shape)})", DTypeError)
     if weight.ndim != 2:
         fail(layer, f"weight must be 2-D (num_embeddings, embedding_dim), got shape "
              f"{list(weight.shape)}")
     num = weight.shape[0]
-    if input.node.op == "buffer" and input.numel():
-        values = input.node.attrs[0].data
+    loc = user_location()
+    in_range = in_range_test(0, num)
+
+    def check(values: np.ndarray) -> None:
+        if in_range(values):
+            return
         bad = values[(values < 0) | (values >= num)]
-        if bad.size:
-            fail(layer, f"index {int(bad[0])} is out of range for num_embeddings={num} "
-                 f"(valid indices are 0..{num - 1})", IndexError)
+        raise IndexError(with_location(
+            f"{layer}: index {int(bad[0])} is out of range for num_embeddings={num} (valid "
+            f"indices are 0..{num - 1})", loc))
+    check_values(input, check, ("embedding index", num))
     out = F.index_select(weight, 0, input)
     if padding_idx is None:
         return out
@@ -86,11 +92,11 @@ def float_mask(layer: str, mask: Tensor | None, name: str, dtype: str) -> Tensor
         return None
     if not isinstance(mask, Tensor):
         fail(layer, f"{name} must be a Tensor, got {type(mask).__name__}", TypeError)
-    if mask.node.dtype == "bool":
+    if mask.dtype.name == "bool":
         return F.to_dtype(F.where(mask, -math.inf, 0.0), dtype)
     if not mask.dtype.is_floating_point:
         fail(layer, f"only bool and floating types of {name} are supported, got "
-             f"{mask.node.dtype}", DTypeError)
+             f"{mask.dtype.name}", DTypeError)
     return mask
 
 
@@ -101,7 +107,7 @@ def _causal_bool(length: int, source_length: int) -> Tensor:
 
 def _pad_last(mask: Tensor) -> Tensor:
     """``mask`` with one zero column appended (for bias_k and add_zero_attn keys)."""
-    return F.cat([mask, zeros(*mask.shape[:-1], 1, dtype=mask.node.dtype)], -1)
+    return F.cat([mask, zeros(*mask.shape[:-1], 1, dtype=mask.dtype.name)], -1)
 
 
 # ---------------------------------------------------------------------------- attention
@@ -139,11 +145,11 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     if is_causal:
         attn_mask = _causal_bool(length, source_length)
     if attn_mask is not None:
-        if attn_mask.node.dtype == "bool":
+        if attn_mask.dtype.name == "bool":
             bias = F.where(attn_mask, 0.0, -math.inf)
         else:
-            bias = float_mask(layer, attn_mask, "attn_mask", query.node.dtype)
-        scores = scores + F.to_dtype(bias, scores.node.dtype)
+            bias = float_mask(layer, attn_mask, "attn_mask", query.dtype.name)
+        scores = scores + F.to_dtype(bias, scores.dtype.name)
     weights = F.softmax(scores, -1)
     if dropout_p > 0:
         check_dropout_p(layer, dropout_p)
@@ -224,9 +230,9 @@ def multi_head_attention(
     if key.shape[sdim] != value.shape[sdim]:
         fail(layer, f"key and value must have the same sequence length, got shapes "
              f"{list(key.shape)} and {list(value.shape)}")
-    dtype = query.node.dtype
+    dtype = query.dtype.name
     if key_padding_mask is not None and attn_mask is not None and \
-            (key_padding_mask.node.dtype == "bool") != (attn_mask.node.dtype == "bool"):
+            (key_padding_mask.dtype.name == "bool") != (attn_mask.dtype.name == "bool"):
         warnings.warn("Support for mismatched key_padding_mask and attn_mask is deprecated. "
                       "Use same type for both instead.", stacklevel=3)
     key_padding_mask = float_mask(layer, key_padding_mask, "key_padding_mask", dtype)
@@ -260,7 +266,7 @@ def multi_head_attention(
         if static_v is not None else \
         F.permute(F.reshape(v, tuple(v.shape[:2]) + (num_heads, head_dim)), perm)
     if add_zero_attn:
-        k, v = (F.cat([t, zeros(batch, num_heads, 1, head_dim, dtype=t.node.dtype)], 2)
+        k, v = (F.cat([t, zeros(batch, num_heads, 1, head_dim, dtype=t.dtype.name)], 2)
                 for t in (k, v))
         attn_mask = _pad_last(attn_mask) if attn_mask is not None else None
         key_padding_mask = _pad_last(key_padding_mask) if key_padding_mask is not None else None

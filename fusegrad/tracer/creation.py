@@ -205,4 +205,6 @@ def uniform_node_tensor(shape: tuple[int, ...], dtype: str) -> Tensor:
 
 
 def buffer_tensor(array: np.ndarray) -> Tensor:
+    """A computed tensor of ``array``'s values and dtype, sharing its memory when ``array`` is
+    C-contiguous (constant tables of layers: causal masks, gate constants)."""
     return Tensor._from_node(ops.buffer(Buffer.from_array(array)))

@@ -17,6 +17,7 @@ from ..ir import ops
 from ..ir.dtypes import is_float, promote, promote_scalar
 from ..ir.errors import DTypeError, ShapeError, with_location
 from ..ir.node import Node
+from ..lru import LRUCache
 from . import capture
 from . import dtype as dt
 from .grad_mode import is_grad_enabled
@@ -1163,7 +1164,8 @@ def one_hot(index: Tensor, num_classes: int = -1) -> Tensor:
     return Tensor._from_node(ops.cast(ops.binary("eq", idx, cls, loc), "int64", loc))
 
 
-_arange_cache: dict[int, Any] = {}
+# The same buffer for the same n keeps the graphs that read it structurally equal (one program).
+_arange_cache: LRUCache[int, Any] = LRUCache(64)
 
 
 def _arange_buffer(n: int):

@@ -3,6 +3,7 @@ for a layer that a library container (``Sequential``) called when a training loo
 the user's line that built that layer."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from types import CodeType, FrameType
@@ -54,16 +55,11 @@ def user_location() -> str | None:
     return None
 
 
-_short_cache: dict[str, str] = {}
-
-
+@functools.lru_cache(maxsize=1024)
 def _short(filename: str) -> str:
-    short = _short_cache.get(filename)
-    if short is None:
-        try:
-            rel = os.path.relpath(filename)
-            short = rel if not rel.startswith("..") else filename
-        except ValueError:
-            short = filename
-        _short_cache[filename] = short
-    return short
+    """``filename`` relative to the working directory when it is below it."""
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return rel if not rel.startswith("..") else filename

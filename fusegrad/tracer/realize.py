@@ -16,6 +16,7 @@ from ..ir.errors import CaptureError, with_location
 from ..ir.graph import Graph, substitute
 from ..ir.key import structural_key
 from ..ir.node import Node
+from ..lru import LRUCache, size_from_env
 from . import capture
 from .provenance import user_location
 from .tensor import PENDING, Tensor
@@ -50,7 +51,11 @@ class Stats:
 
 
 STATS = Stats()
-_PROGRAMS: dict[tuple, Entry] = {}
+# Compiled programs by (backend, structural key): the least recently run past the size is
+# dropped (it is loaded again from the disk program cache if it is needed again).
+PROGRAM_CACHE_SIZE = 512
+_PROGRAMS: LRUCache[tuple, Entry] = LRUCache(
+    size_from_env("FUSEGRAD_PROGRAM_CACHE_SIZE", PROGRAM_CACHE_SIZE))
 _backend: list[str | None] = [None]
 
 
@@ -65,6 +70,12 @@ def backend() -> str:
 
 def clear_program_cache() -> None:
     _PROGRAMS.clear()
+
+
+def set_program_cache_size(size: int) -> None:
+    """Keep at most ``size`` compiled programs in memory (default ``PROGRAM_CACHE_SIZE``, or
+    ``FUSEGRAD_PROGRAM_CACHE_SIZE``); the least recently run beyond it are dropped."""
+    _PROGRAMS.resize(size)
 
 
 def capturing() -> bool:

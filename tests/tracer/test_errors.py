@@ -111,3 +111,22 @@ def test_same_dtypes_still_run():
     model = nn.Linear(2, 2).double()
     assert model(fg.ones(3, 2, dtype=fg.float64)).dtype == fg.float64
     assert (fg.ones(2, 2, dtype=fg.float64) @ fg.ones(2, 2, dtype=fg.float64)).dtype == fg.float64
+
+
+def test_error_types_are_public_in_fusegrad_errors():
+    import fusegrad.backends.numba_cpu.codegen as codegen
+    import fusegrad.errors as errors
+    import fusegrad.ir.errors as ir_errors
+    assert fg.errors is errors
+    for name in ("FusegradError", "ShapeError", "DTypeError", "CaptureError", "CheckpointError",
+                 "CodegenError"):
+        assert issubclass(getattr(errors, name), errors.FusegradError)
+        assert getattr(fg, name) is getattr(errors, name)
+    assert issubclass(errors.DTypeError, TypeError) and issubclass(errors.DTypeError, RuntimeError)
+    assert issubclass(errors.ShapeError, ValueError)
+    assert issubclass(errors.CheckpointError, ValueError)
+    assert ir_errors.ShapeError is errors.ShapeError and ir_errors.with_location is \
+        errors.with_location
+    assert codegen.CodegenError is errors.CodegenError
+    with pytest.raises(errors.ShapeError):
+        fg.ones(3, 4) + fg.ones(5)

@@ -42,6 +42,7 @@ from numba.core import sigutils
 from numba.core.caching import CompileResultCacheImpl, FunctionCache, _CacheLocator
 from numba.core.dispatcher import Dispatcher
 
+from ...lru import LRUCache, size_from_env
 from . import eviction
 from .render import KernelSource, code_lines
 
@@ -130,7 +131,11 @@ def _signature(arg_dtypes: tuple[str, ...]) -> tuple:
 # Errors that mean the generated code itself is wrong: recompiling would fail the same way.
 _CODE_ERRORS = (numba_errors.TypingError, numba_errors.LoweringError, numba_errors.UnsupportedError)
 
-_LOADED: dict[tuple[str, tuple[str, ...]], Dispatcher] = {}
+# Compiled kernels by (source hash, argument dtypes), the least recently used dropped past the
+# size (a program holds its own; a dropped kernel is loaded again from Numba's objects on disk).
+KERNEL_CACHE_SIZE = 4096
+_LOADED: LRUCache[tuple[str, tuple[str, ...]], Dispatcher] = LRUCache(
+    size_from_env("FUSEGRAD_KERNEL_CACHE_SIZE", KERNEL_CACHE_SIZE))
 _FRESH: list[int] = [0]          # > 0: compile without reading Numba's objects (``fresh_kernels``)
 _WARNED: set[Path] = set()       # read-only folders already warned about
 _FROM_DISK: set[str] = set()     # hashes of the kernels loaded from Numba's objects on disk
@@ -144,9 +149,10 @@ def load_kernel(ks: KernelSource, arg_dtypes: tuple[str, ...]) -> Dispatcher:
     a kernel that is not there is compiled in memory.
     """
     memo_key = (ks.hash, arg_dtypes)
-    if memo_key in _LOADED:
+    loaded = _LOADED.get(memo_key)
+    if loaded is not None:
         STATS.kernels_reused += 1
-        return _LOADED[memo_key]
+        return loaded
     sig = _signature(arg_dtypes)
     access = folder_access() if cache_enabled() else None
     fn = None

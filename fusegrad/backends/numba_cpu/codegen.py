@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import math
 
+from ...errors import CodegenError
 from ...ir.dtypes import is_float
-from ...ir.errors import FusegradError
 from ...ir.node import Node
-
-
-class CodegenError(FusegradError):
-    """A node has no Numba code (an op, or an op on a dtype, the renderer does not support)."""
 
 
 # ----------------------------------------------------------------------------- scalar code

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ...ir.errors import with_location
+from ...errors import with_location
 from ...tracer import functions as F
 from ...tracer.creation import empty
 from ...tracer.provenance import user_location

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...ir.errors import with_location
+from ...errors import with_location
 from ...tracer import functions as F
 from ...tracer.provenance import user_location
 from ...tracer.tensor import Tensor

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ...ir.errors import ShapeError, with_location
+from ...errors import ShapeError, with_location
 from ...tracer.creation import empty, tensor
 from ...tracer.provenance import user_location
 from ...tracer.tensor import Tensor

@@ -59,10 +59,6 @@ def _lstm_gate_constants(hidden: int, dtype: str) -> tuple[Tensor, Tensor]:
     return buffer_tensor(half), buffer_tensor(offset)
 
 
-def _is_zeros(t: Tensor) -> bool:
-    return t.node.op == "const" and t.node.attrs[0] == 0 and not t.requires_grad
-
-
 def _gru_update(x_rz: Tensor, x_n: Tensor, h_gates: Tensor, h: Tensor, b_hn: Tensor | None
                 ) -> Tensor:
     """h' from the input pre-activations of the r, z gates (N, 2H) and of n (N, H) and the
@@ -161,16 +157,16 @@ class RNNBase(Module):
             FS.fail(name, f"input must have 3 dimensions (batched) or 2 (unbatched), got "
                     f"{input.ndim} (shape {list(input.shape)})")
         if not input.dtype.is_floating_point:
-            FS.fail(name, f"input must be a floating point tensor, got {input.node.dtype}",
+            FS.fail(name, f"input must be a floating point tensor, got {input.dtype.name}",
                     TypeError)
         if input.shape[-1] != self.input_size:
             FS.fail(name, f"input has {input.shape[-1]} features (shape {list(input.shape)}) "
                     f"but input_size is {self.input_size}")
-        weight = self.all_weights[0][0].node.dtype
-        if input.node.dtype != weight:
-            FS.fail(name, f"input dtype ({input.node.dtype}) does not match weight dtype "
+        weight = self.all_weights[0][0].dtype.name
+        if input.dtype.name != weight:
+            FS.fail(name, f"input dtype ({input.dtype.name}) does not match weight dtype "
                     f"({weight}). Convert input: input.to({weight}), or convert model: "
-                    f"model.to({input.node.dtype})", ValueError)
+                    f"model.to({input.dtype.name})", ValueError)
         batched = input.ndim == 3
         time_dim = 1 if self.batch_first and batched else 0
         if input.shape[time_dim] == 0:
@@ -222,14 +218,15 @@ class RNNBase(Module):
         x, batched = self._check_input(input)
         time_dim = 1 if self.batch_first and batched else 0
         batch = x.shape[1 - time_dim]
-        states = self._initial_states(hx, batch, batched, x.node.dtype)
+        states = self._initial_states(hx, batch, batched, x.dtype.name)
         finals: list[tuple[Tensor, ...]] = []
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self._directions):
                 index = layer * self._directions + direction
                 seq, final = self._run_direction(x, self.all_weights[index], states[index],
-                                                 time_dim, reverse=direction == 1)
+                                                 time_dim, reverse=direction == 1,
+                                                 zero_start=hx is None)
                 outputs.append(seq)
                 finals.append(final)
             x = outputs[0] if len(outputs) == 1 else F.cat(outputs, -1)
@@ -243,9 +240,10 @@ class RNNBase(Module):
         return x, ((h_n, c_n) if c_n is not None else h_n)
 
     def _run_direction(self, x: Tensor, weights: list[Parameter], state: tuple[Tensor, ...],
-                       time_dim: int, reverse: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+                       time_dim: int, reverse: bool, zero_start: bool = False
+                       ) -> tuple[Tensor, tuple[Tensor, ...]]:
         """The hidden state at every step (in time order, stacked on ``time_dim``), and the last
-        state, of one layer in one direction."""
+        state, of one layer in one direction (``zero_start``: the initial state is zeros)."""
         w_ih, w_hh = weights[0], weights[1]
         b_ih, b_hh = (weights[2], weights[3]) if self.bias else (None, None)
         w_hr = weights[-1] if self.proj_size else None
@@ -270,7 +268,7 @@ class RNNBase(Module):
         w_hr_t = F.t(w_hr) if w_hr is not None else None
         length, batch = x.shape[time_dim], x.shape[1 - time_dim]
         gates_shape = (batch, w_hh.shape[0])
-        gate_constants = _lstm_gate_constants(hidden, x.node.dtype) if self.mode == "LSTM" \
+        gate_constants = _lstm_gate_constants(hidden, x.dtype.name) if self.mode == "LSTM" \
             else ()
         hs: list[Tensor | None] = [None] * length
         for t in (range(length - 1, -1, -1) if reverse else range(length)):
@@ -278,8 +276,9 @@ class RNNBase(Module):
                    for part in x_parts]
             h = state[0]
             # a zero initial state needs no product (nor its gradient's) at the first step
-            h_gates = zeros(*gates_shape, dtype=h.node.dtype) if _is_zeros(h) else \
+            h_gates = zeros(*gates_shape, dtype=h.dtype.name) if zero_start else \
                 F.matmul(h, w_hh_t)
+            zero_start = False
             if self.mode == "LSTM":
                 h, c = _lstm_update(x_t[0] + h_gates, state[1], *gate_constants)
                 if w_hr_t is not None:
@@ -403,7 +402,7 @@ class RNNCellBase(Module):
         out = []
         for i, s in enumerate(states):
             if s is None:
-                out.append(zeros(x.shape[0], self.hidden_size, dtype=x.node.dtype))
+                out.append(zeros(x.shape[0], self.hidden_size, dtype=x.dtype.name))
                 continue
             if not isinstance(s, Tensor) or list(s.shape) != want:
                 got = list(s.shape) if isinstance(s, Tensor) else type(s).__name__
@@ -466,7 +465,7 @@ class LSTMCell(RNNCellBase):
         x, (h, c), batched = self._check(input, tuple(hx) if hx is not None else (None, None))
         x_gates, h_gates = self._gates(x, h)
         h, c = _lstm_update(x_gates + h_gates, c,
-                            *_lstm_gate_constants(self.hidden_size, x.node.dtype))
+                            *_lstm_gate_constants(self.hidden_size, x.dtype.name))
         return _unbatch(h, batched), _unbatch(c, batched)
 
 
