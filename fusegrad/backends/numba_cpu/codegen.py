@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 
 from ...ir.dtypes import is_float, is_int
 from ...ir.errors import FusegradError
+from ...ir.key import StructuralKeys
 from ...ir.node import Node
 from ...ir.ops import REDUCE
+from ...ir.optable import is_commutative
 from ...ir.random import SCALAR_SOURCE
 from ...ir.schedule import Kernel, Load
 from ...ir.view import View
+from .scalar_ops import TANH32_SOURCE, literal, op_expr
 
 
 class CodegenError(FusegradError):
@@ -133,98 +136,6 @@ def post_order(root: Node, children: Callable[[Node], Sequence[Node]],
     return order
 
 
-# ----------------------------------------------------------------------------- scalar code
-def literal(value: float | bool, dtype: str) -> str:
-    """A typed constant: ``np.float32(0.5)``, ``np.float32(-np.inf)``, ``np.int64(3)``, ``True``."""
-    if dtype == "bool":
-        return "True" if value else "False"
-    if is_float(dtype):
-        value = float(value)
-        if math.isnan(value):
-            text = "np.nan"
-        elif math.isinf(value):
-            text = "np.inf" if value > 0 else "-np.inf"
-        else:
-            text = repr(value)
-    else:
-        text = str(int(value))
-    return f"np.{dtype}({text})"
-
-
-# float32 tanh as a rational function of x (Eigen's): libm's scalar tanhf does not vectorise and
-# ran ~28x slower than numpy on 1M elements; this one runs at numpy's speed, and over 4M points in
-# [-12, 12] (geometric down to 1e-8) stays within 3.6e-7 relative (6 ulp) of np.tanh, with
-# NaN, +-inf and -0.0 as numpy gives them.
-TANH32_SOURCE = '''
-@njit(cache=True, inline="always", error_model="numpy")
-def _fg_tanh32(x):
-    c = np.float32(7.90531110763549805)
-    xc = c if x > c else (-c if x < -c else x)
-    x2 = xc * xc
-    p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
-    p = x2 * p + np.float32(-8.60467152213735e-11)
-    p = x2 * p + np.float32(5.12229709037114e-08)
-    p = x2 * p + np.float32(1.48572235717979e-05)
-    p = x2 * p + np.float32(6.37261928875436e-04)
-    p = x2 * p + np.float32(4.89352455891786e-03)
-    q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
-    q = x2 * q + np.float32(2.26843463243900e-03)
-    q = x2 * q + np.float32(4.89352518554385e-03)
-    return x if abs(x) < np.float32(0.0004) else xc * p / q
-'''
-
-_UFUNC = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "sin": "np.sin", "cos": "np.cos",
-          "tanh": "np.tanh"}
-_ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
-_COMPARE = {"lt": "<", "le": "<=", "eq": "==", "ne": "!="}
-
-
-def op_expr(node: Node, args: list[str]) -> str:
-    """Scalar expression of an elementwise node, with numpy's result dtype and NaN rules.
-
-    Numba widens integer arithmetic to int64, so integer results are cast back to the node's dtype;
-    numpy's bool ``add``/``mul``/``maximum``/``minimum`` are logical or/and.
-    """
-    op, dt = node.op, node.dtype
-    t = f"np.{dt}"
-    src = node.inputs[0].dtype
-    if op == "tanh" and dt == "float32":
-        return f"_fg_tanh32({args[0]})"
-    if op in _UFUNC:
-        return f"{_UFUNC[op]}({args[0]})"
-    if op == "recip":
-        return f"{literal(1, dt)} / {args[0]}"
-    if op == "neg":
-        return f"-{args[0]}" if is_float(dt) else f"{t}(-{args[0]})"
-    if op == "abs":
-        return args[0] if dt == "bool" else f"{t}(abs({args[0]}))"
-    if op == "detach":
-        return args[0]
-    if op == "cast":
-        if dt == "bool":
-            return f"{args[0]} != {literal(0, src)}"
-        return f"{t}({args[0]})"
-    if op in _COMPARE:
-        return f"{args[0]} {_COMPARE[op]} {args[1]}"
-    if op == "where":
-        return f"{args[1]} if {args[0]} else {args[2]}"
-    a, b = args[0], args[1] if len(args) > 1 else ""
-    if dt == "bool":
-        logical = {"add": "|", "mul": "&", "maximum": "|", "minimum": "&"}
-        if op not in logical:
-            raise CodegenError(f"{op} is not defined on bool tensors")
-        return f"{a} {logical[op]} {b}"
-    if op in ("maximum", "minimum"):
-        if is_float(dt):  # numpy propagates NaN from either side
-            cmp = ">" if op == "maximum" else "<"
-            return f"{a} if ({a} {cmp} {b}) | ({a} != {a}) else {b}"
-        return f"{'max' if op == 'maximum' else 'min'}({a}, {b})"
-    if op in _ARITH:
-        expr = f"{a} {_ARITH[op]} {b}"
-        return expr if is_float(dt) else f"{t}({expr})"
-    raise CodegenError(f"no Numba code for op {op!r}")
-
-
 def _static_offset(view: View, index: tuple[int, ...]) -> int | None:
     """Flat offset of a constant ``index`` in ``view``; None where a mask makes it read zero."""
     offset = view.offset
@@ -237,13 +148,6 @@ def _static_offset(view: View, index: tuple[int, ...]) -> int | None:
             i = (i - start) // step
         offset += i * view.strides[d]
     return offset
-
-
-def _commutative(node: Node) -> bool:
-    """Ops whose two operands can be swapped without changing a bit of the result (float
-    ``maximum``/``minimum`` cannot: which NaN or which signed zero wins depends on the order)."""
-    return node.op in ("add", "mul", "eq", "ne") or (
-        node.op in ("maximum", "minimum") and not is_float(node.dtype))
 
 
 def _accumulator_dtype(r: Node) -> str:
@@ -305,7 +209,7 @@ class _KernelWriter:
             v = load.view
             self.views[key] = View(v.shape, v.strides, v.offset - base, v.masks) if base else v
         self.in_names: dict[tuple[Node, int], str] = {}
-        self.sigs: dict[Node, str] = {}
+        self.sigs = StructuralKeys(self._stand_in)
         # outputs in a canonical order, for the same reason (ties keep the schedule's order)
         self.outputs = sorted(kernel.outputs, key=self.sig)
         self.arg_names = {n: f"out{i}" for i, n in enumerate(self.outputs)}
@@ -334,22 +238,18 @@ class _KernelWriter:
             self.in_names[operand] = f"in{len(self.in_names)}"
         return self.in_names[operand]
 
-    def sig(self, node: Node) -> str:
-        """A digest of what ``node`` computes in this kernel, blind to which buffers it reads and
-        to the operand order of commutative ops: the canonical order of operands and outputs."""
-        for n in post_order(node, self._in_kernel_inputs, self.sigs.__contains__):
-            if n in self.k.loads and n not in self.body:
-                v = self.views[n]
-                parts = ("load", n.dtype, v.shape, v.strides, v.offset, v.masks)
-            elif n.op == "const":
-                parts = ("const", n.dtype, n.shape, repr(n.attrs[0]))
-            else:
-                inputs = [self.sigs[i] for i in n.inputs]
-                if _commutative(n):
-                    inputs.sort()
-                parts = (n.op, n.dtype, n.shape, repr(n.attrs), tuple(inputs))
-            self.sigs[n] = hashlib.sha1(repr(parts).encode()).hexdigest()
+    def sig(self, node: Node) -> bytes:
+        """The structural key (``ir/key.py``) of what ``node`` computes in this kernel, blind to
+        which buffers it reads and to the operand order of commutative ops: the canonical order
+        of operands and outputs."""
         return self.sigs[node]
+
+    def _stand_in(self, node: Node) -> tuple | None:
+        """What stands for a load in the kernel's structural keys: its dtype and view."""
+        if node in self.k.loads and node not in self.body:
+            v = self.views[node]
+            return ("load", node.dtype, v.shape, v.strides, v.offset, v.masks)
+        return None
 
     def _in_kernel_inputs(self, node: Node) -> tuple[Node, ...]:
         """The inputs of ``node`` that this kernel does not read from memory."""
@@ -505,7 +405,7 @@ class _KernelWriter:
             raise CodegenError(f"{self.k.name}: {node!r} is used before its reduction ran")
         if node.op == "gather":
             return node.inputs[1:]
-        return tuple(sorted(node.inputs, key=self.sig)) if _commutative(node) else node.inputs
+        return tuple(sorted(node.inputs, key=self.sig)) if is_commutative(node) else node.inputs
 
     def _compute(self, node: Node, memo: dict[Node, str]) -> None:
         """Emit ``vN = <expr>`` for ``node`` once its operands are known."""
@@ -828,6 +728,7 @@ class _KernelWriter:
         uses_rand = bool(self.rand_keys)
         uses_tanh = any("_fg_tanh32(" in line for line in self.lines)
         parts = ["# Generated by fusegrad.backends.numba_cpu.codegen from the IR listed below.",
+                 "import math",
                  "import numpy as np",
                  "from numba import njit" + (", prange" if self.parallel else ""),
                  "", ""]
