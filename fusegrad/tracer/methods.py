@@ -11,6 +11,7 @@ from . import functions_ext as FX
 from .autograd import RETAINED, backward
 from .device import check_device
 from .grad_mode import no_grad
+from .primitives import FUNCTIONS as PRIMITIVES
 from .rng import generator
 from .tensor import Tensor
 
@@ -126,8 +127,7 @@ METHODS: dict[str, Any] = {
     "__ne__": F.ne, "__and__": F.logical_and, "__or__": F.logical_or,
     "__getitem__": F.getitem, "__setitem__": F.setitem,
     "add": F.add, "sub": F.sub, "mul": F.mul, "div": F.div, "pow": F.pow, "neg": F.neg,
-    "abs": F.abs, "exp": F.exp, "log": F.log, "sqrt": F.sqrt, "rsqrt": F.rsqrt, "sin": F.sin,
-    "cos": F.cos, "tanh": F.tanh, "sigmoid": F.sigmoid, "relu": F.relu, "clamp": F.clamp,
+    "abs": F.abs, "rsqrt": F.rsqrt, "sigmoid": F.sigmoid, "relu": F.relu, "clamp": F.clamp,
     "clip": F.clamp, "maximum": F.maximum, "minimum": F.minimum, "square": F.square,
     "reciprocal": F.reciprocal, "sign": F.sign, "where": lambda self, c, o: F.where(c, self, o),
     "lt": F.lt, "le": F.le, "gt": F.gt, "ge": F.ge, "eq": F.eq, "ne": F.ne,
@@ -152,8 +152,7 @@ METHODS: dict[str, Any] = {
     "bool": lambda self: F.to_dtype(self, "bool"),
     "add_": _inplace(F.add), "sub_": _inplace(F.sub), "mul_": _inplace(F.mul),
     "div_": _inplace(F.div), "pow_": _inplace(F.pow), "clamp_": _inplace(F.clamp),
-    "neg_": _inplace(F.neg), "sqrt_": _inplace(F.sqrt), "exp_": _inplace(F.exp),
-    "relu_": _inplace(F.relu),
+    "neg_": _inplace(F.neg), "relu_": _inplace(F.relu),
     "__iadd__": _inplace(F.add), "__isub__": _inplace(F.sub), "__imul__": _inplace(F.mul),
     "__itruediv__": _inplace(F.div),
     "zero_": _zero_, "fill_": _fill_, "copy_": _copy_, "uniform_": _uniform_,
@@ -201,8 +200,13 @@ EXT_METHODS: dict[str, Any] = {
 }
 
 
+# the op table's user-facing primitives (exp, log, sqrt, sin, cos, tanh, ...), from their rows
+PRIMITIVE_METHODS: dict[str, Any] = {
+    **PRIMITIVES, **{f"{name}_": _inplace(fn) for name, fn in PRIMITIVES.items()}}
+
+
 def install() -> None:
-    for name, fn in {**METHODS, **EXT_METHODS}.items():
+    for name, fn in {**METHODS, **EXT_METHODS, **PRIMITIVE_METHODS}.items():
         setattr(Tensor, name, fn)
     Tensor.T = property(lambda self: F.permute(self, *reversed(range(self.ndim))))
     Tensor.mT = property(lambda self: F.transpose(self, -2, -1))
