@@ -191,7 +191,7 @@ EXT_METHODS: dict[str, Any] = {
     "sort": FX.sort, "argsort": FX.argsort, "msort": FX.msort, "topk": FX.topk,
     "addmm": FX.addmm, "baddbmm": FX.baddbmm, "addmv": FX.addmv, "outer": FX.outer,
     "ger": FX.outer, "dot": FX.dot, "norm": FX.norm,
-    "erf": FX.erf, "log1p": FX.log1p, "expm1": FX.expm1, "erf_": _inplace(FX.erf),
+    "log1p": FX.log1p, "expm1": FX.expm1,
     "log1p_": _inplace(FX.log1p), "expm1_": _inplace(FX.expm1),
     "isnan": FX.isnan, "isinf": FX.isinf, "isfinite": FX.isfinite, "isposinf": FX.isposinf,
     "isneginf": FX.isneginf, "nan_to_num": FX.nan_to_num, "nan_to_num_": _inplace(FX.nan_to_num),

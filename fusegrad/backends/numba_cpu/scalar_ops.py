@@ -124,6 +124,7 @@ EXPRESSIONS: dict[str, Expression] = {
     "sin": _call("np.sin"),
     "cos": _call("np.cos"),
     "tanh": _tanh,
+    "erf": _call("math.erf"),
     "abs": _abs,
     "cast": _cast,
     "detach": lambda node, args: args[0],

@@ -5,7 +5,10 @@ promotion (``cast``) are explicit nodes put in by the tracer.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import scipy.special
 
 from .. import ops
 from ..dtypes import is_float, to_numpy
@@ -35,6 +38,13 @@ def _abs_grads(n: Node, g: Node) -> Grads:
                      ops.where(ops.binary("lt", x, zero, loc), const_like(x, -1.0), zero, loc),
                      loc)
     return (mul(g, sign),)
+
+
+def _erf_grads(n: Node, g: Node) -> Grads:
+    (x,) = n.inputs
+    loc = n.loc
+    density = ops.unary("exp", ops.unary("neg", mul(x, x), loc), loc)
+    return (mul(g, mul(const_like(x, 2 / math.sqrt(math.pi)), density)),)
 
 
 def _pow_grads(n: Node, g: Node) -> Grads:
@@ -103,6 +113,8 @@ declare(
     OpSpec("tanh", 1, E, FLOAT, "same", elementwise_reference(np.tanh),
            lambda n, g: (mul(g, ops.binary("sub", const_like(n, 1.0), mul(n, n), n.loc)),),
            api="tanh"),
+    OpSpec("erf", 1, E, FLOAT, "same", elementwise_reference(scipy.special.erf), _erf_grads,
+           api="erf"),
     OpSpec("abs", 1, E, ANY, "same", elementwise_reference(np.abs), _abs_grads),
     OpSpec("cast", 1, E, ANY, "given", _cast,
            lambda n, g: (ops.cast(g, n.inputs[0].dtype, n.loc),)),
