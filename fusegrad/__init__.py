@@ -26,6 +26,7 @@ from .tracer.functions_ext import (addmm, addmv, all, any, argsort, argwhere, ba
                                    msort, nan_to_num, nonzero, norm, outer, remainder,
                                    repeat_interleave, roll, round, sort, topk, tril, triu, trunc,
                                    unique)
+from .tracer.primitives import FUNCTIONS as _PRIMITIVES
 from .tracer.compile import CompiledFunction, compile, explain
 from .tracer.grad_mode import (enable_grad, inference_mode, is_grad_enabled,
                                is_inference_mode_enabled, no_grad, set_grad_enabled)
@@ -56,6 +57,9 @@ def numel(t: Tensor) -> "int":
 
 
 FloatTensor = Tensor
+
+# the op table's user-facing primitives (fusegrad.exp, fusegrad.erf, ...), from their rows
+globals().update(_PRIMITIVES)
 
 
 # As ``import torch`` makes torch.nn and torch.optim available, so does ``import fusegrad``;

@@ -1,8 +1,10 @@
-"""The primitive op set, with shape and dtype rules checked when a node is built.
+"""Constructors of the primitive ops, with shape and dtype rules checked when a node is built.
 
-Everything else (softmax, losses, layers) is composed from these in the front end.
-Elementwise ops take operands of one shape and dtype: broadcasting (``expand``) and type
-promotion (``cast``) are explicit nodes, put in by the tracer.
+Each primitive is declared once in the op table (``ir/optable``); the op sets here (``UNARY``,
+``REDUCE``, ...) are views of it, and the elementwise constructors check operands against the
+table's dtype rules. Everything else (softmax, losses, layers) is composed from these in the
+front end. Elementwise ops take operands of one shape and dtype: broadcasting (``expand``) and
+type promotion (``cast``) are explicit nodes, put in by the tracer.
 """
 from __future__ import annotations
 
@@ -15,22 +17,12 @@ from .buffer import Buffer
 from .dtypes import is_float
 from .errors import DTypeError, ShapeError, with_location
 from .node import Node
+from .optable.spec import TABLE
+from .optable.views import (ALL_OPS, BINARY, COMPARE, ELEMENTWISE, EXTERN,  # noqa: F401
+                            GATHER, LEAF, MOVEMENT, REDUCE, TERNARY, UNARY)
 
 Shape = tuple[int, ...]
 
-LEAF = frozenset({"buffer", "const", "rand"})
-UNARY = frozenset({"neg", "exp", "log", "sqrt", "recip", "sin", "cos", "tanh", "abs", "cast",
-                   "detach"})
-BINARY = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum",
-                    "lt", "le", "eq", "ne"})
-COMPARE = frozenset({"lt", "le", "eq", "ne"})
-TERNARY = frozenset({"where"})
-ELEMENTWISE = UNARY | BINARY | TERNARY
-REDUCE = frozenset({"sum", "max", "argmax"})
-MOVEMENT = frozenset({"reshape", "permute", "expand", "slice", "pad"})
-GATHER = frozenset({"gather"})
-EXTERN = frozenset({"matmul", "scatter_add"})
-ALL_OPS = LEAF | ELEMENTWISE | REDUCE | MOVEMENT | GATHER | EXTERN
 
 
 def prod(shape: Shape) -> int:
@@ -85,11 +77,18 @@ def rand(key: Node, shape: Shape, dtype: str, loc: str | None = None) -> Node:
 
 
 # ----------------------------------------------------------------------------- elementwise
+def _check_accepts(op: str, dtype: str, x: Node, loc: str | None) -> None:
+    accepts = TABLE[op].accepts
+    if dtype not in accepts:
+        wanted = "a float" if all(is_float(d) for d in accepts) else f"one of {sorted(accepts)}"
+        _fail(op, f"needs {wanted} input, got {dtype}{list(x.shape)}", loc, DTypeError)
+
+
 def unary(op: str, x: Node, loc: str | None = None) -> Node:
+    """A unary elementwise node (any of ``UNARY`` but ``cast``, which takes its dtype)."""
     assert op in UNARY and op != "cast", op
-    if op not in ("neg", "abs", "detach") and not is_float(x.dtype):
-        _fail(op, f"needs a float input, got {x.dtype}{list(x.shape)}", loc, DTypeError)
-    return Node(op, (x,), x.shape, x.dtype, (), loc)
+    _check_accepts(op, x.dtype, x, loc)
+    return Node(op, (x,), x.shape, TABLE[op].result_dtype(x.dtype), (), loc)
 
 
 def cast(x: Node, dtype: str, loc: str | None = None) -> Node:
@@ -104,8 +103,8 @@ def binary(op: str, a: Node, b: Node, loc: str | None = None) -> Node:
         _fail(op, f"shapes {list(a.shape)} and {list(b.shape)} differ", loc)
     if a.dtype != b.dtype:
         _fail(op, f"dtypes {a.dtype} and {b.dtype} differ", loc, DTypeError)
-    out_dtype = "bool" if op in COMPARE else a.dtype
-    return Node(op, (a, b), a.shape, out_dtype, (), loc)
+    _check_accepts(op, a.dtype, a, loc)
+    return Node(op, (a, b), a.shape, TABLE[op].result_dtype(a.dtype), (), loc)
 
 
 def where(cond: Node, a: Node, b: Node, loc: str | None = None) -> Node:

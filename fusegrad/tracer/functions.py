@@ -17,6 +17,7 @@ from ..ir import ops
 from ..ir.dtypes import is_float, promote, promote_scalar
 from ..ir.errors import DTypeError, ShapeError, with_location
 from ..ir.node import Node
+from ..ir.optable import TABLE
 from ..lru import LRUCache
 from . import capture
 from . import dtype as dt
@@ -161,7 +162,7 @@ def _shape(x: TensorLike) -> tuple[int, ...]:
 def unary(op: str, x: Tensor, loc: str | None = None) -> Tensor:
     loc = loc or user_location()
     n = node_of(x)
-    if op not in ("neg", "abs") and not is_float(n.dtype):
+    if n.dtype not in TABLE[op].accepts:  # a float-only op promotes integers and bools
         n = ops.cast(n, dt.default_float(), loc)
     return wrap(ops.unary(op, n, loc), x)
 

@@ -24,6 +24,7 @@ from . import capture
 from . import dtype as dt
 from . import functions as F
 from .creation import buffer_tensor
+from .primitives import FUNCTIONS as PRIMITIVES
 from .provenance import user_location
 from .tensor import Tensor, _norm_dim
 
@@ -751,40 +752,8 @@ def norm(x: Tensor, p: float | str | None = "fro", dim: Dims = None, keepdim: bo
 
 
 # ---------------------------------------------------------------------------- special functions
-def _horner(x: Tensor, coeffs: Sequence[float]) -> Tensor:
-    """``coeffs[0] + coeffs[1] x + ...``."""
-    out = x * coeffs[-1] + coeffs[-2]
-    for c in reversed(coeffs[:-2]):
-        out = out * x + c
-    return out
-
-
-# erf(x) = 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1)): 11 terms reach 1e-10 for |x| < 0.85,
-# the switch point that keeps float32 rounding lowest (max error 1.3e-7 on a dense grid).
-_ERF_SWITCH = 0.85
-_ERF_TAYLOR = tuple(2 / math.sqrt(math.pi) * (-1) ** n / (math.factorial(n) * (2 * n + 1))
-                    for n in range(11))
-# erfc(x) = t exp(-x^2 + P(t)), t = 1/(1 + x/2), relative error < 1.2e-7 for x >= 0
-# (Numerical Recipes' Chebyshev fit); its derivative is as accurate.
-_ERFC_CHEBYSHEV = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
-                   -1.13520398, 1.48851587, -0.82215223, 0.17087277)
-
-
-def erf(x: Tensor) -> Tensor:
-    """The error function, accurate to 1.3e-7 absolute (float32 precision), with its gradient.
-
-    A Taylor polynomial near zero keeps the relative accuracy of tiny values; elsewhere
-    ``1 - erfc`` with a Chebyshev fit of erfc whose derivative is accurate too.
-    """
-    a = F.abs(x)
-    small = F.lt(a, _ERF_SWITCH)
-    xs = F.where(small, x, 0.0)          # each branch only sees inputs of its own range
-    near = xs * _horner(xs * xs, _ERF_TAYLOR)
-    af = F.clamp(a, _ERF_SWITCH, 10.0)   # erfc(10) < 1e-44: erf is +-1 to any precision beyond
-    t = 1.0 / (af * 0.5 + 1.0)
-    erfc = t * F.exp(_horner(t, _ERFC_CHEBYSHEV) - af * af)
-    far = F.where(F.lt(x, 0.0), erfc - 1.0, 1.0 - erfc)
-    return F.where(small, near, far)
+# the error function is a primitive of the op table (nnlib's exact gelu uses it from here)
+erf = PRIMITIVES["erf"]
 
 
 def log1p(x: Tensor) -> Tensor:

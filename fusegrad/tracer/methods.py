@@ -12,6 +12,7 @@ from . import functions_ext as FX
 from .autograd import RETAINED, backward
 from .device import check_device
 from .grad_mode import is_grad_enabled, no_grad
+from .primitives import FUNCTIONS as PRIMITIVES
 from .rng import generator
 from .tensor import Tensor
 
@@ -137,8 +138,7 @@ METHODS: dict[str, Any] = {
     "__ne__": F.ne, "__and__": F.logical_and, "__or__": F.logical_or,
     "__getitem__": F.getitem, "__setitem__": F.setitem,
     "add": F.add, "sub": F.sub, "mul": F.mul, "div": F.div, "pow": F.pow, "neg": F.neg,
-    "abs": F.abs, "exp": F.exp, "log": F.log, "sqrt": F.sqrt, "rsqrt": F.rsqrt, "sin": F.sin,
-    "cos": F.cos, "tanh": F.tanh, "sigmoid": F.sigmoid, "relu": F.relu, "clamp": F.clamp,
+    "abs": F.abs, "rsqrt": F.rsqrt, "sigmoid": F.sigmoid, "relu": F.relu, "clamp": F.clamp,
     "clip": F.clamp, "maximum": F.maximum, "minimum": F.minimum, "square": F.square,
     "reciprocal": F.reciprocal, "sign": F.sign, "where": lambda self, c, o: F.where(c, self, o),
     "lt": F.lt, "le": F.le, "gt": F.gt, "ge": F.ge, "eq": F.eq, "ne": F.ne,
@@ -163,8 +163,7 @@ METHODS: dict[str, Any] = {
     "bool": lambda self: F.to_dtype(self, "bool"),
     "add_": _inplace(F.add), "sub_": _inplace(F.sub), "mul_": _inplace(F.mul),
     "div_": _inplace(F.div), "pow_": _inplace(F.pow), "clamp_": _inplace(F.clamp),
-    "neg_": _inplace(F.neg), "sqrt_": _inplace(F.sqrt), "exp_": _inplace(F.exp),
-    "relu_": _inplace(F.relu),
+    "neg_": _inplace(F.neg), "relu_": _inplace(F.relu),
     "__iadd__": _inplace(F.add), "__isub__": _inplace(F.sub), "__imul__": _inplace(F.mul),
     "__itruediv__": _inplace(F.div),
     "zero_": _zero_, "fill_": _fill_, "copy_": _copy_, "uniform_": _uniform_,
@@ -203,7 +202,7 @@ EXT_METHODS: dict[str, Any] = {
     "sort": FX.sort, "argsort": FX.argsort, "msort": FX.msort, "topk": FX.topk,
     "addmm": FX.addmm, "baddbmm": FX.baddbmm, "addmv": FX.addmv, "outer": FX.outer,
     "ger": FX.outer, "dot": FX.dot, "norm": FX.norm,
-    "erf": FX.erf, "log1p": FX.log1p, "expm1": FX.expm1, "erf_": _inplace(FX.erf),
+    "log1p": FX.log1p, "expm1": FX.expm1,
     "log1p_": _inplace(FX.log1p), "expm1_": _inplace(FX.expm1),
     "isnan": FX.isnan, "isinf": FX.isinf, "isfinite": FX.isfinite, "isposinf": FX.isposinf,
     "isneginf": FX.isneginf, "nan_to_num": FX.nan_to_num, "nan_to_num_": _inplace(FX.nan_to_num),
@@ -212,8 +211,13 @@ EXT_METHODS: dict[str, Any] = {
 }
 
 
+# the op table's user-facing primitives (exp, log, sqrt, sin, cos, tanh, ...), from their rows
+PRIMITIVE_METHODS: dict[str, Any] = {
+    **PRIMITIVES, **{f"{name}_": _inplace(fn) for name, fn in PRIMITIVES.items()}}
+
+
 def install() -> None:
-    for name, fn in {**METHODS, **EXT_METHODS}.items():
+    for name, fn in {**METHODS, **EXT_METHODS, **PRIMITIVE_METHODS}.items():
         setattr(Tensor, name, fn)
     Tensor.T = property(lambda self: F.permute(self, *reversed(range(self.ndim))))
     Tensor.mT = property(lambda self: F.transpose(self, -2, -1))

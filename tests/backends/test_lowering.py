@@ -15,10 +15,6 @@ from fusegrad.ir import ops
 from fusegrad.ir.node import Node
 
 
-def _swappable(node: Node) -> bool:
-    return node.op in ("add", "mul")
-
-
 def _loops(nest: LoopNest) -> list[Loop]:
     return [s for s in walk(nest.body) if isinstance(s, Loop)]
 
@@ -35,7 +31,7 @@ def test_contiguous_dims_merge_into_one_loop(builder, leaf):
     x = leaf(np.ones((4, 6, 5), np.float32))
     y = ops.unary("exp", x)
     b = builder([x])
-    nest = lower(b.kernel("k_exp", [y], y.shape), False, _swappable)
+    nest = lower(b.kernel("k_exp", [y], y.shape), False)
     [loop] = _loops(nest)
     assert (loop.var, loop.extent, loop.parallel) == ("i0", 120, False)
     [store] = _of(nest, Store)
@@ -48,7 +44,7 @@ def test_a_transposed_read_keeps_one_loop_per_dim(builder, leaf):
     t = ops.permute(x, (1, 0))
     y = ops.binary("add", t, ops.const(1.0, t.shape, "float32"))
     b = builder([x])
-    nest = lower(b.kernel("k_t", [y], y.shape), True, _swappable)
+    nest = lower(b.kernel("k_t", [y], y.shape), True)
     outer, inner = _loops(nest)
     assert (outer.extent, inner.extent) == (6, 4)
     assert outer.parallel and not inner.parallel and nest.parallel
@@ -62,7 +58,7 @@ def test_a_mask_on_an_outer_loop_is_hoisted_into_a_flag(builder, leaf):
     padded = ops.pad(x, (3, 4, 8), ((0, 1), (2, 1), (0, 1)))
     y = ops.binary("mul", padded, z)
     b = builder([x, z])
-    nest = lower(b.kernel("k_pad", [y], y.shape), False, _swappable)
+    nest = lower(b.kernel("k_pad", [y], y.shape), False)
     assert [(lp.var, lp.extent) for lp in _loops(nest)] == [("i0", 3), ("i1", 4), ("i2", 8)]
     middle = _loops(nest)[1]
     [flag] = middle.hoisted
@@ -77,7 +73,7 @@ def test_a_mask_on_the_innermost_loop_stays_inline(builder, leaf):
     padded = ops.pad(x, (4, 8), ((0, 1), (1, 2)))
     y = ops.unary("neg", padded)
     b = builder([x])
-    nest = lower(b.kernel("k_pad_inner", [y], y.shape), False, _swappable)
+    nest = lower(b.kernel("k_pad_inner", [y], y.shape), False)
     assert all(not lp.hoisted for lp in _loops(nest))
     [read] = _reads(nest)
     assert read.conds == (Divisible(Ref("i1"), 1, 2), AtLeast(Ref("i1"), 1),
@@ -89,7 +85,7 @@ def test_a_float32_row_sum_accumulates_in_float64_and_rounds_once(builder, leaf)
     x = leaf(np.ones((4, 6), np.float32))
     s = ops.reduce("sum", x, (1,))
     b = builder([x])
-    nest = lower(b.kernel("k_rows", [s], (4, 6), (1,)), True, _swappable)
+    nest = lower(b.kernel("k_rows", [s], (4, 6), (1,)), True)
     [acc] = _of(nest, Accumulator)
     assert (acc.dtype, acc.init, acc.count) == ("float64", 0, None)
     [update] = _of(nest, Accumulate)
@@ -105,7 +101,7 @@ def test_max_and_float64_sum_accumulate_in_their_own_dtype(builder, leaf):
     x = leaf(np.ones((4, 6), np.float64))
     b = builder([x])
     nest = lower(b.kernel("k_both", [ops.reduce("sum", x, (1,)), ops.reduce("max", x, (1,))],
-                          (4, 6), (1,)), False, _swappable)
+                          (4, 6), (1,)), False)
     inits = sorted((a.dtype, a.init) for a in _of(nest, Accumulator))
     assert inits == [("float64", -np.inf), ("float64", 0)]
     assert not [a for a in _of(nest, Assign) if isinstance(a.value, Convert)]
@@ -116,7 +112,7 @@ def test_a_column_sum_puts_the_reduced_loop_outside(builder, leaf):
     x = leaf(np.ones((64, 16), np.float32))
     s = ops.reduce("sum", x, (0,))
     b = builder([x])
-    nest = lower(b.kernel("k_cols", [s], (64, 16), (0,)), False, _swappable)
+    nest = lower(b.kernel("k_cols", [s], (64, 16), (0,)), False)
     [acc] = _of(nest, Accumulator)
     assert (acc.dtype, acc.count) == ("float64", 16)
     outer, inner, store_loop = _loops(nest)
@@ -131,8 +127,7 @@ def test_a_column_sum_puts_the_reduced_loop_outside(builder, leaf):
 def test_a_parallel_column_sum_keeps_the_kept_loop_outside(builder, leaf):
     x = leaf(np.ones((64, 16), np.float32))
     b = builder([x])
-    nest = lower(b.kernel("k_cols", [ops.reduce("sum", x, (0,))], (64, 16), (0,)), True,
-                 _swappable)
+    nest = lower(b.kernel("k_cols", [ops.reduce("sum", x, (0,))], (64, 16), (0,)), True)
     outer, inner = _loops(nest)
     assert (outer.var, outer.parallel, inner.var) == ("i1", True, "i0")
     assert all(a.count is None for a in _of(nest, Accumulator))
@@ -141,8 +136,7 @@ def test_a_parallel_column_sum_keeps_the_kept_loop_outside(builder, leaf):
 def test_a_reduction_to_one_value_has_no_parallel_loop(builder, leaf):
     x = leaf(np.ones((4, 6), np.float32))
     b = builder([x])
-    nest = lower(b.kernel("k_total", [ops.reduce("sum", x, (0, 1))], (4, 6), (0, 1)), True,
-                 _swappable)
+    nest = lower(b.kernel("k_total", [ops.reduce("sum", x, (0, 1))], (4, 6), (0, 1)), True)
     [loop] = _loops(nest)
     assert loop.extent == 24 and not loop.parallel and not nest.parallel
 
@@ -152,8 +146,8 @@ def test_commutative_operands_take_a_canonical_order(builder, leaf):
     z = leaf(np.full(8, 2, np.float32))
     e = ops.unary("exp", z)
     b = builder([x, z])
-    first = lower(b.kernel("k_a", [ops.binary("add", x, e)], (8,)), False, _swappable)
-    second = lower(b.kernel("k_b", [ops.binary("add", e, x)], (8,)), False, _swappable)
+    first = lower(b.kernel("k_a", [ops.binary("add", x, e)], (8,)), False)
+    second = lower(b.kernel("k_b", [ops.binary("add", e, x)], (8,)), False)
     kept = lower(b.kernel("k_c", [ops.binary("add", e, x)], (8,)), False, lambda n: False)
 
     def operands(nest: LoopNest) -> tuple:

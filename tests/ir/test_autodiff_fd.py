@@ -120,6 +120,7 @@ RULES = [
          (_INDEX, normal(2, 4))),
     Rule("matmul_2d", "matmul", ops.matmul, (normal(3, 4), normal(4, 2))),
     Rule("matmul_3d", "matmul", ops.matmul, (normal(2, 3, 4), normal(2, 4, 2))),
+    Rule("erf", "erf", _unary("erf"), (normal(2, 3) * 1.5,)),
 ]
 
 

@@ -114,7 +114,7 @@ def test_same_dtypes_still_run():
 
 
 def test_error_types_are_public_in_fusegrad_errors():
-    import fusegrad.backends.numba_cpu.codegen as codegen
+    import fusegrad.backends.numba_cpu.scalar_ops as codegen
     import fusegrad.errors as errors
     import fusegrad.ir.errors as ir_errors
     assert fg.errors is errors

@@ -12,15 +12,16 @@ compute), so the same computation written another way lowers the same way too.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Callable, Sequence
 
 from ...ir.dtypes import is_float, is_int
 from ...ir.errors import FusegradError
+from ...ir.key import StructuralKeys
 from ...ir.node import Node
 from ...ir.ops import REDUCE
+from ...ir.optable import is_commutative
 from ...ir.schedule import Kernel, Load
 from ...ir.view import View
 from .hoist import OpenLoop, hoist
@@ -34,20 +35,18 @@ class LoweringError(FusegradError):
     """A Kernel does not follow the Schedule contract (ir/schedule.py)."""
 
 
-def lower(kernel: Kernel, parallel: bool, commutative: Callable[[Node], bool]) -> LoopNest:
+def lower(kernel: Kernel, parallel: bool) -> LoopNest:
     """The loop nest of ``kernel``.
 
     Args:
         kernel: a Kernel of a Schedule (see ir/schedule.py for the contract).
         parallel: make the outermost loop parallel. Ignored when the kernel has no outer loop
             (a reduction to a single value) or its reduced loops go outermost.
-        commutative: whether swapping the two operands of a node leaves every bit of its result
-            as the target computes it; such operands are put in a canonical order.
 
     Raises:
         LoweringError: the kernel breaks the Schedule contract.
     """
-    return _Lowerer(kernel, parallel, commutative).nest()
+    return _Lowerer(kernel, parallel).nest()
 
 
 def load_base(load: Load) -> int:
@@ -159,12 +158,11 @@ def flat_index(offset: int, axes: list[tuple[Value, int, int, tuple[int, int, in
 class _Lowerer:
     """Builds the LoopNest of one kernel; see ``lower``."""
 
-    def __init__(self, kernel: Kernel, parallel: bool, commutative: Callable[[Node], bool]):
+    def __init__(self, kernel: Kernel, parallel: bool):
         self.k = kernel
         self.shape = kernel.shape
         self.reduced = set(kernel.reduce_axes)
         self.body = set(kernel.body)
-        self.commutative = commutative
         # per load: the (source, base) argument it reads and its view relative to that base. The
         # arguments are named in the order the code first reads them (``arg``), so kernels that
         # compute the same thing from loads listed in another order still lower the same.
@@ -176,7 +174,7 @@ class _Lowerer:
             v = load.view
             self.views[key] = View(v.shape, v.strides, v.offset - base, v.masks) if base else v
         self.in_names: dict[tuple[Node, int], str] = {}
-        self.sigs: dict[Node, str] = {}
+        self.sigs = StructuralKeys(self._stand_in)
         # outputs in a canonical order, for the same reason (ties keep the schedule's order)
         self.outputs = sorted(kernel.outputs, key=self.sig)
         self.arg_names = {n: f"out{i}" for i, n in enumerate(self.outputs)}
@@ -204,22 +202,18 @@ class _Lowerer:
             self.in_names[operand] = f"in{len(self.in_names)}"
         return self.in_names[operand]
 
-    def sig(self, node: Node) -> str:
-        """A digest of what ``node`` computes in this kernel, blind to which buffers it reads and
-        to the operand order of commutative ops: the canonical order of operands and outputs."""
-        for n in post_order(node, self._in_kernel_inputs, self.sigs.__contains__):
-            if n in self.k.loads and n not in self.body:
-                v = self.views[n]
-                parts = ("load", n.dtype, v.shape, v.strides, v.offset, v.masks)
-            elif n.op == "const":
-                parts = ("const", n.dtype, n.shape, repr(n.attrs[0]))
-            else:
-                inputs = [self.sigs[i] for i in n.inputs]
-                if self.commutative(n):
-                    inputs.sort()
-                parts = (n.op, n.dtype, n.shape, repr(n.attrs), tuple(inputs))
-            self.sigs[n] = hashlib.sha1(repr(parts).encode()).hexdigest()
+    def sig(self, node: Node) -> bytes:
+        """The structural key (``ir/key.py``) of what ``node`` computes in this kernel, blind to
+        which buffers it reads and to the operand order of commutative ops (``ir/optable``): the
+        canonical order of operands and outputs."""
         return self.sigs[node]
+
+    def _stand_in(self, node: Node) -> tuple | None:
+        """What stands for a load in the kernel's structural keys: its dtype and view."""
+        if node in self.k.loads and node not in self.body:
+            v = self.views[node]
+            return ("load", node.dtype, v.shape, v.strides, v.offset, v.masks)
+        return None
 
     def _in_kernel_inputs(self, node: Node) -> tuple[Node, ...]:
         """The inputs of ``node`` that this kernel does not read from memory."""
@@ -345,7 +339,7 @@ class _Lowerer:
             raise LoweringError(f"{self.k.name}: {node!r} is used before its reduction ran")
         if node.op == "gather":
             return node.inputs[1:]
-        return tuple(sorted(node.inputs, key=self.sig)) if self.commutative(node) else node.inputs
+        return tuple(sorted(node.inputs, key=self.sig)) if is_commutative(node) else node.inputs
 
     def _compute(self, node: Node, memo: dict[Node, Value]) -> None:
         """Emit ``vN = <value>`` for ``node`` once its operands are known."""

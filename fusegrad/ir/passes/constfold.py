@@ -1,8 +1,9 @@
 """Constant folding: ops whose operands are all ``const`` become one ``const``.
 
-Values are computed with numpy on 0-d arrays of the node's dtypes, the way the interpreter computes
-whole arrays, so float32 results round exactly as they would at run time. ``rand`` is never a
-const and never folded.
+Elementwise values come from the op table's reference implementations (``ir/optable``), run on
+0-d arrays of the node's dtypes, the way the interpreter runs them on whole arrays, so float32
+results round exactly as they would at run time and a new elementwise op folds with no entry
+here. ``rand`` is never a const and never folded.
 """
 from __future__ import annotations
 
@@ -15,15 +16,9 @@ from .. import ops
 from ..dtypes import is_float, to_numpy
 from ..graph import Graph
 from ..node import Node
+from ..optable import TABLE, Category
 from .rewrite import rewrite
 
-_UFUNCS = {
-    "neg": np.negative, "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "recip": np.reciprocal,
-    "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "abs": np.abs,
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
-    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
-    "lt": np.less, "le": np.less_equal, "eq": np.equal, "ne": np.not_equal,
-}
 _SHAPE_ONLY = frozenset({"reshape", "permute", "expand", "slice"})
 
 
@@ -36,18 +31,16 @@ def _const_like(node: Node, value: ArrayLike) -> Node:
                      node.loc)
 
 
-def _elementwise_value(node: Node, inputs: tuple[Node, ...]) -> np.ndarray | None:
-    if node.op == "div" and not is_float(node.dtype):
-        return None  # the interpreter rejects it; folding would hide the error
-    args = [_scalar(i) for i in inputs]
+def _elementwise_value(node: Node, inputs: tuple[Node, ...]) -> np.ndarray:
+    """The op's reference implementation on 0-d operands, rounded to the node's dtype."""
     with np.errstate(all="ignore"):
-        if node.op in ("cast", "detach"):
-            return args[0].astype(to_numpy(node.dtype))
-        return np.asarray(_UFUNCS[node.op](*args))
+        value = TABLE[node.op].reference(node, [_scalar(i) for i in inputs])
+        return np.asarray(value).astype(to_numpy(node.dtype))
 
 
 def _fold(node: Node, inputs: tuple[Node, ...]) -> Node | None:
-    if not inputs or node.op == "rand":
+    spec = TABLE[node.op]
+    if not inputs or spec.category is Category.LEAF:
         return None
     if node.op == "where":
         if inputs[0].op != "const":
@@ -56,12 +49,13 @@ def _fold(node: Node, inputs: tuple[Node, ...]) -> Node | None:
     if any(i.op != "const" for i in inputs):
         return None
     x = inputs[0]
-    if node.op in _UFUNCS or node.op in ("cast", "detach"):
+    if spec.category is Category.ELEMENTWISE:
         try:
             value = _elementwise_value(node, inputs)
-        except (ValueError, OverflowError):  # e.g. an integer to a negative power: a run-time error
+        except (TypeError, ValueError, OverflowError):
+            # a run-time error (integer div, an integer to a negative power): folding would hide it
             return None
-        if value is None or (is_float(node.dtype) and value == 0 and np.signbit(value)):
+        if is_float(node.dtype) and value == 0 and np.signbit(value):
             # const nodes are interned by value and -0.0 == 0.0, so a folded -0.0 could come back
             # as an existing +0.0 const and flip the sign of a later division's infinity.
             return None
@@ -84,10 +78,11 @@ def _fold(node: Node, inputs: tuple[Node, ...]) -> Node | None:
 def constant_folding(graph: Graph) -> Graph:
     """Fold ops over ``const`` operands into ``const`` nodes.
 
-    Folded: elementwise ops and casts whose operands are all const (in the node's dtype);
-    reshape, permute, expand and slice of a const (a const of the new shape); pad of a const 0;
-    sum (value times count), max and argmax (0) of a const; ``where`` with a const condition
-    (the chosen branch). ``rand``, gather and extern ops are never folded.
+    Folded: every elementwise op of the op table whose operands are all const, computed by the
+    table's reference implementation in the node's dtype; reshape, permute, expand and slice of
+    a const (a const of the new shape); pad of a const 0; sum (value times count), max and
+    argmax (0) of a const; ``where`` with a const condition (the chosen branch). Leaves, gather
+    and extern ops are never folded.
 
     Args:
         graph: the graph to fold; it is left unchanged.

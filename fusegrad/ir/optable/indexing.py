@@ -1,0 +1,35 @@
+"""Rows of the op table: data-dependent indexing and extern ops, with their VJPs."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from ..dtypes import to_numpy
+from ..node import Node
+from .build import transpose_last
+from .spec import ANY, FLOAT, Category, OpSpec, declare
+
+
+def _gather(node: Node, args: list[np.ndarray]) -> np.ndarray:
+    return np.take_along_axis(args[0], args[1].astype(np.int64), axis=node.attrs[0])
+
+
+def _scatter_add(node: Node, args: list[np.ndarray]) -> np.ndarray:
+    axis = node.attrs[0]
+    out = np.zeros(node.shape, dtype=to_numpy(node.dtype))
+    idx = list(np.indices(args[0].shape, sparse=True))
+    idx[axis] = args[0].astype(np.int64)
+    np.add.at(out, tuple(idx), args[1])
+    return out
+
+
+declare(
+    OpSpec("gather", 2, Category.GATHER, ANY, "same", _gather,
+           lambda n, g: (ops.scatter_add(n.inputs[1], g, n.attrs[0], n.inputs[0].shape, n.loc),
+                         None)),
+    OpSpec("scatter_add", 2, Category.EXTERN, ANY, "same", _scatter_add,
+           lambda n, g: (None, ops.gather(g, n.inputs[0], n.attrs[0], n.loc))),
+    OpSpec("matmul", 2, Category.EXTERN, FLOAT, "same", lambda n, a: np.matmul(a[0], a[1]),
+           lambda n, g: (ops.matmul(g, transpose_last(n.inputs[1]), n.loc),
+                         ops.matmul(transpose_last(n.inputs[0]), g, n.loc))),
+)
