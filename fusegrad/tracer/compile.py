@@ -29,8 +29,8 @@ from ..ir.graph import substitute, toposort
 from ..ir.node import Node
 from . import capture
 from ..backends.pipeline import full_report
-from .realize import (Entry, bind_value, pending_targets, prepare, realize, run_entry,
-                      unique_nodes)
+from .realize import (Entry, bind_outputs, output_nodes, pending_targets, prepare, realize,
+                      run_entry)
 from .grad_mode import is_grad_enabled
 from .pytree import flatten, unflatten
 from .replay import MISS, STALE, build_replay
@@ -142,6 +142,10 @@ class CompiledEntry:
     replays: int = 0
     output_meta: list[tuple[tuple[int, ...], str]] = field(default_factory=list)
 
+    assigned: frozenset[int] = frozenset()    # outputs the program writes into kept buffers
+    # returned outputs that required grad when traced: a replay's are non-leaves requiring grad
+    # (without a history, their graph is gone, as after a backward that freed it)
+    grad_returns: frozenset[int] = frozenset()
     replay_source: str = ""
     replay: Callable[[Any], Any] | None = field(default=None, repr=False)
 
@@ -409,17 +413,21 @@ class CompiledFunction:
         ret_flat: list[Tensor] = []
         ret_spec = flatten(result, ret_flat)
         pending = pending_targets([t for t in ret_flat if t.node.op != "buffer"])
-        outputs = unique_nodes(pending)
+        nodes = output_nodes(pending)
+        outputs = list(dict.fromkeys(nodes))
         out_index = {n: i for i, n in enumerate(outputs)}
+        for t, n in zip(pending, nodes):
+            out_index.setdefault(t.node, out_index[n])
         traced_ops = len(toposort(outputs)) if outputs else 0
         entry_p, leaves = prepare(outputs) if outputs else (None, [])
         entry = self._record(trace, sig, entry_p, leaves, pending, out_index, flat, ret_flat,
                              ret_spec, traced_ops)
+        entry.assigned = frozenset(i for i, n in enumerate(outputs) if n.op == ops.ASSIGN)
+        entry.grad_returns = frozenset(what for t, (kind, what) in zip(ret_flat, entry.returns)
+                                       if kind == "out" and t.requires_grad)
         # run this first call with the program just compiled, exactly as a replay does
         values = run_entry(entry_p, leaves) if entry_p is not None else []
-        by_node = dict(zip(outputs, values))
-        for t in pending:
-            bind_value(t, by_node[t.node])
+        bind_outputs(pending, nodes, dict(zip(outputs, values)))
         entry.build()
         entry.trace_seconds = time.perf_counter() - t0
         if trace.state_created:
