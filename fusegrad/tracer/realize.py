@@ -123,13 +123,19 @@ def bind_value(t: Tensor, array) -> None:
 
 
 def bind_outputs(targets: list[Tensor], nodes: list[Node], by_node: dict) -> None:
-    """Give each of ``targets`` its value: the buffer an ``assign`` wrote, or a new one."""
+    """Give each of ``targets`` its value: the buffer an ``assign`` wrote, or a new one. Tensors
+    computing the same node get arrays of their own: one may be updated in place later."""
+    bound: set[int] = set()
     for t, node in zip(targets, nodes):
         if node.op == ops.ASSIGN:
             t._bind(node.inputs[0])
             WRITES.pop(id(node.inputs[0].attrs[0].root()), None)
-        else:
-            bind_value(t, by_node[node])
+            continue
+        array = by_node[node]
+        if id(array) in bound:
+            array = array.copy()
+        bound.add(id(array))
+        bind_value(t, array)
 
 
 def run_graph(outputs: list[Node]) -> list:

@@ -265,7 +265,16 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         emit(f"outs = {program_var}.compiled.program.run([{', '.join(inputs)}])")
 
     # An ``assign`` output was written by the program into the buffer the tensor keeps; any
-    # other updated tensor gets a new buffer, as a realization gives it.
+    # other updated tensor gets a new buffer, as a realization gives it (an array of its own:
+    # tensors computing the same node may be updated in place apart later).
+    taken = set(made)
+
+    def out(k: int) -> str:
+        if k in taken:
+            return f"outs[{k}].copy()"
+        taken.add(k)
+        return f"outs[{k}]"
+
     for target, k in entry.state_outputs:
         if k in entry.assigned:
             continue
@@ -275,9 +284,9 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             var = state_var[id(target())]
         else:  # an output that no input read: the tensor may be gone, as uncompiled
             emit(f"t = {name('ref', target)}()")
-            emit(f"if t is not None: _rebind(t, outs[{k}])")
+            emit(f"if t is not None: _rebind(t, {out(k)})")
             continue
-        emit(f"_rebind({var}, outs[{k}])")
+        emit(f"_rebind({var}, {out(k)})")
         if history is not None and k in history.exprs:
             emit(f"{var}.node.attrs[0].source = _LazySource("
                  f"{name('expr', history.exprs[k])}, {stand_ins}, h)")
@@ -285,7 +294,7 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         if k in entry.assigned:  # accumulated into the grad's own buffer
             continue
         shape, dtype = entry.output_meta[k]
-        emit(f"{leaf(target)}.grad = _mark_state(_new_tensor(outs[{k}], {shape!r}, {dtype!r}))")
+        emit(f"{leaf(target)}.grad = _mark_state(_new_tensor({out(k)}, {shape!r}, {dtype!r}))")
     for target in entry.grad_nones:
         emit(f"{leaf(target)}.grad = None")
     body.extend(fill)

@@ -106,3 +106,13 @@ def test_parameters_state_and_running_stats_keep_their_buffers(compiled):
     assert all(b.data is a for b, a in zip(buffers, arrays))
     assert all(not np.array_equal(a, b) for a, b in zip(arrays, before)
                if a.dtype.kind == "f")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tensors_computing_the_same_value_get_buffers_of_their_own(backend):
+    with using_backend(backend):
+        a, b = fg.empty(3).fill_(1.0), fg.empty(3).fill_(1.0)  # one node: one program output
+        fg.realize(a, b)
+        a.add_(1.0)
+        np.testing.assert_array_equal(a.numpy(), [2.0, 2.0, 2.0])
+        np.testing.assert_array_equal(b.numpy(), [1.0, 1.0, 1.0])
