@@ -1,7 +1,8 @@
 """The replay of one ``fusegrad.compile`` entry, generated as straight-line Python.
 
 A replay checks its guards, runs the replay hooks and input checks, gathers the program's
-inputs, runs the program and rebinds its outputs to the tensors they update. Each of these is
+inputs and runs the program, which writes parameters, state and accumulated grads into their
+own buffers (``assign``); then it wraps the returned outputs. Each of these is
 one line of the generated function — no loop over slot kinds, no per-call lookups of what is
 known when the entry is recorded — so the Python around the kernels costs a few microseconds per
 call. ``CompiledEntry.replay_source`` holds the function (``explain()`` prints it).
@@ -179,7 +180,7 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             inputs.append(data("grad", key, f"{leaf(slot.ref)}._grad"))
         else:
             inputs.append("")
-    for target in [t for t, _, _ in entry.grad_outputs] + entry.grad_nones:
+    for target in [t for t, _ in entry.grad_outputs] + entry.grad_nones:
         leaf(target)  # fetched before the program runs: no STALE after it
 
     history = entry.history
@@ -290,7 +291,7 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         if history is not None and k in history.exprs:
             emit(f"{var}.node.attrs[0].source = _LazySource("
                  f"{name('expr', history.exprs[k])}, {stand_ins}, h)")
-    for target, k, mode in entry.grad_outputs:
+    for target, k in entry.grad_outputs:
         if k in entry.assigned:  # accumulated into the grad's own buffer
             continue
         shape, dtype = entry.output_meta[k]

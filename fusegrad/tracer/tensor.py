@@ -97,6 +97,11 @@ class Tensor:
         home = self._home
         if home is None and self.node.op == "buffer" and _writable(self, self.node.attrs[0]):
             home = self.node
+        if node is home:  # its own value (``p.copy_(p)``)
+            self._bind(node)
+            return
+        if home is not None and node.op == "buffer":
+            node = ops.unary("detach", node)  # another buffer's value, copied at realization
         self._bind(node)
         self._home = home
         if home is not None:
@@ -139,10 +144,14 @@ class Tensor:
                 user_location()))
         if capture.active() is not None:
             self._check_capturable_mutation()
-        self._write(ops.cast(node, self.node.dtype))
-        self._version += 1
+        node = ops.cast(node, self.node.dtype)
         if requires_grad and is_grad_enabled() and self.dtype.is_floating_point:
+            # part of the graph now: a new buffer when realized, whose source is ``node``
+            self._bind(node)
             self.requires_grad, self._is_leaf = True, False
+        else:
+            self._write(node)
+        self._version += 1
         # getattr: subclasses such as nnlib.Parameter set up their state without __init__
         data_of = getattr(self, "_data_of", None)
         base = data_of() if data_of is not None else None
@@ -411,7 +420,7 @@ def pending_write(t: Tensor) -> Tensor | None:
     realized tensor), if there is one: ``t``'s current value is that tensor's pending value."""
     root = t.node.attrs[0].root()
     writer = WRITES.get(id(root))
-    if writer is None or writer is t or writer._home is None or \
+    if writer is None or writer is t or writer._home is None or writer.node.op == "buffer" or \
             writer._home.attrs[0].root() is not root or writer.node.shape != t.node.shape:
         return None
     return writer

@@ -177,7 +177,8 @@ def bind_run(ns: dict, blocks: list[tuple[str, int]], temps: list[tuple[int, int
         ns: the program's namespace (numpy, extern helpers, kernel dispatchers, masked views).
         blocks: (dtype, elements) of each planned block, bound as ``block{i}``.
         temps: (block, elements) of each intermediate ``t{j}``: the block's first elements.
-        prebound: (name, expression) of the views of planned buffers made once.
+        prebound: (name, expression) of what is made once: views of planned buffers, and the
+            arrays of values that are only copied into an assign's target.
         run_source: the text of ``def run(inputs): ...``.
     """
     for i, (dtype, size) in enumerate(blocks):
@@ -250,10 +251,18 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
     body: list[str] = []
     if inputs:
         body.append(f"({', '.join(names[n] for n in inputs)},) = inputs")
-    for node in outputs:
-        body.append(f"{names[node]} = np.empty({node.size}, {_np_dtype(node.dtype)})  # {node.type_str}")
-    kernels: list[_CompiledKernel] = []
+    # A value only written into an assign's target is never returned: its array is allocated
+    # once and reused by every run (no fresh pages to fault in before the copy).
+    returned = {n for i, n in enumerate(schedule.outputs) if i not in targets}
+    kept = {schedule.outputs[i] for i in targets} - returned
     prebound: list[tuple[str, str]] = []
+    for node in outputs:
+        alloc = f"np.empty({node.size}, {_np_dtype(node.dtype)})"
+        if node in kept:
+            prebound.append((names[node], alloc))
+        else:
+            body.append(f"{names[node]} = {alloc}  # {node.type_str}")
+    kernels: list[_CompiledKernel] = []
     taken: set[str] = set()
     head = len(body)                 # where the per-run slices go: before any item
     per_run: dict[str, str] = {}     # slices of inputs and outputs, made by each run
