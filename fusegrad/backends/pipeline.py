@@ -12,6 +12,7 @@ import numpy as np
 
 from ..ir.graph import Graph
 from ..ir.node import Node
+from ..ir.ops import ASSIGN
 
 BACKENDS = ("numba_cpu", "interpreter")
 
@@ -80,15 +81,26 @@ def compile_graph(graph: Graph, backend: str) -> Compiled:
     from .numba_cpu import compile_schedule
 
     t0 = time.perf_counter()
-    optimized, records = optimize(graph)
+    values, targets = split_assigns(graph)
+    optimized, records = optimize(values)
     t1 = time.perf_counter()
     schedule = fuse(optimized)
     t2 = time.perf_counter()
-    program = compile_schedule(schedule)
+    program = compile_schedule(schedule, targets)
     t3 = time.perf_counter()
     report.passes, report.schedule, report.program = records, schedule, program
     report.seconds = {"passes": t1 - t0, "fusion": t2 - t1, "codegen+compile": t3 - t2}
-    return Compiled(program, list(schedule.inputs), report)
+    return Compiled(program, list(program.inputs), report)
+
+
+def split_assigns(graph: Graph) -> tuple[Graph, dict[int, Node]]:
+    """``graph`` with each ``assign`` output replaced by its value, and the target leaf of each
+    such output by position: the passes and fusion compute values; the program writes them."""
+    targets = {k: node.inputs[0] for k, node in enumerate(graph.outputs) if node.op == ASSIGN}
+    if not targets:
+        return graph, targets
+    values = tuple(node.inputs[1] if k in targets else node for k, node in enumerate(graph.outputs))
+    return Graph(values), targets
 
 
 # ---------------------------------------------------------------------------- disk program cache

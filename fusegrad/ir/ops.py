@@ -224,3 +224,25 @@ def matmul(a: Node, b: Node, loc: str | None = None) -> Node:
             or a.shape[:-2] != b.shape[:-2]:
         _fail("matmul", f"shapes {list(a.shape)} and {list(b.shape)} cannot be multiplied", loc)
     return Node("matmul", (a, b), a.shape[:-1] + b.shape[-1:], a.dtype, (), loc)
+
+
+# ----------------------------------------------------------------------------- state
+# ``assign`` is a graph root, never an operand: backends run it after every read of its target,
+# so the passes and fusion see only its value (``backends.pipeline`` splits it off).
+ASSIGN = "assign"
+
+
+def assign(target: Node, value: Node, loc: str | None = None) -> Node:
+    """Write ``value`` into the buffer of ``target`` (a ``buffer`` leaf) and give that buffer.
+
+    Every read of the target in the same program sees its value from before the write.
+    """
+    if target.op != "buffer":
+        _fail("assign", f"target must be a buffer leaf, got {target.op}", loc)
+    if value.shape != target.shape:
+        _fail("assign", f"value shape {list(value.shape)} does not match target shape "
+              f"{list(target.shape)}", loc)
+    if value.dtype != target.dtype:
+        _fail("assign", f"value dtype {value.dtype} does not match target dtype "
+              f"{target.dtype}", loc, DTypeError)
+    return Node(ASSIGN, (target, value), target.shape, target.dtype, (), loc)

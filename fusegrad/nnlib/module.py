@@ -6,14 +6,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Self
 
-from ..ir.errors import with_location
-from ..tracer import capture
+from ..errors import with_location
+from ..tracer import state as tracer_state
 from ..tracer.creation import tensor
 from ..tracer.device import check_device
-from ..tracer.functions import clone, to_dtype
+from ..tracer.functions import to_dtype
 from ..tracer.grad_mode import no_grad
 from ..tracer.provenance import register_module_call, user_location
-from ..tracer.tensor import Tensor, _detached
+from ..tracer.tensor import Tensor
 from .parameter import Parameter
 
 
@@ -42,7 +42,7 @@ class Module:
                                   "\"forward\" function")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        capture.note_module(self)  # a compiled trace replays only while its modes are unchanged
+        tracer_state.note_module(self)  # a compiled trace replays only while its modes are unchanged
         pre, post = self.__dict__.get("_forward_pre_hooks"), self.__dict__.get("_forward_hooks")
         if not pre and not post:
             return self.forward(*args, **kwargs)
@@ -108,15 +108,15 @@ class Module:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}'")
             self._changed(self._buffers, name, value)
-            self._buffers[name] = value if value is None else capture.mark_state(value)
+            self._buffers[name] = value if value is None else tracer_state.mark_state(value)
         else:
             old = self.__dict__.get(name)
             if isinstance(old, Tensor) and old is not value:
                 # a tensor kept as a plain attribute (a recurrent state): a trace reads the old one
-                capture.replaced(old, f"{type(self).__name__}.{name}")
+                tracer_state.replaced(old, f"{type(self).__name__}.{name}")
             object.__setattr__(self, name, value)
             if name == "training":
-                capture.modes_changed()
+                tracer_state.modes_changed()
 
     def _changed(self, store: dict, name: str, value: Any) -> None:
         """Before ``store[name] = value``: replacing or removing a registered parameter, buffer
@@ -128,12 +128,12 @@ class Module:
             return
         what = f"{type(self).__name__}.{name}"
         if old is not _ABSENT and old is not None:
-            capture.replaced(old, what)
+            tracer_state.replaced(old, what)
         elif old is None and value is not _ABSENT:
-            capture.note_state_created()  # made lazily (if self.running is None: ...)
+            tracer_state.note_state_created()  # made lazily (if self.running is None: ...)
         if self.__dict__.get("_traced") and (old is _ABSENT or old is None or value is _ABSENT
                                              or value is None):
-            capture.structure_changed(what)  # added or removed
+            tracer_state.structure_changed(what)  # added or removed
 
     def _drop(self, name: str) -> None:
         self.__dict__.pop(name, None)
@@ -187,7 +187,7 @@ class Module:
                             "(fusegrad.Tensor or None required)")
         # declared state: a compiled step may update it in place (running statistics)
         self._changed(self._buffers, name, tensor)
-        self._buffers[name] = tensor if tensor is None else capture.mark_state(tensor)
+        self._buffers[name] = tensor if tensor is None else tracer_state.mark_state(tensor)
         if persistent:
             self._non_persistent.discard(name)
         else:
@@ -285,7 +285,7 @@ class Module:
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")  # noqa: TRY004 - torch's
         object.__setattr__(self, "training", mode)
-        capture.modes_changed()
+        tracer_state.modes_changed()
         for m in self.children():
             m.train(mode)  # through each child's own train(), which subclasses may extend
         return self
@@ -319,9 +319,9 @@ class Module:
                     for t in store.values():
                         if t is not None and t.dtype.is_floating_point:
                             new = to_dtype(t, dtype)
-                            t._bind(_detached(new.node))
+                            tracer_state.share_storage(t, new)
                             if t.grad is not None:
-                                t.grad._bind(_detached(to_dtype(t.grad, dtype).node))
+                                tracer_state.share_storage(t.grad, to_dtype(t.grad, dtype))
         return self
 
     def to(self, *args: Any, **kwargs: Any) -> Module:
@@ -415,8 +415,9 @@ class Module:
         with no_grad():
             for k, value in values.items():
                 target = own[k]
-                # copied, as torch's copy_: the model never shares storage with the state dict
-                target._bind(clone(to_dtype(value, target.dtype).detach()).node)
+                # copied into the tensor's own buffer, as torch's copy_: the model never shares
+                # storage with the state dict, and compiled steps go on reading that buffer
+                target.copy_(value.detach())
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing

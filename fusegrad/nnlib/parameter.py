@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..tracer.capture import mark_state
-from ..tracer.tensor import Tensor, _detached
+from ..tracer import state as tracer_state
+from ..tracer.tensor import Tensor
 
 
 class Parameter(Tensor):
@@ -17,16 +17,10 @@ class Parameter(Tensor):
             data = Tensor([])
         if not isinstance(data, Tensor):
             data = Tensor(data)
-        self._bind(_detached(data.node))
-        self.grad = None
-        self._is_leaf = True
-        self._version = 0
-        self._retains_grad = False
-        self._graph_freed = False
-        self.requires_grad = False
-        if requires_grad:
-            self.requires_grad_(True)
-        mark_state(self)
+        tracer_state.share_storage(self, data)
+        self.grad = None  # through the property: a compile trace sees the grad set
+        tracer_state.make_leaf(self, requires_grad)
+        tracer_state.mark_state(self)
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()

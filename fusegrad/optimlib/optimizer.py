@@ -39,13 +39,10 @@ from typing import Any, Self
 
 import numpy as np
 
-from ..ir import ops
-from ..ir.buffer import Buffer
-from ..ir.errors import with_location
-from ..tracer import capture
+from ..errors import with_location
+from ..tracer import state as tracer_state
 from ..tracer.grad_mode import enable_grad, no_grad
 from ..tracer.provenance import user_location
-from ..tracer.realize import realize
 from ..tracer.tensor import Tensor
 from .runtime import RuntimeFloat, RuntimeInt, plain
 
@@ -134,7 +131,7 @@ class Optimizer:
             if id(p) in seen:
                 raise invalid("some parameters appear in more than one parameter group")
         for p in group["params"]:
-            capture.mark_state(p)  # a compiled step may update parameters in place
+            tracer_state.mark_state(p)  # a compiled step may update parameters in place
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -177,8 +174,8 @@ class Optimizer:
         """A 0-d tensor holding ``group[name]`` (or ``derive(group)``) as a runtime input.
 
         The buffer keeps its identity across steps, so the compiled update is reused when the
-        value changes; only its data is replaced (here for eager steps, and before every replay
-        of a ``fusegrad.compile``-d step).
+        value changes; the value is written into it (here for eager steps, and before every
+        replay of a ``fusegrad.compile``-d step).
 
         Args:
             group: the parameter group the value belongs to.
@@ -191,12 +188,11 @@ class Optimizer:
         key = (id(group), name, dtype)
         s = self._scalars.get(key)
         if s is None:
-            buf = Buffer((), dtype, np.zeros(1, dtype=dtype))
-            s = self._scalars[key] = _Scalar(group, name, derive, Tensor._from_node(
-                ops.buffer(buf)))
+            s = self._scalars[key] = _Scalar(group, name, derive,
+                                             tracer_state.scalar_tensor(0.0, dtype))
         s.refresh()
-        if capture.active() is not None:
-            capture.add_replay_hook(("optimizer", id(self)),
+        if tracer_state.tracing():
+            tracer_state.add_replay_hook(("optimizer", id(self)),
                                     _ReplayHook(self, self._graph_options()))
         return s.tensor
 
@@ -207,7 +203,7 @@ class Optimizer:
         ``fusegrad.compile`` trace, by ``self.scalar(group, name)``, which replays refresh.
         """
         cls = RuntimeFloat if type(value) is float else RuntimeInt
-        trace = capture.active()
+        trace = tracer_state.current_trace()
         if trace is None:
             return cls(value)
 
@@ -234,7 +230,7 @@ class Optimizer:
         tensors = [p for g in self.param_groups for p in g["params"]]
         for st in self.state.values():
             tensors.extend(v for v in st.values() if isinstance(v, Tensor))
-        realize(*tensors)
+        tracer_state.realize(*tensors)
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self) -> dict[str, Any]:
@@ -253,7 +249,7 @@ class Optimizer:
                 ids.append(index[id(p)])
             packed["params"] = ids
             groups.append(packed)
-        state = {index[id(p)]: {k: (v.detach() if isinstance(v, Tensor) else v)
+        state = {index[id(p)]: {k: (v.detach().clone() if isinstance(v, Tensor) else v)
                                 for k, v in s.items()}
                  for p, s in self.state.items() if id(p) in index}
         return {"state": state, "param_groups": groups}
@@ -346,10 +342,7 @@ class _Scalar:
         last = self.last
         if v == last and type(v) is type(last) and (v != 0 or str(v) == str(last)):
             return  # unchanged (0.0 and -0.0 compare equal, hence the str check)
-        buf = self.tensor.node.attrs[0]
-        new = np.array([v], dtype=buf.dtype)
-        if buf.data.tobytes() != new.tobytes():
-            buf.data = new
+        tracer_state.set_scalar(self.tensor, v)
         self.last = v if v == v else None
 
 
@@ -371,7 +364,7 @@ class _ReplayHook:
         if opt._graph_options() != self.traced:
             # an option the update's graph is built from (amsgrad, nesterov, ...) changed: the
             # compiled program cannot follow, so the step is traced again
-            raise capture.Retrace(f"{type(opt).__name__} options changed: {self.traced} -> "
+            raise tracer_state.Retrace(f"{type(opt).__name__} options changed: {self.traced} -> "
                                   f"{opt._graph_options()}")
         for s in opt._scalars.values():
             s.refresh()
@@ -471,15 +464,15 @@ class _ParamState(_WritesThroughSetitem):
 
     def __setitem__(self, key: str, value: Any) -> None:
         if isinstance(value, Tensor):
-            capture.mark_state(value)
+            tracer_state.mark_state(value)
         old = self.get(key)
         if old is None and not self._stable:
-            capture.note_state_created()
+            tracer_state.note_state_created()
         elif isinstance(old, Tensor) and old is not value:
-            capture.replaced(old, f"optimizer state {key!r}")
-        elif old is not value and not self._stable and capture.active() is not None:
+            tracer_state.replaced(old, f"optimizer state {key!r}")
+        elif old is not value and not self._stable:
             # a Python value the body changes (a step count): a replay would keep the traced one
-            capture.active().replaced.append(f"optimizer state {key!r} (a Python value)")
+            tracer_state.note_python_state_changed(f"optimizer state {key!r} (a Python value)")
         super().__setitem__(key, value)
 
 
@@ -488,7 +481,7 @@ def _retire(state: dict[str, Any]) -> None:
     """A parameter's state is being replaced: compiled steps holding its tensors forget."""
     for key, value in state.items():
         if isinstance(value, Tensor):
-            capture.replaced(value, f"optimizer state {key!r}")
+            tracer_state.replaced(value, f"optimizer state {key!r}")
 
 
 class _StateDict(dict):

@@ -26,17 +26,13 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from ..ir import ops
-from ..ir.buffer import Buffer
-from ..tracer import capture
+from ..tracer import state as tracer_state
 from ..tracer.tensor import Tensor
 
 
 def _const_tensor(value: float) -> Tensor:
     """A fresh 0-d float64 buffer holding ``value`` (a runtime input that never changes)."""
-    return Tensor._from_node(ops.buffer(Buffer((), "float64", np.array([value], np.float64))))
+    return tracer_state.scalar_tensor(value, "float64")
 
 
 class _RuntimeNumber:
@@ -55,7 +51,7 @@ class _RuntimeNumber:
     def __fusegrad_scalar__(self) -> Tensor:
         """The 0-d tensor whose value the tracer reads in place of this number."""
         if self._make is not None and self._trace is not None \
-                and capture.active() is self._trace:
+                and tracer_state.current_trace() is self._trace:
             if self._tensor is None:
                 self._tensor = self._make()
             return self._tensor
@@ -87,7 +83,7 @@ class _RuntimeNumber:
             cls = RuntimeInt
         else:
             return value
-        trace = capture.active()
+        trace = tracer_state.current_trace()
         make = None
         if trace is not None and any(isinstance(x, _RuntimeNumber) and x._trace is trace
                                      for x in (self, other)):

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tracer import capture
+from ..tracer import state as tracer_state
 from ..tracer.functions import where
 from ..tracer.tensor import Tensor
 from .optimizer import Optimizer, check_lr_tensor, check_unsupported, invalid, required, zeros_state
@@ -67,7 +67,7 @@ class SGD(Optimizer):
             if group["dampening"] != 0:
                 first = self._first_step.get(id(p))
                 if first is None:
-                    first = self._first_step[id(p)] = capture.mark_state(
+                    first = self._first_step[id(p)] = tracer_state.mark_state(
                         Tensor(np.array(1.0 if fresh else 0.0, dtype=np.float32)))
                 one_minus_damp = self.scalar(group, "one_minus_dampening", p,
                                              lambda g: 1 - g["dampening"])

@@ -239,4 +239,4 @@ def accumulate_grad(leaf: Tensor, g: Node) -> None:
     if leaf.grad is None:
         leaf.grad = capture.mark_state(Tensor._from_node(g))
     else:
-        leaf.grad._bind(ops.binary("add", leaf.grad.node, g, g.loc))
+        leaf.grad._write(ops.binary("add", leaf.grad.node, g, g.loc))

@@ -5,7 +5,8 @@ backward pass and the optimizer update are recorded, and at the end everything p
 realized as ONE program. The trace remembers where each input of that program comes from
 (an argument, a parameter or other state tensor, a constant, a fresh random key) and which
 tensors its outputs update. Later calls with the same signature skip the Python body: they
-gather the inputs, run the program and rebind the outputs.
+check the guards, gather the inputs, run the program (which writes parameters and state into
+the buffers they keep, ``assign``) and wrap the returned outputs.
 
 What cannot be replayed is refused while tracing, with the user's line: reading values back
 into Python (``item``, ``numpy``, ``bool``), in-place updates of tensors that are not
@@ -29,8 +30,8 @@ from ..ir.graph import substitute, toposort
 from ..ir.node import Node
 from . import capture
 from ..backends.pipeline import full_report
-from .realize import (Entry, bind_value, pending_targets, prepare, realize, run_entry,
-                      unique_nodes)
+from .realize import (Entry, bind_outputs, output_nodes, pending_targets, prepare, realize,
+                      run_entry)
 from .grad_mode import is_grad_enabled
 from .pytree import flatten, unflatten
 from .replay import MISS, STALE, build_replay
@@ -125,7 +126,7 @@ class CompiledEntry:
     slots: list[_Slot]
     rng_order: list[int]                       # slot indices of random keys, in draw order
     state_outputs: list[tuple[Any, int]]       # (weakref Tensor or argument index, output)
-    grad_outputs: list[tuple[Any, int, str]]   # (leaf, output index, trace's mode)
+    grad_outputs: list[tuple[Any, int]]        # (leaf, output index)
     returns: list[tuple[str, Any]]             # where each returned tensor comes from
     return_spec: Any
     modules: list[Any]                         # weakrefs to the modules called
@@ -142,6 +143,10 @@ class CompiledEntry:
     replays: int = 0
     output_meta: list[tuple[tuple[int, ...], str]] = field(default_factory=list)
 
+    assigned: frozenset[int] = frozenset()    # outputs the program writes into kept buffers
+    # returned outputs that required grad when traced: a replay's are non-leaves requiring grad
+    # (without a history, their graph is gone, as after a backward that freed it)
+    grad_returns: frozenset[int] = frozenset()
     replay_source: str = ""
     replay: Callable[[Any], Any] | None = field(default=None, repr=False)
 
@@ -409,17 +414,22 @@ class CompiledFunction:
         ret_flat: list[Tensor] = []
         ret_spec = flatten(result, ret_flat)
         pending = pending_targets([t for t in ret_flat if t.node.op != "buffer"])
-        outputs = unique_nodes(pending)
+        nodes = output_nodes(pending)
+        outputs = list(dict.fromkeys(nodes))
         out_index = {n: i for i, n in enumerate(outputs)}
+        out_of = {id(t): out_index[n] for t, n in zip(pending, nodes)}
+        for t, n in zip(pending, nodes):
+            out_index.setdefault(t.node, out_index[n])
         traced_ops = len(toposort(outputs)) if outputs else 0
         entry_p, leaves = prepare(outputs) if outputs else (None, [])
-        entry = self._record(trace, sig, entry_p, leaves, pending, out_index, flat, ret_flat,
-                             ret_spec, traced_ops)
+        entry = self._record(trace, sig, entry_p, leaves, pending, out_index, out_of, flat,
+                             ret_flat, ret_spec, traced_ops)
+        entry.assigned = frozenset(i for i, n in enumerate(outputs) if n.op == ops.ASSIGN)
+        entry.grad_returns = frozenset(what for t, (kind, what) in zip(ret_flat, entry.returns)
+                                       if kind == "out" and t.requires_grad)
         # run this first call with the program just compiled, exactly as a replay does
         values = run_entry(entry_p, leaves) if entry_p is not None else []
-        by_node = dict(zip(outputs, values))
-        for t in pending:
-            bind_value(t, by_node[t.node])
+        bind_outputs(pending, nodes, dict(zip(outputs, values)))
         entry.build()
         entry.trace_seconds = time.perf_counter() - t0
         if trace.state_created:
@@ -443,14 +453,13 @@ class CompiledFunction:
 
     def _record(self, trace: capture.Trace, sig: tuple, entry_p: Entry | None,
                 leaves: list[Node], pending: list[Tensor], out_index: dict[Node, int],
-                flat: list[Tensor], ret_flat: list[Tensor], ret_spec: Any, traced_ops: int
-                ) -> CompiledEntry:
+                out_of: dict[int, int], flat: list[Tensor], ret_flat: list[Tensor],
+                ret_spec: Any, traced_ops: int) -> CompiledEntry:
         target_ids = {id(t) for t in pending}
         arg_index = {id(t): i for i, t in enumerate(flat)}
         # a leaf whose gradient the body touched: this call's argument, or a weakref
         leaf_of = {id(ref()): arg_index.get(id(ref()), ref) for ref, _ in trace.grads.values()
                    if ref() is not None}
-        modes = {id(ref()): mode for ref, mode in trace.grads.values() if ref() is not None}
         # the grad tensors the body read or wrote, to their leaf: a replay uses the leaf's grad
         grad_of = {id(g): arg_index.get(id(leaf()), leaf)
                    for g, leaf in trace.grad_reads.values() if leaf() is not None}
@@ -473,14 +482,9 @@ class CompiledFunction:
         updated: list[Tensor] = []
         ret_ids = {id(t) for t in ret_flat}
         for t in pending:
-            k = out_index[t.node]
+            k = out_of[id(t)]
             if id(t) in grad_of:
-                leaf = grad_of[id(t)]
-                ref_leaf = flat[leaf] if isinstance(leaf, int) else leaf()
-                # a grad the body changed in place without a backward (clipping) is "read"
-                mode = modes.get(id(ref_leaf)) or \
-                    ("cleared" if id(ref_leaf) in trace.grad_cleared else "read")
-                grad_outputs.append((leaf, k, mode))
+                grad_outputs.append((grad_of[id(t)], k))
             elif id(t) in arg_index:  # an argument updated in place: this call's argument
                 state_outputs.append((arg_index[id(t)], k))
                 updated.append(t)
@@ -517,7 +521,7 @@ class CompiledFunction:
                       if (leaf := ref()) is not None and leaf._grad is None]
         modules = list(trace.modules.values())
         held = [s.ref for s in slots if s.kind in ("state", "grad")]
-        held += [t for t, _ in state_outputs] + [t for t, _, _ in grad_outputs]
+        held += [t for t, _ in state_outputs] + [t for t, _ in grad_outputs]
         held += [t for t, _ in guards]
         held += [what if kind in ("state", "grad", "grad_before") else what[0]
                  for kind, what in returns if kind in ("state", "grad", "grad_before",

@@ -23,7 +23,7 @@ from . import capture
 from . import dtype as dt
 from .grad_mode import is_grad_enabled
 from .provenance import user_location
-from .tensor import Tensor, _norm_dim
+from .tensor import WRITES, Tensor, _norm_dim, pending_write
 
 Scalar = int | float | bool
 TensorLike = Tensor | int | float | bool
@@ -51,7 +51,12 @@ def check_same_dtype(op: str, named: Sequence[tuple[str, Tensor | None]], loc: s
 
 # ---------------------------------------------------------------------------- plumbing
 def node_of(t: Tensor) -> Node:
-    """The node to build on: cut from autograd under no_grad, a buffer for grad leaves."""
+    """The node to build on: cut from autograd under no_grad, a buffer for grad leaves; the
+    pending value of another tensor's in-place update of the storage ``t`` shares."""
+    if WRITES and t.node.op == "buffer":
+        writer = pending_write(t)
+        if writer is not None:
+            return ops.unary("detach", ops.cast(writer.node, t.node.dtype))
     if t.requires_grad:
         if not is_grad_enabled():
             return ops.unary("detach", t.node) if t.node.op != "buffer" else \

@@ -19,7 +19,7 @@ from ..ir.node import Node
 from ..lru import LRUCache, size_from_env
 from . import capture
 from .provenance import user_location
-from .tensor import PENDING, Tensor
+from .tensor import PENDING, WRITES, Tensor
 
 
 @dataclass
@@ -98,10 +98,11 @@ def realize(*tensors: Tensor) -> None:
     if not wanted or capture.active() is not None:
         return  # inside a compiled function everything is realized when the trace ends
     targets = pending_targets(wanted)
-    outputs = unique_nodes(targets)
+    nodes = output_nodes(targets)
+    outputs = list(dict.fromkeys(nodes))
     entry, leaves = prepare(outputs)
     arrays = run_entry(entry, leaves)
-    bind_outputs(targets, dict(zip(outputs, arrays)))
+    bind_outputs(targets, nodes, dict(zip(outputs, arrays)))
 
 
 def pending_targets(extra: list[Tensor]) -> list[Tensor]:
@@ -110,14 +111,14 @@ def pending_targets(extra: list[Tensor]) -> list[Tensor]:
                    }.values(), key=lambda t: t.seq)
 
 
-def unique_nodes(targets: list[Tensor]) -> list[Node]:
-    outputs: list[Node] = []
-    seen: set[Node] = set()
+def output_nodes(targets: list[Tensor]) -> list[Node]:
+    """The program output computing each of ``targets``: its pending node, or the ``assign``
+    of that node into the buffer it keeps (``Tensor._storage_node``)."""
+    nodes = []
     for t in targets:
-        if t.node not in seen:
-            seen.add(t.node)
-            outputs.append(t.node)
-    return outputs
+        home = t._storage_node()
+        nodes.append(t.node if home is None else ops.assign(home, t.node))
+    return nodes
 
 
 def bind_value(t: Tensor, array) -> None:
@@ -132,9 +133,20 @@ def bind_value(t: Tensor, array) -> None:
     t._bind(ops.buffer(buf))
 
 
-def bind_outputs(targets: list[Tensor], by_node: dict) -> None:
-    for t in targets:
-        bind_value(t, by_node[t.node])
+def bind_outputs(targets: list[Tensor], nodes: list[Node], by_node: dict) -> None:
+    """Give each of ``targets`` its value: the buffer an ``assign`` wrote, or a new one. Tensors
+    computing the same node get arrays of their own: one may be updated in place later."""
+    bound: set[int] = set()
+    for t, node in zip(targets, nodes):
+        if node.op == ops.ASSIGN:
+            t._bind(node.inputs[0])
+            WRITES.pop(id(node.inputs[0].attrs[0].root()), None)
+            continue
+        array = by_node[node]
+        if id(array) in bound:
+            array = array.copy()
+        bound.add(id(array))
+        bind_value(t, array)
 
 
 def run_graph(outputs: list[Node]) -> list:
@@ -184,7 +196,7 @@ def run_entry(entry: Entry, leaves: list[Node]) -> list:
     # The first run of what the disk cache gave: a failure (or outputs that do not fit the graph)
     # means an entry that is not what it claims to be, so it is compiled again from the graph.
     try:
-        return _checked(entry.compiled, entry.compiled.program.run(inputs))
+        return _first_run(entry.compiled, inputs)
     except IndexError:
         raise   # a program's own range check on the data (a class index, a gather): the user's
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, the compiled program decides
@@ -198,6 +210,21 @@ def run_entry(entry: Entry, leaves: list[Node]) -> list:
     store_cached(compiled.report.backend, entry.key, compiled, entry.slots)
     STATS.last_report = compiled.report
     return entry.compiled.program.run([leaves[s].attrs[0].data for s in entry.slots])
+
+
+def _first_run(compiled: Compiled, inputs: list) -> list:
+    """Run a program loaded from disk on copies of ``inputs``; once its outputs check out, its
+    ``assign`` writes (outputs that are an input's copy) go to the inputs themselves, so a
+    failing run changes nothing."""
+    staged = [a.copy() for a in inputs]
+    arrays = _checked(compiled, compiled.program.run(staged))
+    position = {id(a): j for j, a in enumerate(staged)}
+    for k, a in enumerate(arrays):
+        j = position.get(id(a))
+        if j is not None:
+            np.copyto(inputs[j], a)
+            arrays[k] = inputs[j]
+    return arrays
 
 
 def _checked(compiled: Compiled, arrays: list) -> list:

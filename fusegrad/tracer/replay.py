@@ -1,15 +1,16 @@
 """The replay of one ``fusegrad.compile`` entry, generated as straight-line Python.
 
 A replay checks its guards, runs the replay hooks and input checks, gathers the program's
-inputs, runs the program and rebinds its outputs to the tensors they update. Each of these is
+inputs and runs the program, which writes parameters, state and accumulated grads into their
+own buffers (``assign``); then it wraps the returned outputs. Each of these is
 one line of the generated function — no loop over slot kinds, no per-call lookups of what is
 known when the entry is recorded — so the Python around the kernels costs a few microseconds per
 call. ``CompiledEntry.replay_source`` holds the function (``explain()`` prints it).
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
-from sys import getrefcount
 from typing import TYPE_CHECKING, Any
 
 from ..ir import ops
@@ -56,6 +57,15 @@ def _new_tensor(array, shape: tuple[int, ...], dtype: str) -> Tensor:
     return Tensor._from_node(ops.buffer(Buffer(shape, dtype, array)))
 
 
+def _rebind(t: Tensor, array) -> None:
+    """Make ``t`` hold ``array`` in a new buffer (its new value, computed by the program)."""
+    node = t.node
+    buf = Buffer(node.shape, node.dtype, array)
+    if t.requires_grad and t._is_leaf:
+        buf.owner = weakref.ref(t)
+    t._bind(ops.buffer(buf))
+
+
 def _key_leaf(key, shape: tuple[int, ...], dtype: str) -> Node:
     return ops.buffer(Buffer(shape, dtype, key))
 
@@ -80,7 +90,7 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
     """The source of ``replay(args)`` for ``entry`` and the names it refers to."""
     env: dict[str, Any] = {
         "_data": _data, "_new_tensor": _new_tensor, "_mark_state": capture.mark_state,
-        "_getrefcount": getrefcount,
+        "_rebind": _rebind,
         "_unflatten": unflatten, "_next_key": next_key, "_STATS": STATS, "MISS": MISS,
         "STALE": STALE, "Tensor": Tensor, "PENDING": PENDING, "_grad_enabled": is_grad_enabled,
         "_realize_pending": _realize_pending, "_wrap": Tensor._from_node, "_key_leaf": _key_leaf,
@@ -170,7 +180,7 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             inputs.append(data("grad", key, f"{leaf(slot.ref)}._grad"))
         else:
             inputs.append("")
-    for target in [t for t, _, _ in entry.grad_outputs] + entry.grad_nones:
+    for target in [t for t, _ in entry.grad_outputs] + entry.grad_nones:
         leaf(target)  # fetched before the program runs: no STALE after it
 
     history = entry.history
@@ -197,6 +207,9 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
                 made[what] = f"r{what}"
                 shape, dtype = entry.output_meta[what]
                 emit(f"r{what} = _new_tensor(None, {shape!r}, {dtype!r})")
+                if what in entry.grad_returns and (history is None or what not in history.exprs):
+                    emit(f"r{what}.requires_grad, r{what}._is_leaf = True, False")
+                    emit(f"r{what}._graph_freed = True")
                 fill.append(f"r{what}.node.attrs[0].data = outs[{what}]")
             returned.append(made[what])
         elif kind == "arg":
@@ -252,30 +265,37 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         emit(f"_STATS.last_entry = {program_var}")
         emit(f"outs = {program_var}.compiled.program.run([{', '.join(inputs)}])")
 
+    # An ``assign`` output was written by the program into the buffer the tensor keeps; any
+    # other updated tensor gets a new buffer, as a realization gives it (an array of its own:
+    # tensors computing the same node may be updated in place apart later).
+    taken = set(made)
+
+    def out(k: int) -> str:
+        if k in taken:
+            return f"outs[{k}].copy()"
+        taken.add(k)
+        return f"outs[{k}]"
+
     for target, k in entry.state_outputs:
+        if k in entry.assigned:
+            continue
         if isinstance(target, int):  # an argument updated in place
             var = f"args[{target}]"
         elif id(target()) in state_var:
             var = state_var[id(target())]
         else:  # an output that no input read: the tensor may be gone, as uncompiled
             emit(f"t = {name('ref', target)}()")
-            emit(f"if t is not None: t._adopt(outs[{k}])")
+            emit(f"if t is not None: _rebind(t, {out(k)})")
             continue
-        emit(f"{var}._adopt(outs[{k}])")
+        emit(f"_rebind({var}, {out(k)})")
         if history is not None and k in history.exprs:
             emit(f"{var}.node.attrs[0].source = _LazySource("
                  f"{name('expr', history.exprs[k])}, {stand_ins}, h)")
-    for target, k, mode in entry.grad_outputs:
-        # A body that set the grad to None first (zero_grad) makes a new grad tensor: one that
-        # someone else still holds (more than the slot, ``g`` and getrefcount's argument) keeps
-        # its value. Otherwise the grad tensor takes the new value.
+    for target, k in entry.grad_outputs:
+        if k in entry.assigned:  # accumulated into the grad's own buffer
+            continue
         shape, dtype = entry.output_meta[k]
-        var = leaf(target)
-        emit(f"g = {var}._grad")
-        held = " or _getrefcount(g) > 3" if mode == "cleared" else ""
-        emit(f"if g is None{held}: {var}.grad = _mark_state(_new_tensor(outs[{k}], "
-             f"{shape!r}, {dtype!r}))")
-        emit(f"else: g._adopt(outs[{k}])")
+        emit(f"{leaf(target)}.grad = _mark_state(_new_tensor({out(k)}, {shape!r}, {dtype!r}))")
     for target in entry.grad_nones:
         emit(f"{leaf(target)}.grad = None")
     body.extend(fill)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from sys import getrefcount
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,9 @@ _seq = itertools.count()
 # Live tensors whose value is not in a buffer yet; a realization computes all of them together.
 # Keyed by id: Tensor.__eq__ is elementwise, so tensors cannot sit in sets.
 PENDING: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionary()
+# id(root Buffer) -> the pending tensor whose realization writes into that storage: a tensor
+# sharing the storage (``t.data``, ``detach()``, ``w.data = src``) reads that pending value.
+WRITES: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionary()
 
 
 def seq_mark() -> int:
@@ -37,7 +39,7 @@ class Tensor:
     """A multi-dimensional array whose operations are traced into an IR graph."""
 
     __slots__ = ("node", "requires_grad", "_grad", "_is_leaf", "seq", "_version",
-                 "_retains_grad", "_data_of", "_graph_freed", "__weakref__")
+                 "_retains_grad", "_data_of", "_graph_freed", "_home", "__weakref__")
 
     def __init__(self, data: Any = None, dtype: Any = None, requires_grad: bool = False,
                  device: Any = None):
@@ -70,8 +72,11 @@ class Tensor:
         return t
 
     def _bind(self, node: Node, new: bool = False) -> None:
-        """Hold ``node``; ``new``: this tensor was just made (it cannot be pending yet)."""
+        """Hold ``node``; ``new``: this tensor was just made (it cannot be pending yet).
+
+        The tensor leaves its storage: a pending ``node`` is realized into a new buffer."""
         self.node = node
+        self._home = None
         self.seq = next(_seq)
         if node.op != "buffer":
             PENDING[id(self)] = self
@@ -84,35 +89,32 @@ class Tensor:
             if current is None or current is self or not capture.is_state(current):
                 buf.holder = weakref.ref(self)
 
-    def _adopt(self, array: np.ndarray) -> None:
-        """Hold ``array``, a new value of this tensor's shape and dtype (how compiled replays
-        update parameters and state: the same as realizing, with less bookkeeping)."""
-        old = self.node
-        if old.op == "buffer":
-            buf = old.attrs[0]
-            # Referenced only by this tensor (self.node, ``old``, getrefcount's argument), the
-            # leaf cannot be in any graph, saved value or program; held only by the leaf
-            # (attrs, ``buf``, the argument), the buffer is no view's base nor a program's
-            # constant. Nobody can tell it apart from a new one, so it takes the array in place
-            # (CPython's reference counts, as NumPy's elision of temporaries reads them).
-            if getrefcount(old) == 3 and getrefcount(buf) == 3:
-                buf.data = array
-                ref = weakref.ref(self)  # and the rest as a new buffer would have it
-                buf.owner = ref if self.requires_grad and self._is_leaf else None
-                buf.holder = ref
-                buf.source = buf.alias_of = None
-                return
-        buf = Buffer(old.shape, old.dtype, array)
-        ref = weakref.ref(self)
-        if self.requires_grad and self._is_leaf:
-            buf.owner = ref
-        node = Node.leaf("buffer", old.shape, old.dtype, (buf,))
-        buf._node = weakref.ref(node)
-        buf.holder = ref
-        self.node = node
-        self.seq = next(_seq)
-        if old.op != "buffer":
-            PENDING.pop(id(self), None)
+    def _write(self, node: Node) -> None:
+        """Hold ``node`` as this tensor's new value, kept in the storage it has: a realized
+        tensor's buffer becomes the target of an ``assign`` of ``node`` when it is realized, so
+        parameters, optimizer state and module buffers keep one buffer for their lifetime, and
+        every tensor sharing that storage sees the new value (as in torch)."""
+        home = self._home
+        if home is None and self.node.op == "buffer" and _writable(self, self.node.attrs[0]):
+            home = self.node
+        if node is home:  # its own value (``p.copy_(p)``)
+            self._bind(node)
+            return
+        if home is not None and node.op == "buffer":
+            node = ops.unary("detach", node)  # another buffer's value, copied at realization
+        self._bind(node)
+        self._home = home
+        if home is not None:
+            WRITES[id(home.attrs[0].root())] = self
+
+    def _storage_node(self) -> Node | None:
+        """The buffer leaf a realization writes this tensor's pending value into (None: a new
+        buffer). A non-leaf that requires grad gets a new buffer: its buffer's ``source`` is
+        an expression that may read the old value."""
+        home = self._home
+        if home is None or (self.requires_grad and not self._is_leaf):
+            return None
+        return home
 
     @property
     def grad(self) -> "Tensor | None":
@@ -142,16 +144,20 @@ class Tensor:
                 user_location()))
         if capture.active() is not None:
             self._check_capturable_mutation()
-        self._bind(ops.cast(node, self.node.dtype))
-        self._version += 1
+        node = ops.cast(node, self.node.dtype)
         if requires_grad and is_grad_enabled() and self.dtype.is_floating_point:
+            # part of the graph now: a new buffer when realized, whose source is ``node``
+            self._bind(node)
             self.requires_grad, self._is_leaf = True, False
+        else:
+            self._write(node)
+        self._version += 1
         # getattr: subclasses such as nnlib.Parameter set up their state without __init__
         data_of = getattr(self, "_data_of", None)
         base = data_of() if data_of is not None else None
         if base is not None and base.node.shape == self.node.shape:
             # ``t.data`` shares t's storage in torch: ``p.data.add_(u)`` updates ``p``
-            base._bind(_detached(self.node))
+            base._write(_detached(self.node))
             base._version += 1
         return self
 
@@ -288,6 +294,8 @@ class Tensor:
         check_capture(self, what)
         if self.node.op != "buffer":
             realize(self)
+        elif WRITES and pending_write(self) is not None:
+            realize(*PENDING.values())  # another tensor on this storage was updated in place
         return self.node.attrs[0].numpy()
 
     def item(self) -> float | int | bool:
@@ -395,3 +403,24 @@ def _detached(node: Node) -> Node:
     if node.op in ("const", "detach"):
         return node
     return ops.unary("detach", node)
+
+
+def _writable(t: Tensor, buf: Buffer) -> bool:
+    """Whether an in-place update of ``t`` may write into its buffer ``buf``: inside a
+    ``fusegrad.compile`` trace, a buffer from before the trace (an argument's) or declared state,
+    never another one made in it (a constant of the compiled program) nor a random key."""
+    if buf.rng_count:
+        return False
+    trace = capture.active()
+    return trace is None or trace.existed_before(buf) or capture.is_state(t)
+
+
+def pending_write(t: Tensor) -> Tensor | None:
+    """The other tensor whose pending in-place update will write into the storage of ``t`` (a
+    realized tensor), if there is one: ``t``'s current value is that tensor's pending value."""
+    root = t.node.attrs[0].root()
+    writer = WRITES.get(id(root))
+    if writer is None or writer is t or writer._home is None or writer.node.op == "buffer" or \
+            writer._home.attrs[0].root() is not root or writer.node.shape != t.node.shape:
+        return None
+    return writer

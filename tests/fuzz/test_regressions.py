@@ -9,8 +9,6 @@ from parity import using_backend
 import fusegrad
 
 
-@pytest.mark.xfail(strict=True, reason="fusegrad.compile: a replay of a body that runs backward "
-                   "returns its outputs without requires_grad (the traced call keeps it)")
 def test_replayed_output_keeps_requires_grad() -> None:
     def step(x):
         y = -x

@@ -117,6 +117,7 @@ class NumbaProgram:
     def __init__(self, schedule: Schedule, kernels: list[_CompiledKernel], plan: BufferPlan,
                  run_source: str, namespace: dict, prebound: list[tuple[str, str]]):
         self.schedule = schedule
+        self.inputs: list[Node] = list(schedule.inputs)  # what ``run`` reads, in order
         self.prebound = prebound
         self.kernels = kernels
         self.plan = plan
@@ -132,11 +133,11 @@ class NumbaProgram:
         """Run the schedule.
 
         Args:
-            inputs: one flat contiguous array per ``schedule.inputs`` entry, in that order.
+            inputs: one flat contiguous array per ``self.inputs`` entry, in that order.
 
         Returns:
-            A fresh flat array per ``schedule.outputs`` entry (an output that is an input is
-            a copy of it: results never share memory with inputs).
+            A flat array per ``schedule.outputs`` entry: fresh (an output that is an input is
+            a copy of it), except that an ``assign`` output is its target's input array.
         """
         # First call: allocate the planned blocks, then replace this method by the generated loop.
         p = self.plan
@@ -148,7 +149,7 @@ class NumbaProgram:
         """Kernels (name, serial/parallel, source hash), externs, buffer plan and the run loop."""
         s = self.schedule
         lines = [(f"NumbaProgram: {len(s.items)} items ({len(s.kernels)} kernels, {len(s.externs)} "
-                  f"externs), {len(s.inputs)} inputs, {len(s.outputs)} outputs")]
+                  f"externs), {len(self.inputs)} inputs, {len(s.outputs)} outputs")]
         compiled = {id(k.kernel): k for k in self.kernels}
         for t, item in enumerate(s.items):
             if isinstance(item, Kernel):
@@ -177,7 +178,8 @@ def bind_run(ns: dict, blocks: list[tuple[str, int]], temps: list[tuple[int, int
         ns: the program's namespace (numpy, extern helpers, kernel dispatchers, masked views).
         blocks: (dtype, elements) of each planned block, bound as ``block{i}``.
         temps: (block, elements) of each intermediate ``t{j}``: the block's first elements.
-        prebound: (name, expression) of the views of planned buffers made once.
+        prebound: (name, expression) of what is made once: views of planned buffers, and the
+            arrays of values that are only copied into an assign's target.
         run_source: the text of ``def run(inputs): ...``.
     """
     for i, (dtype, size) in enumerate(blocks):
@@ -216,19 +218,26 @@ def timed_run(program: Any) -> tuple[Callable[[list[np.ndarray]], list[np.ndarra
     return ns["run"], stamps
 
 
-def compile_schedule(schedule: Schedule) -> NumbaProgram:
+def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None) -> NumbaProgram:
     """Generate, load (or compile) every kernel of ``schedule`` and plan its buffers.
 
     Args:
         schedule: the fused program (see ``fusegrad.ir.schedule``). A kernel whose innermost
             loops run more than ``parallel_threshold()`` iterations gets ``prange``.
+        targets: output index -> buffer leaf for the outputs that are ``assign`` writes: the run
+            copies the output's value into that input's array after every item (so every read
+            sees the value before the write) and returns that array. Targets that the schedule
+            does not read are inputs after ``schedule.inputs``.
 
     Returns:
         The program; its intermediate buffers are allocated by the first ``run``.
     """
+    targets = targets or {}
     threshold = parallel_threshold()
     plan = plan_buffers(schedule)
-    names: dict[Node, str] = {n: f"x{i}" for i, n in enumerate(schedule.inputs)}
+    inputs = list(schedule.inputs)
+    inputs += [n for n in dict.fromkeys(targets.values()) if n not in set(schedule.inputs)]
+    names: dict[Node, str] = {n: f"x{i}" for i, n in enumerate(inputs)}
     for j, node in enumerate(plan.nodes):
         names[node] = f"t{j}"
     materialised = set(schedule.materialised())
@@ -241,12 +250,20 @@ def compile_schedule(schedule: Schedule) -> NumbaProgram:
 
     namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add}
     body: list[str] = []
-    if schedule.inputs:
-        body.append(f"({', '.join(names[n] for n in schedule.inputs)},) = inputs")
-    for node in outputs:
-        body.append(f"{names[node]} = np.empty({node.size}, {_np_dtype(node.dtype)})  # {node.type_str}")
-    kernels: list[_CompiledKernel] = []
+    if inputs:
+        body.append(f"({', '.join(names[n] for n in inputs)},) = inputs")
+    # A value only written into an assign's target is never returned: its array is allocated
+    # once and reused by every run (no fresh pages to fault in before the copy).
+    returned = {n for i, n in enumerate(schedule.outputs) if i not in targets}
+    kept = {schedule.outputs[i] for i in targets} - returned
     prebound: list[tuple[str, str]] = []
+    for node in outputs:
+        alloc = f"np.empty({node.size}, {_np_dtype(node.dtype)})"
+        if node in kept:
+            prebound.append((names[node], alloc))
+        else:
+            body.append(f"{names[node]} = {alloc}  # {node.type_str}")
+    kernels: list[_CompiledKernel] = []
     taken: set[str] = set()
     head = len(body)                 # where the per-run slices go: before any item
     per_run: dict[str, str] = {}     # slices of inputs and outputs, made by each run
@@ -280,10 +297,37 @@ def compile_schedule(schedule: Schedule) -> NumbaProgram:
         else:
             body.append(_extern_call(item, t, names, namespace, prebound))
     body[head:head] = [f"{view} = {expr}" for view, expr in per_run.items()]
-    results = [_output_expr(n, i, schedule.outputs, names) for i, n in enumerate(schedule.outputs)]
-    body.append(f"return [{', '.join(results)}]")
+    body.extend(_return_lines(schedule.outputs, targets, names))
     run_source = "def run(inputs):\n" + "".join(f"    {line}\n" for line in body)
-    return NumbaProgram(schedule, kernels, plan, run_source, namespace, prebound)
+    program = NumbaProgram(schedule, kernels, plan, run_source, namespace, prebound)
+    program.inputs = inputs
+    return program
+
+
+def _return_lines(outputs: list[Node], targets: dict[int, Node], names: dict[Node, str]
+                  ) -> list[str]:
+    """The end of ``run``: copies of inputs that are results, then the ``assign`` writes (after
+    every read of their targets), then the results."""
+    results = [names[targets[i]] if i in targets else _output_expr(n, i, outputs, names)
+               for i, n in enumerate(outputs)]
+    lines: list[str] = []
+    for i, expr in enumerate(results):
+        if expr.endswith(".copy()"):  # taken before any write can change the input it copies
+            lines.append(f"r{i} = {expr}")
+            results[i] = f"r{i}"
+    staged: dict[str, str] = {}
+    writes: list[str] = []
+    for i, target in targets.items():
+        value, dest = names[outputs[i]], names[target]
+        if value == dest:
+            continue  # the value is the target's own: nothing to write
+        if value.startswith("x") and value not in staged:  # an input, maybe written here too
+            staged[value] = f"v{len(staged)}"
+            lines.append(f"{staged[value]} = {value}.copy()")
+        writes.append(f"np.copyto({dest}, {staged.get(value, value)})  # assign")
+    lines.extend(writes)
+    lines.append(f"return [{', '.join(results)}]")
+    return lines
 
 
 def _output_expr(node: Node, i: int, outputs: list[Node], names: dict[Node, str]) -> str:

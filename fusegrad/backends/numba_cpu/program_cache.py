@@ -179,7 +179,7 @@ def encode(digest: str, program: NumbaProgram, slots: list[int], seconds: dict[s
                     for k in program.kernels],
         "views": {name: _view_json(v) for name, v in views.items()},
         "facts": {"kernel_count": len(schedule.kernels), "extern_count": len(schedule.externs),
-                  "items": len(schedule.items), "inputs": len(schedule.inputs),
+                  "items": len(schedule.items), "inputs": len(program.inputs),
                   "outputs": len(schedule.outputs), "total_bytes": plan.total_bytes,
                   "no_reuse_bytes": plan.no_reuse_bytes,
                   "seconds": {k: float(v) for k, v in seconds.items()}},

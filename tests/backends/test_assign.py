@@ -1,0 +1,118 @@
+"""The ``assign`` op: in-place updates write into the buffer a tensor keeps for its lifetime."""
+import numpy as np
+import pytest
+from parity import using_backend
+
+import fusegrad as fg
+import fusegrad.nnlib as nn
+import fusegrad.optimlib as optim
+from fusegrad.backends.pipeline import compile_graph
+from fusegrad.ir import ops
+from fusegrad.ir.buffer import Buffer
+from fusegrad.ir.errors import DTypeError, ShapeError
+from fusegrad.ir.graph import Graph
+
+BACKENDS = ["interpreter", pytest.param("numba_cpu", marks=pytest.mark.numba)]
+
+
+def _leaf(values):
+    return ops.buffer(Buffer.from_array(np.asarray(values, np.float32)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_program_reads_the_target_before_writing_it(backend):
+    p, g = _leaf([1.0, 2.0]), _leaf([10.0, 20.0])
+    new = ops.binary("sub", p, ops.binary("mul", g, ops.const(0.5, (2,), "float32")))
+    doubled = ops.binary("mul", p, ops.const(2.0, (2,), "float32"))
+    compiled = compile_graph(Graph((doubled, ops.assign(p, new), p)), backend)
+    arrays = {n: n.attrs[0].data for n in (p, g)}
+    target = arrays[p]
+    outs = compiled.program.run([arrays[n] for n in compiled.inputs])
+    np.testing.assert_array_equal(outs[0], [2.0, 4.0])        # the old value, doubled
+    assert outs[1] is target                                   # written in place
+    np.testing.assert_array_equal(target, [-4.0, -8.0])
+    np.testing.assert_array_equal(outs[2], [1.0, 2.0])        # the old value, a copy
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_targets_swap_values(backend):
+    a, b = _leaf([1.0, 2.0]), _leaf([3.0, 4.0])
+    compiled = compile_graph(Graph((ops.assign(a, b), ops.assign(b, a))), backend)
+    arrays = {n: n.attrs[0].data for n in (a, b)}
+    compiled.program.run([arrays[n] for n in compiled.inputs])
+    np.testing.assert_array_equal(arrays[a], [3.0, 4.0])
+    np.testing.assert_array_equal(arrays[b], [1.0, 2.0])
+
+
+def test_assign_checks_its_target_and_value():
+    p = _leaf([1.0, 2.0])
+    with pytest.raises(ShapeError, match="target must be a buffer leaf"):
+        ops.assign(ops.unary("neg", p), p)
+    with pytest.raises(ShapeError, match="does not match target shape"):
+        ops.assign(p, _leaf([1.0, 2.0, 3.0]))
+    with pytest.raises(DTypeError, match="dtype"):
+        ops.assign(p, ops.cast(p, "float64"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_in_place_update_keeps_the_buffer_and_old_reads_see_the_old_value(backend):
+    with using_backend(backend):
+        p = fg.tensor([1.0, 2.0, 3.0])
+        buffer = p.node.attrs[0]
+        old = p * 1
+        p.add_(1)
+        fg.realize(old, p)
+        np.testing.assert_array_equal(old.numpy(), [1.0, 2.0, 3.0])
+        np.testing.assert_array_equal(p.numpy(), [2.0, 3.0, 4.0])
+        assert p.node.attrs[0] is buffer
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_aliases_see_an_in_place_update(backend):
+    with using_backend(backend):
+        p = fg.tensor([1.0, 2.0, 3.0])
+        view, data = p.detach(), p.data
+        p.mul_(2)
+        np.testing.assert_array_equal(view.numpy(), [2.0, 4.0, 6.0])  # read: realized first
+        data.add_(1)
+        np.testing.assert_array_equal((view + 0).numpy(), [3.0, 5.0, 7.0])
+        np.testing.assert_array_equal(p.numpy(), [3.0, 5.0, 7.0])
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_parameters_state_and_running_stats_keep_their_buffers(compiled):
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    opt = optim.Adam(model.parameters(), lr=0.01)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = nn.CrossEntropyLoss()(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    step = fg.compile(step) if compiled else step
+    x, y = fg.randn(6, 4), fg.randint(0, 3, (6,))
+    step(x, y)
+    tensors = [*model.parameters(), *model.buffers(),
+               *(v for s in opt.state.values() for v in s.values())]
+    buffers = [t.node.attrs[0] for t in tensors]
+    arrays = [b.data for b in buffers]
+    before = [a.copy() for a in arrays]
+    for _ in range(3):
+        step(x, y)
+    assert all(t.node.attrs[0] is b for t, b in zip(tensors, buffers))
+    assert all(b.data is a for b, a in zip(buffers, arrays))
+    assert all(not np.array_equal(a, b) for a, b in zip(arrays, before)
+               if a.dtype.kind == "f")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tensors_computing_the_same_value_get_buffers_of_their_own(backend):
+    with using_backend(backend):
+        a, b = fg.empty(3).fill_(1.0), fg.empty(3).fill_(1.0)  # one node: one program output
+        fg.realize(a, b)
+        a.add_(1.0)
+        np.testing.assert_array_equal(a.numpy(), [2.0, 2.0, 2.0])
+        np.testing.assert_array_equal(b.numpy(), [1.0, 1.0, 1.0])
