@@ -9,6 +9,8 @@ values moves torch's own 20-step trajectory by less than 1.1e-6. Some settings a
 float32 precision and cannot be compared this tightly by any implementation — e.g. Adam with
 betas=(0.3, 0.9) (torch moves 5e-6 from a 1-ulp change) or centered RMSprop with alpha=0.3 and
 eps=1e-8, whose variance estimate ``square_avg - grad_avg**2`` cancels to nearly zero (7e-5).
+RMSprop with momentum is in between: torch moves 1.4e-6 from a 1-ulp change (measured on an
+AVX-512 x86-64 host; less on others), so those cases are compared with ``atol`` 2e-6.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ from fusegrad.tracer.realize import STATS
 
 STEPS = 20
 RTOL, ATOL = 1e-5, 1e-6
+SENSITIVE_ATOL = 2e-6
+SENSITIVE = {"RMSprop(lr=0.01,momentum=0.9)",
+             "RMSprop(lr=0.01,alpha=0.4,eps=0.1,centered=True,momentum=0.5)"}
 
 CASES = [
     ("SGD", {"lr": 0.1}),
@@ -99,14 +104,14 @@ def _trajectory(lib, lib_optim, name: str, kwargs: dict, problem: Problem, steps
     return history, opt, params
 
 
-def _assert_same_trajectory(got, want) -> None:
+def _assert_same_trajectory(got, want, atol: float = ATOL) -> None:
     for step, (gs, ws) in enumerate(zip(got, want)):
         for i, (g, w) in enumerate(zip(gs, ws)):
-            np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL,
+            np.testing.assert_allclose(g, w, rtol=RTOL, atol=atol,
                                        err_msg=f"parameter {i} after step {step + 1}")
 
 
-def _assert_same_state(opt, ref) -> None:
+def _assert_same_state(opt, ref, atol: float = ATOL) -> None:
     ours, theirs = opt.state_dict()["state"], ref.state_dict()["state"]
     assert sorted(ours) == sorted(theirs)
     for k in theirs:
@@ -115,7 +120,7 @@ def _assert_same_state(opt, ref) -> None:
             got = ours[k][name]
             assert str(got.dtype).rsplit(".")[-1] == str(want.dtype).rsplit(".")[-1], name
             assert tuple(got.shape) == tuple(want.shape), name
-            np.testing.assert_allclose(_numpy(got), want.numpy(), rtol=RTOL, atol=ATOL,
+            np.testing.assert_allclose(_numpy(got), want.numpy(), rtol=RTOL, atol=atol,
                                        err_msg=f"state[{k}][{name!r}]")
 
 
@@ -127,8 +132,9 @@ def test_trajectory_matches_torch(case, backend):
     with using_backend(backend):
         got, opt, _ = _trajectory(fg, optim, name, kwargs, problem)
         want, ref, _ = _trajectory(torch, torch.optim, name, kwargs, problem)
-        _assert_same_trajectory(got, want)
-        _assert_same_state(opt, ref)
+        atol = SENSITIVE_ATOL if _case_id(case) in SENSITIVE else ATOL
+        _assert_same_trajectory(got, want, atol)
+        _assert_same_state(opt, ref, atol)
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
