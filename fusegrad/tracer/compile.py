@@ -245,34 +245,33 @@ def _return_source(t: Tensor, out_index: dict[Node, int], arg_index: dict[int, i
     """Where a replay gets the returned tensor ``t`` from, as ``(kind, what)``.
 
     ``out``: a new tensor holding program output ``what``; ``arg``: this call's argument
-    ``what``; ``state``: the state tensor itself, updated by the call; ``arg_view`` and
-    ``state_view``: a new tensor on the argument's (state's) value before the call, requiring
-    grad (as a clone or view) or not (a detach), ``what = (argument or weakref, requires_grad)``;
-    ``same``: a tensor from outside the function; ``const``: a new tensor on the constant leaf
+    ``what``; ``kept``: a tensor that existed before the call (state, updated by the call, or a
+    tensor from outside), itself; ``view``: a new tensor on the value an argument (its index) or
+    a kept tensor (a weakref) had before the call, requiring grad (as a clone or view) or not
+    (a detach), ``what = (source, requires_grad)``; ``const``: a new tensor on the constant leaf
     ``what``, made inside the function; ``grad``: the ``.grad`` of the leaf ``what`` after the
-    call.
+    call (``grad_before``: before it, a grad the body replaced).
     """
     if id(t) in grad_of:
         leaf = grad_of[id(t)]
         leaf_tensor = flat[leaf] if isinstance(leaf, int) else leaf()
-        # the leaf's grad after the call, or (a grad the body replaced) the one it had before
         return ("grad" if leaf_tensor._grad is t else "grad_before"), leaf
     if id(t) in arg_index:
         return "arg", arg_index[id(t)]
     if capture.is_state(t):
-        return "state", weakref.ref(t)
+        return "kept", weakref.ref(t)
     if t.node in out_index:
         return "out", out_index[t.node]
     if t.seq < trace.seq_start:  # a tensor from outside, which the body did not touch
-        return "same", t
+        return "kept", weakref.ref(t)
     # made inside the body on a value computed before it: a detach(), clone() or view of an
     # argument or state, as it was before the call's updates; else a constant
     buf = t.node.attrs[0]
     if id(buf.root()) in trace.arg_buffers:
-        return "arg_view", (trace.arg_buffers[id(buf.root())], t.requires_grad)
+        return "view", (trace.arg_buffers[id(buf.root())], t.requires_grad)
     source = _source_tensor(buf, target_ids)
     if source is not None and trace.existed_before(buf):
-        return "state_view", (weakref.ref(source), t.requires_grad)
+        return "view", (weakref.ref(source), t.requires_grad)
     return "const", t.node
 
 
@@ -527,10 +526,8 @@ class CompiledFunction:
         held = [s.ref for s in slots if s.kind in ("state", "grad")]
         held += [t for t, _ in grad_outputs]
         held += [t for t, _ in guards]
-        held += [what if kind in ("state", "grad", "grad_before") else what[0]
-                 for kind, what in returns if kind in ("state", "grad", "grad_before",
-                                                        "state_view")]
-        held += [weakref.ref(what) for kind, what in returns if kind == "same"]
+        held += [what if kind != "view" else what[0] for kind, what in returns
+                 if kind in ("kept", "grad", "grad_before", "view")]
         held += [what for kind, what, _ in (history.leaves if history else ())
                  if kind in ("state", "grad")]
         return CompiledEntry(

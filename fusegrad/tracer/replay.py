@@ -183,8 +183,8 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         elif kind == "grad":
             leaf(what)
     for kind, what in entry.returns:
-        if kind in ("state", "state_view"):
-            state(what if kind == "state" else what[0])
+        if kind == "kept" or kind == "view" and not isinstance(what[0], int):
+            state(what if kind == "kept" else what[0])
         elif kind in ("grad", "grad_before"):
             leaf(what)
 
@@ -207,20 +207,18 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             returned.append(made[what])
         elif kind == "arg":
             returned.append(f"args[{what}]")
-        elif kind in ("arg_view", "state_view"):
+        elif kind == "view":
             source, requires_grad = what
-            source = f"args[{source}]" if kind == "arg_view" else state(source)
+            source = f"args[{source}]" if isinstance(source, int) else state(source)
             emit(f"d{n} = _view({source}, {requires_grad!r})")
             returned.append(f"d{n}")
-        elif kind == "state":
+        elif kind == "kept":
             returned.append(state(what))
         elif kind == "grad":
             returned.append(f"{leaf(what)}.grad")
         elif kind == "grad_before":
             emit(f"d{n} = {leaf(what)}._grad")
             returned.append(f"d{n}")
-        elif kind == "same":
-            returned.append(name("outside", what))
         else:
             returned.append(f"_wrap({name('leaf', what)})")
 
