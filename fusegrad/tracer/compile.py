@@ -125,8 +125,10 @@ class CompiledEntry:
     program_entry: Entry
     slots: list[_Slot]
     rng_order: list[int]                       # slot indices of random keys, in draw order
-    state_outputs: list[tuple[Any, int]]       # (weakref Tensor or argument index, output)
-    grad_outputs: list[tuple[Any, int]]        # (leaf, output index)
+    assigns: int                               # outputs written into buffers they keep
+    arg_rebinds: list[tuple[int, int]]         # (argument with a history, output): new buffer
+    updated_args: list[int]                    # arguments the program updates in place
+    grad_outputs: list[tuple[Any, int]]        # (leaf, output index): grads made anew
     returns: list[tuple[str, Any]]             # where each returned tensor comes from
     return_spec: Any
     modules: list[Any]                         # weakrefs to the modules called
@@ -143,7 +145,6 @@ class CompiledEntry:
     replays: int = 0
     output_meta: list[tuple[tuple[int, ...], str]] = field(default_factory=list)
 
-    assigned: frozenset[int] = frozenset()    # outputs the program writes into kept buffers
     # returned outputs that required grad when traced: a replay's are non-leaves requiring grad
     # (without a history, their graph is gone, as after a backward that freed it)
     grad_returns: frozenset[int] = frozenset()
@@ -244,34 +245,33 @@ def _return_source(t: Tensor, out_index: dict[Node, int], arg_index: dict[int, i
     """Where a replay gets the returned tensor ``t`` from, as ``(kind, what)``.
 
     ``out``: a new tensor holding program output ``what``; ``arg``: this call's argument
-    ``what``; ``state``: the state tensor itself, updated by the call; ``arg_view`` and
-    ``state_view``: a new tensor on the argument's (state's) value before the call, requiring
-    grad (as a clone or view) or not (a detach), ``what = (argument or weakref, requires_grad)``;
-    ``same``: a tensor from outside the function; ``const``: a new tensor on the constant leaf
+    ``what``; ``kept``: a tensor that existed before the call (state, updated by the call, or a
+    tensor from outside), itself; ``view``: a new tensor on the value an argument (its index) or
+    a kept tensor (a weakref) had before the call, requiring grad (as a clone or view) or not
+    (a detach), ``what = (source, requires_grad)``; ``const``: a new tensor on the constant leaf
     ``what``, made inside the function; ``grad``: the ``.grad`` of the leaf ``what`` after the
-    call.
+    call (``grad_before``: before it, a grad the body replaced).
     """
     if id(t) in grad_of:
         leaf = grad_of[id(t)]
         leaf_tensor = flat[leaf] if isinstance(leaf, int) else leaf()
-        # the leaf's grad after the call, or (a grad the body replaced) the one it had before
         return ("grad" if leaf_tensor._grad is t else "grad_before"), leaf
     if id(t) in arg_index:
         return "arg", arg_index[id(t)]
     if capture.is_state(t):
-        return "state", weakref.ref(t)
+        return "kept", weakref.ref(t)
     if t.node in out_index:
         return "out", out_index[t.node]
     if t.seq < trace.seq_start:  # a tensor from outside, which the body did not touch
-        return "same", t
+        return "kept", weakref.ref(t)
     # made inside the body on a value computed before it: a detach(), clone() or view of an
     # argument or state, as it was before the call's updates; else a constant
     buf = t.node.attrs[0]
     if id(buf.root()) in trace.arg_buffers:
-        return "arg_view", (trace.arg_buffers[id(buf.root())], t.requires_grad)
+        return "view", (trace.arg_buffers[id(buf.root())], t.requires_grad)
     source = _source_tensor(buf, target_ids)
     if source is not None and trace.existed_before(buf):
-        return "state_view", (weakref.ref(source), t.requires_grad)
+        return "view", (weakref.ref(source), t.requires_grad)
     return "const", t.node
 
 
@@ -422,9 +422,9 @@ class CompiledFunction:
             out_index.setdefault(t.node, out_index[n])
         traced_ops = len(toposort(outputs)) if outputs else 0
         entry_p, leaves = prepare(outputs) if outputs else (None, [])
+        assigned = {i for i, n in enumerate(outputs) if n.op == ops.ASSIGN}
         entry = self._record(trace, sig, entry_p, leaves, pending, out_index, out_of, flat,
-                             ret_flat, ret_spec, traced_ops)
-        entry.assigned = frozenset(i for i, n in enumerate(outputs) if n.op == ops.ASSIGN)
+                             ret_flat, ret_spec, traced_ops, assigned)
         entry.grad_returns = frozenset(what for t, (kind, what) in zip(ret_flat, entry.returns)
                                        if kind == "out" and t.requires_grad)
         # run this first call with the program just compiled, exactly as a replay does
@@ -454,7 +454,7 @@ class CompiledFunction:
     def _record(self, trace: capture.Trace, sig: tuple, entry_p: Entry | None,
                 leaves: list[Node], pending: list[Tensor], out_index: dict[Node, int],
                 out_of: dict[int, int], flat: list[Tensor], ret_flat: list[Tensor],
-                ret_spec: Any, traced_ops: int) -> CompiledEntry:
+                ret_spec: Any, traced_ops: int, assigned: set[int]) -> CompiledEntry:
         target_ids = {id(t) for t in pending}
         arg_index = {id(t): i for i, t in enumerate(flat)}
         # a leaf whose gradient the body touched: this call's argument, or a weakref
@@ -478,19 +478,23 @@ class CompiledFunction:
                 slots.append(_Slot("rng", what.rng_count))
             else:
                 slots.append(_Slot(kind, buf if kind == "const" else what))
-        state_outputs, grad_outputs = [], []
-        updated: list[Tensor] = []
-        ret_ids = {id(t) for t in ret_flat}
+        # Parameters, module buffers, optimizer state, accumulated grads and arguments updated in
+        # place are assigns: the program writes them, the replay has nothing to do. What else
+        # the program computes is a grad made anew, an argument whose in-place update has a
+        # history (a non-leaf gets a new buffer), or state given new storage (``p.data = q``),
+        # which a replay cannot give it: that body runs on every call.
+        grad_outputs, arg_rebinds, updated_args = [], [], []
         for t in pending:
             k = out_of[id(t)]
-            if id(t) in grad_of:
+            if k in assigned:
+                if id(t) in arg_index:
+                    updated_args.append(arg_index[id(t)])
+            elif id(t) in grad_of:
                 grad_outputs.append((grad_of[id(t)], k))
-            elif id(t) in arg_index:  # an argument updated in place: this call's argument
-                state_outputs.append((arg_index[id(t)], k))
-                updated.append(t)
-            elif id(t) not in ret_ids or capture.is_state(t):
-                state_outputs.append((weakref.ref(t), k))
-                updated.append(t)
+            elif id(t) in arg_index:
+                arg_rebinds.append((arg_index[id(t)], k))
+            elif capture.is_state(t):
+                trace.replaced.append(f"the storage of a state tensor of shape {list(t.shape)}")
         returns = [_return_source(t, out_index, arg_index, trace, target_ids, grad_of, flat)
                    for t in ret_flat]
         history = None
@@ -498,8 +502,7 @@ class CompiledFunction:
             # a forward without its backward: keep what a later backward will need
             exprs = {k: t.node for t, (kind, k) in zip(ret_flat, returns)
                      if kind == "out" and t.requires_grad}
-            exprs.update({out_index[t.node]: t.node for t in updated
-                          if t.requires_grad and not t._is_leaf})
+            exprs.update({k: flat[i].node for i, k in arg_rebinds if flat[i].requires_grad})
             history = _history(exprs, trace, target_ids, leaves, entry_p, flat, grad_of) \
                 if exprs else None
             if exprs and history is None:
@@ -521,17 +524,16 @@ class CompiledFunction:
                       if (leaf := ref()) is not None and leaf._grad is None]
         modules = list(trace.modules.values())
         held = [s.ref for s in slots if s.kind in ("state", "grad")]
-        held += [t for t, _ in state_outputs] + [t for t, _ in grad_outputs]
+        held += [t for t, _ in grad_outputs]
         held += [t for t, _ in guards]
-        held += [what if kind in ("state", "grad", "grad_before") else what[0]
-                 for kind, what in returns if kind in ("state", "grad", "grad_before",
-                                                        "state_view")]
-        held += [weakref.ref(what) for kind, what in returns if kind == "same"]
+        held += [what if kind != "view" else what[0] for kind, what in returns
+                 if kind in ("kept", "grad", "grad_before", "view")]
         held += [what for kind, what, _ in (history.leaves if history else ())
                  if kind in ("state", "grad")]
         return CompiledEntry(
             signature=sig, program_entry=entry_p, slots=slots,
-            rng_order=[i for _, i in sorted(rng)], state_outputs=state_outputs,
+            rng_order=[i for _, i in sorted(rng)], assigns=len(assigned),
+            arg_rebinds=arg_rebinds, updated_args=updated_args + [i for i, _ in arg_rebinds],
             grad_outputs=grad_outputs, returns=returns, return_spec=ret_spec,
             modules=[weakref.ref(m) for m in modules],
             modes=tuple(m.training for m in modules), grad_guards=guards,
@@ -578,7 +580,7 @@ def _explain_entry(e: CompiledEntry) -> str:
     for s in e.slots:
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
     out.append("  inputs: " + ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) +
-               f"; outputs: {len(e.state_outputs)} state, {len(e.grad_outputs)} grads, "
+               f"; outputs: {e.assigns} assigns, {len(e.grad_outputs)} new grads, "
                f"{sum(kind == 'out' for kind, _ in e.returns)} returned")
     for stage, sec in report.seconds.items():
         out.append(f"  compile {stage:<18} {sec * 1e3:8.1f} ms")

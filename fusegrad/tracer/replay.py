@@ -41,13 +41,6 @@ MISS = _Sentinel("MISS")    # the guards do not match this call: nothing ran
 STALE = _Sentinel("STALE")  # a tensor the entry reads no longer exists: it can never replay
 
 
-def _data(t: Tensor):
-    """The flat array holding ``t``'s value (computing it first if it is pending)."""
-    if t.node.op != "buffer":
-        realize(t)
-    return t.node.attrs[0].data
-
-
 def _realize_pending() -> None:
     """Compute every pending tensor first: the program reads state from buffers."""
     realize(*PENDING.values())
@@ -58,9 +51,9 @@ def _new_tensor(array, shape: tuple[int, ...], dtype: str) -> Tensor:
 
 
 def _rebind(t: Tensor, array) -> None:
-    """Make ``t`` hold ``array`` in a new buffer (its new value, computed by the program)."""
-    node = t.node
-    buf = Buffer(node.shape, node.dtype, array)
+    """Make the argument ``t`` hold ``array``, its new value, in a new buffer (an update the
+    program could not write into ``t``'s buffer: ``t`` has autograd history)."""
+    buf = Buffer(t.node.shape, t.node.dtype, array)
     if t.requires_grad and t._is_leaf:
         buf.owner = weakref.ref(t)
     t._bind(ops.buffer(buf))
@@ -89,7 +82,7 @@ def _with_history(t: Tensor, expr: Node, stand_ins: list[Node], leaves: list[Nod
 def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
     """The source of ``replay(args)`` for ``entry`` and the names it refers to."""
     env: dict[str, Any] = {
-        "_data": _data, "_new_tensor": _new_tensor, "_mark_state": capture.mark_state,
+        "_new_tensor": _new_tensor, "_mark_state": capture.mark_state,
         "_rebind": _rebind,
         "_unflatten": unflatten, "_next_key": next_key, "_STATS": STATS, "MISS": MISS,
         "STALE": STALE, "Tensor": Tensor, "PENDING": PENDING, "_grad_enabled": is_grad_enabled,
@@ -110,7 +103,7 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
     def data(kind: str, key: int, source: str) -> str:
         if (kind, key) not in loaded:
             var = loaded[kind, key] = f"a{len(loaded)}"
-            emit(f"{var} = _data({source})")
+            emit(f"{var} = {source}.node.attrs[0].data")  # every tensor is realized by now
         return loaded[kind, key]
 
     def state(ref: Any) -> str:  # each state tensor fetched once: a parameter is read and updated
@@ -190,8 +183,8 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         elif kind == "grad":
             leaf(what)
     for kind, what in entry.returns:
-        if kind in ("state", "state_view"):
-            state(what if kind == "state" else what[0])
+        if kind == "kept" or kind == "view" and not isinstance(what[0], int):
+            state(what if kind == "kept" else what[0])
         elif kind in ("grad", "grad_before"):
             leaf(what)
 
@@ -214,20 +207,18 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
             returned.append(made[what])
         elif kind == "arg":
             returned.append(f"args[{what}]")
-        elif kind in ("arg_view", "state_view"):
+        elif kind == "view":
             source, requires_grad = what
-            source = f"args[{source}]" if kind == "arg_view" else state(source)
+            source = f"args[{source}]" if isinstance(source, int) else state(source)
             emit(f"d{n} = _view({source}, {requires_grad!r})")
             returned.append(f"d{n}")
-        elif kind == "state":
+        elif kind == "kept":
             returned.append(state(what))
         elif kind == "grad":
             returned.append(f"{leaf(what)}.grad")
         elif kind == "grad_before":
             emit(f"d{n} = {leaf(what)}._grad")
             returned.append(f"d{n}")
-        elif kind == "same":
-            returned.append(name("outside", what))
         else:
             returned.append(f"_wrap({name('leaf', what)})")
 
@@ -265,9 +256,9 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         emit(f"_STATS.last_entry = {program_var}")
         emit(f"outs = {program_var}.compiled.program.run([{', '.join(inputs)}])")
 
-    # An ``assign`` output was written by the program into the buffer the tensor keeps; any
-    # other updated tensor gets a new buffer, as a realization gives it (an array of its own:
-    # tensors computing the same node may be updated in place apart later).
+    # State, accumulated grads and arguments updated in place were written by the program into
+    # their own buffers (``assign``). A grad made anew, or an argument whose update has a
+    # history, gets a buffer of its own (a copy where another tensor holds the same output).
     taken = set(made)
 
     def out(k: int) -> str:
@@ -276,24 +267,12 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         taken.add(k)
         return f"outs[{k}]"
 
-    for target, k in entry.state_outputs:
-        if k in entry.assigned:
-            continue
-        if isinstance(target, int):  # an argument updated in place
-            var = f"args[{target}]"
-        elif id(target()) in state_var:
-            var = state_var[id(target())]
-        else:  # an output that no input read: the tensor may be gone, as uncompiled
-            emit(f"t = {name('ref', target)}()")
-            emit(f"if t is not None: _rebind(t, {out(k)})")
-            continue
-        emit(f"_rebind({var}, {out(k)})")
+    for i, k in entry.arg_rebinds:
+        emit(f"_rebind(args[{i}], {out(k)})")
         if history is not None and k in history.exprs:
-            emit(f"{var}.node.attrs[0].source = _LazySource("
+            emit(f"args[{i}].node.attrs[0].source = _LazySource("
                  f"{name('expr', history.exprs[k])}, {stand_ins}, h)")
     for target, k in entry.grad_outputs:
-        if k in entry.assigned:  # accumulated into the grad's own buffer
-            continue
         shape, dtype = entry.output_meta[k]
         emit(f"{leaf(target)}.grad = _mark_state(_new_tensor({out(k)}, {shape!r}, {dtype!r}))")
     for target in entry.grad_nones:
@@ -318,7 +297,7 @@ def _emit_alias_guards(entry: CompiledEntry, emit: Callable[[str], None]) -> Non
     root = "args[{}].node.attrs[0].root()"
     for i, j in entry.arg_aliases:
         emit(f"if {root.format(i)} is not {root.format(j)}: return MISS")
-    updated = sorted({t for t, _ in entry.state_outputs if isinstance(t, int)})
+    updated = sorted(set(entry.updated_args))
     if not updated:
         return
     group = {later: first for first, later in entry.arg_aliases}

@@ -274,6 +274,9 @@ class Tensor:
 
     @data.setter
     def data(self, value: "Tensor") -> None:
+        data_of = getattr(value, "_data_of", None)
+        if data_of is not None and data_of() is self:
+            return  # ``p.data -= u``: the in-place op on ``p.data`` updated ``p`` already
         self._bind(_detached(value.node))
 
     # ------------------------------------------------------------------ realization

@@ -1,4 +1,6 @@
 """fusegrad.compile reads the right tensors on replay, whatever aliases the trace saw."""
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 
@@ -189,3 +191,46 @@ def test_a_step_writes_into_the_weights_buffer_as_torch_does(compiled):
     fn(x, y)
     assert not np.array_equal(w.detach().numpy(), after)
     assert w.node.attrs[0] is buffer
+
+
+def _data_step(update):
+    w = nn.Parameter(fg.tensor([1.0, 2.0, 3.0]))
+
+    def step(x):
+        with fg.no_grad():
+            update(w, x)
+    return w, step
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_data_minus_equals_keeps_the_parameters_buffer(compiled):
+    """``p.data -= u`` updates ``p`` in its own buffer, so a compiled step replays it."""
+    def update(w, x):
+        w.data -= 0.5 * x
+    w, step = _data_step(update)
+    step = fg.compile(step) if compiled else step
+    buffer = w.node.attrs[0]
+    x = fg.tensor([2.0, 4.0, 6.0])
+    for _ in range(3):
+        step(x)
+    np.testing.assert_array_equal(w.detach().numpy(), [-2.0, -4.0, -6.0])
+    assert w.node.attrs[0] is buffer
+    if compiled:
+        assert (step.misses, step.hits) == (1, 2)
+
+
+def test_a_body_giving_a_parameter_new_storage_runs_every_call_with_a_warning():
+    """``p.data = q`` gives ``p`` a new buffer, which a replay cannot do: the body runs."""
+    def update(w, x):
+        w.data = w * 0.5 + x
+    results = []
+    for wrap in (lambda f: f, fg.compile):
+        w, step = _data_step(update)
+        step = wrap(step)
+        with pytest.warns(RuntimeWarning, match="storage of a state tensor") if \
+                wrap is fg.compile else nullcontext():
+            for _ in range(3):
+                step(fg.tensor([1.0, 1.0, 1.0]))
+        results.append(w.detach().numpy().copy())
+    np.testing.assert_array_equal(results[1], results[0])
+    assert (step.misses, step.hits) == (3, 0)
