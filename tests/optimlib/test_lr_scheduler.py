@@ -51,6 +51,15 @@ SCHEDULES = {
         o, max_lr=0.01, epochs=10, steps_per_epoch=10, base_momentum=0.8, max_momentum=0.9)),
     "OneCycleLR-no-momentum": ("SGD", lambda m, o: m.OneCycleLR(
         o, max_lr=0.3, total_steps=STEPS, cycle_momentum=False)),
+    "ConstantLR": ("SGD", lambda m, o: m.ConstantLR(o, factor=0.25, total_iters=12)),
+    "SequentialLR-warmup-cosine": ("Adam", lambda m, o: m.SequentialLR(
+        o, [m.LinearLR(o, start_factor=0.1, total_iters=10), m.CosineAnnealingLR(o, T_max=90)],
+        milestones=[10])),
+    "SequentialLR-three": ("SGD", lambda m, o: m.SequentialLR(
+        o, [m.ConstantLR(o, factor=0.5, total_iters=5), m.ExponentialLR(o, gamma=0.9),
+            m.StepLR(o, step_size=10, gamma=0.5)], milestones=[5, 40])),
+    "ChainedScheduler": ("SGD", lambda m, o: m.ChainedScheduler(
+        [m.ConstantLR(o, factor=0.1, total_iters=20), m.ExponentialLR(o, gamma=0.95)])),
 }
 
 
@@ -243,6 +252,13 @@ def test_schedule_changes_lr_without_recompiling():
     (lambda o: lr_scheduler.LinearLR(o, start_factor=0), "Starting multiplicative factor"),
     (lambda o: lr_scheduler.ReduceLROnPlateau(o, factor=1.0), "Factor should be < 1.0"),
     (lambda o: lr_scheduler.ReduceLROnPlateau(o, mode="median"), "mode median is unknown"),
+    (lambda o: lr_scheduler.ConstantLR(o, factor=1.5), "Constant multiplicative factor"),
+    (lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.StepLR(o, 3)], milestones=[2]),
+     "one more than the number of milestone"),
+    (lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.StepLR(_optimizer(optim, fg), 3)],
+                                         milestones=[]), "same optimizer"),
+    (lambda o: lr_scheduler.ChainedScheduler([lr_scheduler.ReduceLROnPlateau(o)]),
+     "does not support `ReduceLROnPlateau`"),
 ])
 def test_invalid_options_raise_like_torch(make, message):
     with pytest.raises(ValueError, match=message):
