@@ -17,7 +17,8 @@ VOCAB, SEQ, D_MODEL = 8, 6, 16
 
 def train_transformer(torch: ModuleType, seed: int) -> tuple[list[float], list[float]]:
     """Sixteen AdamW steps on a copy task (each position predicts the token before it) under a
-    causal mask, with a LambdaLR warm-up and ``clip_grad_norm_``, then an evaluation pass.
+    causal mask, with a LambdaLR warm-up then cosine annealing (``SequentialLR``) and
+    ``clip_grad_norm_``, then an evaluation pass.
 
     Returns the per-step training losses, and the per-step learning rates followed by the
     evaluation loss, the evaluation accuracy and the parameter count.
@@ -49,7 +50,10 @@ def train_transformer(torch: ModuleType, seed: int) -> tuple[list[float], list[f
     load_numpy_weights(torch, model, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98),
                                   weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 4))
+    schedules = torch.optim.lr_scheduler
+    warmup = schedules.LambdaLR(optimizer, lambda step: (step + 1) / 4)
+    decay = schedules.CosineAnnealingLR(optimizer, T_max=12, eta_min=1e-4)
+    scheduler = schedules.SequentialLR(optimizer, [warmup, decay], milestones=[4])
 
     def copy_loss(tokens):
         logits = model(tokens)
