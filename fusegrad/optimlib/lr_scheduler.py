@@ -20,8 +20,8 @@ from typing import Any
 from .optimizer import Optimizer
 
 __all__ = ["ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "ExponentialLR", "LRScheduler",
-           "LambdaLR", "LinearLR", "MultiStepLR", "OneCycleLR", "ReduceLROnPlateau",
-           "SequentialLR", "StepLR"]
+           "LambdaLR", "LinearLR", "MultiStepLR", "MultiplicativeLR", "OneCycleLR",
+           "PolynomialLR", "ReduceLROnPlateau", "SequentialLR", "StepLR"]
 
 _EPOCH_DEPRECATION_WARNING = (
     "The epoch parameter in `scheduler.step()` was not necessary and is being deprecated "
@@ -164,14 +164,10 @@ def _mark_optimizer_steps(optimizer: Optimizer) -> None:
     optimizer._steps_marked = True
 
 
-class LambdaLR(LRScheduler):
-    """``lr = initial_lr * lr_lambda(epoch)``, one function for all groups or one per group.
+class _LambdaScheduler(LRScheduler):
+    """The set-up and checkpoint state shared by the schedulers driven by ``lr_lambda``s."""
 
-    Args:
-        optimizer: the optimizer.
-        lr_lambda: a function of the epoch, or a list of them (one per group).
-        last_epoch: index of the last epoch (-1: start).
-    """
+    _checks_callable = False  # torch checks MultiplicativeLR's lambdas up front, not LambdaLR's
 
     def __init__(self, optimizer: Optimizer,
                  lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
@@ -184,6 +180,9 @@ class LambdaLR(LRScheduler):
                 raise ValueError(f"Expected {len(optimizer.param_groups)} lr_lambdas, but got "
                                  f"{len(lr_lambda)}")
             self.lr_lambdas = list(lr_lambda)
+        for fn in self.lr_lambdas if self._checks_callable else ():
+            if not callable(fn):
+                raise TypeError(f"lr_lambda should be a function, but got {type(fn).__name__}")
         super().__init__(optimizer, last_epoch)
 
     def state_dict(self) -> dict[str, Any]:
@@ -201,10 +200,39 @@ class LambdaLR(LRScheduler):
             if saved is not None:
                 fn.__dict__.update(saved)
 
+
+class LambdaLR(_LambdaScheduler):
+    """``lr = initial_lr * lr_lambda(epoch)``, one function for all groups or one per group.
+
+    Args:
+        optimizer: the optimizer.
+        lr_lambda: a function of the epoch, or a list of them (one per group).
+        last_epoch: index of the last epoch (-1: start).
+    """
+
     def get_lr(self) -> list[float]:
         self._warn_get_lr_outside_step()
         return [base_lr * lmbda(self.last_epoch)
                 for lmbda, base_lr in zip(self.lr_lambdas, self.base_lrs, strict=True)]
+
+
+class MultiplicativeLR(_LambdaScheduler):
+    """Multiply the lr by ``lr_lambda(epoch)`` at every epoch after the first.
+
+    Args:
+        optimizer: the optimizer.
+        lr_lambda: a function of the epoch, or a list of them (one per group).
+        last_epoch: index of the last epoch (-1: start).
+    """
+
+    _checks_callable = True
+
+    def get_lr(self) -> list[float]:
+        self._warn_get_lr_outside_step()
+        if self._is_initial:
+            return self._current_lrs()
+        return [lr * lmbda(self.last_epoch)
+                for lmbda, lr in zip(self.lr_lambdas, self._current_lrs(), strict=True)]
 
 
 class StepLR(LRScheduler):
@@ -337,6 +365,35 @@ class ConstantLR(LRScheduler):
     def _get_closed_form_lr(self) -> list[float]:
         return [base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
                 for base_lr in self.base_lrs]
+
+
+class PolynomialLR(LRScheduler):
+    """Decay the lr by ``(1 - epoch / total_iters) ** power`` to zero at ``total_iters``.
+
+    Args:
+        optimizer: the optimizer.
+        total_iters: epochs until the lr reaches zero.
+        power: the polynomial's power.
+        last_epoch: index of the last epoch (-1: start).
+    """
+
+    def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0,
+                 last_epoch: int = -1):
+        self.total_iters = total_iters
+        self.power = power
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        self._warn_get_lr_outside_step()
+        if self._is_initial or self.last_epoch > self.total_iters:
+            return self._current_lrs()
+        decay_factor = ((1.0 - self.last_epoch / self.total_iters) /
+                        (1.0 - (self.last_epoch - 1) / self.total_iters)) ** self.power
+        return [lr * decay_factor for lr in self._current_lrs()]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [base_lr * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters)
+                ** self.power for base_lr in self.base_lrs]
 
 
 class ExponentialLR(LRScheduler):

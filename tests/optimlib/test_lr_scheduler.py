@@ -52,6 +52,9 @@ SCHEDULES = {
     "OneCycleLR-no-momentum": ("SGD", lambda m, o: m.OneCycleLR(
         o, max_lr=0.3, total_steps=STEPS, cycle_momentum=False)),
     "ConstantLR": ("SGD", lambda m, o: m.ConstantLR(o, factor=0.25, total_iters=12)),
+    "MultiplicativeLR": ("SGD", lambda m, o: m.MultiplicativeLR(
+        o, lr_lambda=lambda e: 0.9 if e % 3 else 1.0)),
+    "PolynomialLR": ("Adam", lambda m, o: m.PolynomialLR(o, total_iters=60, power=2.0)),
     "SequentialLR-warmup-cosine": ("Adam", lambda m, o: m.SequentialLR(
         o, [m.LinearLR(o, start_factor=0.1, total_iters=10), m.CosineAnnealingLR(o, T_max=90)],
         milestones=[10])),
@@ -263,6 +266,16 @@ def test_schedule_changes_lr_without_recompiling():
 def test_invalid_options_raise_like_torch(make, message):
     with pytest.raises(ValueError, match=message):
         make(_optimizer(optim, fg))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("LambdaLR", "'float' object is not callable"),
+    ("MultiplicativeLR", "lr_lambda should be a function, but got float"),
+])
+def test_lr_lambdas_that_are_not_callable_raise_like_torch(kind, message):
+    for lib_optim, lib in ((optim, fg), (torch.optim, torch)):
+        with pytest.raises(TypeError, match=message):
+            getattr(lib_optim.lr_scheduler, kind)(_optimizer(lib_optim, lib), lr_lambda=[0.5, 0.5])
 
 
 def test_one_cycle_raises_when_stepped_past_total_steps():
