@@ -52,6 +52,10 @@ SCHEDULES = {
     "OneCycleLR-no-momentum": ("SGD", lambda m, o: m.OneCycleLR(
         o, max_lr=0.3, total_steps=STEPS, cycle_momentum=False)),
     "ConstantLR": ("SGD", lambda m, o: m.ConstantLR(o, factor=0.25, total_iters=12)),
+    "CosineAnnealingWarmRestarts": ("SGD", lambda m, o: m.CosineAnnealingWarmRestarts(
+        o, T_0=7, eta_min=1e-3)),
+    "CosineAnnealingWarmRestarts-Tmult": ("Adam", lambda m, o: m.CosineAnnealingWarmRestarts(
+        o, T_0=5, T_mult=2)),
     "MultiplicativeLR": ("SGD", lambda m, o: m.MultiplicativeLR(
         o, lr_lambda=lambda e: 0.9 if e % 3 else 1.0)),
     "PolynomialLR": ("Adam", lambda m, o: m.PolynomialLR(o, total_iters=60, power=2.0)),
@@ -256,6 +260,8 @@ def test_schedule_changes_lr_without_recompiling():
     (lambda o: lr_scheduler.ReduceLROnPlateau(o, factor=1.0), "Factor should be < 1.0"),
     (lambda o: lr_scheduler.ReduceLROnPlateau(o, mode="median"), "mode median is unknown"),
     (lambda o: lr_scheduler.ConstantLR(o, factor=1.5), "Constant multiplicative factor"),
+    (lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=0), "positive integer T_0"),
+    (lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=2, T_mult=0), "T_mult >= 1"),
     (lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.StepLR(o, 3)], milestones=[2]),
      "one more than the number of milestone"),
     (lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.StepLR(_optimizer(optim, fg), 3)],
@@ -276,6 +282,21 @@ def test_lr_lambdas_that_are_not_callable_raise_like_torch(kind, message):
     for lib_optim, lib in ((optim, fg), (torch.optim, torch)):
         with pytest.raises(TypeError, match=message):
             getattr(lib_optim.lr_scheduler, kind)(_optimizer(lib_optim, lib), lr_lambda=[0.5, 0.5])
+
+
+def test_warm_restarts_follow_fractional_epochs_like_torch():
+    lrs = []
+    for lib_optim, lib in ((optim, fg), (torch.optim, torch)):
+        opt = _optimizer(lib_optim, lib)
+        sched = lib_optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=2)
+        seen = []
+        for epoch in range(12):
+            for i in range(4):
+                opt.step()
+                sched.step(epoch + i / 4)
+                seen.append(_record(opt))
+        lrs.append(seen)
+    _assert_close(lrs[0], lrs[1], "per-batch lrs")
 
 
 def test_one_cycle_raises_when_stepped_past_total_steps():
