@@ -17,8 +17,8 @@ VOCAB, SEQ, D_MODEL = 8, 6, 16
 
 def train_transformer(torch: ModuleType, seed: int) -> tuple[list[float], list[float]]:
     """Sixteen AdamW steps on a copy task (each position predicts the token before it) under a
-    causal mask, with a LambdaLR warm-up then cosine annealing (``SequentialLR``) and
-    ``clip_grad_norm_``, then an evaluation pass.
+    causal mask, the head tied to a padded embedding, with a LambdaLR warm-up then cosine
+    annealing (``SequentialLR``) and ``clip_grad_norm_``, then an evaluation pass.
 
     Returns the per-step training losses, and the per-step learning rates followed by the
     evaluation loss, the evaluation accuracy and the parameter count.
@@ -29,12 +29,13 @@ def train_transformer(torch: ModuleType, seed: int) -> tuple[list[float], list[f
     class TinyTransformer(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.embed = nn.Embedding(VOCAB, D_MODEL)
+            self.embed = nn.Embedding(VOCAB, D_MODEL, padding_idx=0)
             self.pos = nn.Parameter(torch.zeros(1, SEQ, D_MODEL))
             layer = nn.TransformerEncoderLayer(d_model=D_MODEL, nhead=2, dim_feedforward=32,
                                                dropout=0.0, batch_first=True)
             self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
             self.head = nn.Linear(D_MODEL, VOCAB)
+            self.head.weight = self.embed.weight  # tied input and output embeddings
 
         def forward(self, tokens):
             mask = nn.Transformer.generate_square_subsequent_mask(tokens.shape[1])
