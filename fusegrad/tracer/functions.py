@@ -694,8 +694,22 @@ def clone(x: Tensor) -> Tensor:
 
 
 def detach(x: Tensor) -> Tensor:
+    """``x``'s value cut from autograd, sharing ``x``'s storage as torch's does: an in-place
+    update of ``x`` made later (``load_state_dict``, an optimizer step) shows through it, even
+    when ``x`` still holds a pending update of its own when it is detached."""
     from .tensor import _detached
+    home = x._storage_node()
+    if home is not None and x.node.op != "buffer":
+        # x's pending value goes into ``home`` when realized; until then readers of the alias
+        # get that value through ``node_of``, as for any pending write to a shared storage
+        return Tensor._from_node(_detached(home), False)
     return Tensor._from_node(_detached(x.node), False)
+
+
+def detached_node(x: Tensor) -> Node:
+    """``x``'s own value (pending or not) cut from autograd, for ``Tensor.detach_``."""
+    from .tensor import _detached
+    return _detached(x.node)
 
 
 def slice_dim(x: Tensor, dim: int, start: int, stop: int, step: int = 1) -> Tensor:

@@ -91,7 +91,7 @@ def _type(self: Tensor, dtype: Any = None) -> Any:
 
 
 def _detach_(self: Tensor) -> Tensor:
-    self._bind(F.detach(self).node)
+    self._bind(F.detached_node(self))
     self.requires_grad = False
     self._is_leaf = True
     return self

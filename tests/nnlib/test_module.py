@@ -284,3 +284,25 @@ def test_missing_forward_and_attribute_errors():
         FG_NN.Module()(1)
     with pytest.raises(AttributeError, match="'Linear' object has no attribute 'nope'"):
         _ = FG_NN.Linear(2, 2).nope
+
+
+@pytest.mark.parametrize("lib", [fg, torch], ids=["fusegrad", "torch"])
+def test_load_state_dict_into_tied_weights_keeps_the_new_value(lib):
+    """A language model's head tied to a padded embedding: its state dict holds the one tensor
+    under both names, and loading a new value under the first name must not be undone by the
+    (aliasing) stale entry under the second."""
+    class Tied(lib.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = lib.nn.Embedding(5, 3, padding_idx=0)
+            self.head = lib.nn.Linear(3, 5, bias=False)
+            self.head.weight = self.embed.weight
+
+    model = Tied()
+    state = model.state_dict()
+    assert list(state) == ["embed.weight", "head.weight"]
+    new = np.arange(15, dtype=np.float32).reshape(5, 3)
+    state["embed.weight"] = lib.tensor(new)
+    model.load_state_dict(state)
+    assert model.head.weight is model.embed.weight
+    np.testing.assert_array_equal(model.head.weight.detach().numpy(), new)

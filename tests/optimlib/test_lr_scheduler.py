@@ -51,6 +51,22 @@ SCHEDULES = {
         o, max_lr=0.01, epochs=10, steps_per_epoch=10, base_momentum=0.8, max_momentum=0.9)),
     "OneCycleLR-no-momentum": ("SGD", lambda m, o: m.OneCycleLR(
         o, max_lr=0.3, total_steps=STEPS, cycle_momentum=False)),
+    "ConstantLR": ("SGD", lambda m, o: m.ConstantLR(o, factor=0.25, total_iters=12)),
+    "CosineAnnealingWarmRestarts": ("SGD", lambda m, o: m.CosineAnnealingWarmRestarts(
+        o, T_0=7, eta_min=1e-3)),
+    "CosineAnnealingWarmRestarts-Tmult": ("Adam", lambda m, o: m.CosineAnnealingWarmRestarts(
+        o, T_0=5, T_mult=2)),
+    "MultiplicativeLR": ("SGD", lambda m, o: m.MultiplicativeLR(
+        o, lr_lambda=lambda e: 0.9 if e % 3 else 1.0)),
+    "PolynomialLR": ("Adam", lambda m, o: m.PolynomialLR(o, total_iters=60, power=2.0)),
+    "SequentialLR-warmup-cosine": ("Adam", lambda m, o: m.SequentialLR(
+        o, [m.LinearLR(o, start_factor=0.1, total_iters=10), m.CosineAnnealingLR(o, T_max=90)],
+        milestones=[10])),
+    "SequentialLR-three": ("SGD", lambda m, o: m.SequentialLR(
+        o, [m.ConstantLR(o, factor=0.5, total_iters=5), m.ExponentialLR(o, gamma=0.9),
+            m.StepLR(o, step_size=10, gamma=0.5)], milestones=[5, 40])),
+    "ChainedScheduler": ("SGD", lambda m, o: m.ChainedScheduler(
+        [m.ConstantLR(o, factor=0.1, total_iters=20), m.ExponentialLR(o, gamma=0.95)])),
 }
 
 
@@ -243,10 +259,44 @@ def test_schedule_changes_lr_without_recompiling():
     (lambda o: lr_scheduler.LinearLR(o, start_factor=0), "Starting multiplicative factor"),
     (lambda o: lr_scheduler.ReduceLROnPlateau(o, factor=1.0), "Factor should be < 1.0"),
     (lambda o: lr_scheduler.ReduceLROnPlateau(o, mode="median"), "mode median is unknown"),
+    (lambda o: lr_scheduler.ConstantLR(o, factor=1.5), "Constant multiplicative factor"),
+    (lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=0), "positive integer T_0"),
+    (lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=2, T_mult=0), "T_mult >= 1"),
+    (lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.StepLR(o, 3)], milestones=[2]),
+     "one more than the number of milestone"),
+    (lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.StepLR(_optimizer(optim, fg), 3)],
+                                         milestones=[]), "same optimizer"),
+    (lambda o: lr_scheduler.ChainedScheduler([lr_scheduler.ReduceLROnPlateau(o)]),
+     "does not support `ReduceLROnPlateau`"),
 ])
 def test_invalid_options_raise_like_torch(make, message):
     with pytest.raises(ValueError, match=message):
         make(_optimizer(optim, fg))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("LambdaLR", "'float' object is not callable"),
+    ("MultiplicativeLR", "lr_lambda should be a function, but got float"),
+])
+def test_lr_lambdas_that_are_not_callable_raise_like_torch(kind, message):
+    for lib_optim, lib in ((optim, fg), (torch.optim, torch)):
+        with pytest.raises(TypeError, match=message):
+            getattr(lib_optim.lr_scheduler, kind)(_optimizer(lib_optim, lib), lr_lambda=[0.5, 0.5])
+
+
+def test_warm_restarts_follow_fractional_epochs_like_torch():
+    lrs = []
+    for lib_optim, lib in ((optim, fg), (torch.optim, torch)):
+        opt = _optimizer(lib_optim, lib)
+        sched = lib_optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=2)
+        seen = []
+        for epoch in range(12):
+            for i in range(4):
+                opt.step()
+                sched.step(epoch + i / 4)
+                seen.append(_record(opt))
+        lrs.append(seen)
+    _assert_close(lrs[0], lrs[1], "per-batch lrs")
 
 
 def test_one_cycle_raises_when_stepped_past_total_steps():

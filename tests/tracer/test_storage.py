@@ -1,6 +1,7 @@
 """Storage and autograd-graph lifetime: copies do not alias, graphs are freed by backward."""
 import numpy as np
 import pytest
+import torch
 
 import fusegrad as fg
 
@@ -105,3 +106,26 @@ def test_backward_twice_behaves_as_in_torch(case):
     else:
         assert not isinstance(got, Exception), got
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("lib", [fg, torch], ids=["fusegrad", "torch"])
+def test_detach_of_a_pending_update_shares_the_storage(lib):
+    """``detach()`` of a tensor whose in-place update is not computed yet (the padding row of
+    an Embedding zeroed at construction) still aliases it, as torch's always does."""
+    w = lib.nn.Parameter(lib.tensor(np.ones((3, 2), np.float32)))
+    with lib.no_grad():
+        w[0] = 0.0  # pending in fusegrad
+        alias = w.detach()
+        w.copy_(lib.full((3, 2), 2.0))
+        w.copy_(alias)  # the alias reads the value just written, so nothing changes
+        alias_then = alias.sum().item()
+        w.mul_(3.0)
+    assert w.sum().item() == 36.0
+    assert alias_then == 12.0 and alias.sum().item() == 36.0
+
+
+def test_detach_inplace_keeps_a_pending_value():
+    w = fg.ones(3)
+    w.mul_(2.0)
+    w.detach_()
+    assert w.tolist() == [2.0, 2.0, 2.0]
