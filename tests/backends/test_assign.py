@@ -6,6 +6,7 @@ from parity import using_backend
 import fusegrad as fg
 import fusegrad.nnlib as nn
 import fusegrad.optimlib as optim
+from fusegrad.backends.numba_cpu.program_assigns import AssignReason
 from fusegrad.backends.pipeline import compile_graph
 from fusegrad.ir import ops
 from fusegrad.ir.buffer import Buffer
@@ -116,3 +117,96 @@ def test_tensors_computing_the_same_value_get_buffers_of_their_own(backend):
         a.add_(1.0)
         np.testing.assert_array_equal(a.numpy(), [2.0, 2.0, 2.0])
         np.testing.assert_array_equal(b.numpy(), [1.0, 1.0, 1.0])
+
+
+# ---------------------------------------------------------------------------- stored in place
+def _run(outputs, backend, arrays=None):
+    """Compile ``outputs`` on ``backend`` and run it once on its leaves' own arrays (or on
+    ``arrays[leaf]``); the program and its results."""
+    compiled = compile_graph(Graph(tuple(outputs)), backend)
+    arrays = arrays or {}
+    inputs = [arrays.get(n, n.attrs[0].data) for n in compiled.inputs]
+    return compiled.program, compiled.program.run(inputs)
+
+
+def _reasons(program):
+    return [d.reason for d in program.assigns]
+
+
+def _copies(program) -> int:
+    """The ``np.copyto`` lines of the run loop taken on distinct inputs."""
+    return program.run_source.split("def run_copying")[0].count("np.copyto")
+
+
+def _f32(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_elementwise_update_is_stored_straight_into_its_target(backend):
+    p0, g0 = _f32((4, 5), 0), _f32((4, 5), 1)
+    p, g = _leaf(p0.copy()), _leaf(g0.copy())
+    lr = ops.const(0.5, (4, 5), "float32")
+    program, outs = _run([ops.assign(p, ops.binary("sub", p, ops.binary("mul", lr, g)))], backend)
+    target = p.attrs[0].data
+    assert outs[0] is target
+    np.testing.assert_array_equal(target.reshape(4, 5), p0 - np.float32(0.5) * g0)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.STORED_IN_PLACE]
+        assert _copies(program) == 0
+        assert "1 of 1 stored in place" in program.describe()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_transposed_read_of_the_target_forces_the_copy(backend):
+    p0 = _f32((6, 6), 2)
+    p = _leaf(p0.copy())
+    new = ops.binary("add", p, ops.permute(p, (1, 0)))
+    program, _ = _run([ops.assign(p, new)], backend)
+    np.testing.assert_array_equal(p.attrs[0].data.reshape(6, 6), p0 + p0.T)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.WRITER_READS_TARGET_ELSEWHERE]
+        assert _copies(program) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_read_of_the_target_after_its_new_value_is_computed_forces_the_copy(backend):
+    p0 = _f32((5, 5), 3)
+    p = _leaf(p0.copy())
+    doubled = ops.binary("mul", p, ops.const(2.0, (5, 5), "float32"))
+    product = ops.matmul(doubled, p)           # reads the new value and the old target
+    program, outs = _run([product, ops.assign(p, doubled)], backend)
+    np.testing.assert_allclose(outs[0].reshape(5, 5), (2 * p0) @ p0, rtol=1e-5)
+    np.testing.assert_array_equal(p.attrs[0].data.reshape(5, 5), 2 * p0)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.TARGET_READ_LATER]
+        assert "read by item" in program.describe()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_target_that_is_also_a_result_keeps_its_old_value_there(backend):
+    p0 = _f32((3,), 4)
+    p = _leaf(p0.copy())
+    program, outs = _run([ops.assign(p, ops.unary("neg", p)), p], backend)
+    np.testing.assert_array_equal(outs[1], p0)
+    np.testing.assert_array_equal(p.attrs[0].data, -p0)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.TARGET_READ_AT_END]
+
+
+@pytest.mark.numba
+def test_inputs_sharing_memory_run_the_copying_loop():
+    """A second leaf over the target's array (a ``detach()``) read after the in-place kernel:
+    the planner cannot see it, so the run checks and copies instead."""
+    p0, v0 = _f32((5, 5), 5), _f32((5, 5), 6)
+    p, v = _leaf(p0.copy()), _leaf(v0.copy())
+    doubled = ops.binary("mul", p, ops.const(2.0, (5, 5), "float32"))
+    outputs = [ops.matmul(doubled, v), ops.assign(p, doubled)]
+    program, _ = _run(outputs, "numba_cpu")
+    assert _reasons(program) == [AssignReason.STORED_IN_PLACE]
+    shared = p0.reshape(-1).copy()
+    arrays = {p: shared, v: shared}
+    outs = program.run([arrays[n] for n in program.inputs])
+    np.testing.assert_allclose(outs[0].reshape(5, 5), (2 * p0) @ p0, rtol=1e-5)
+    assert outs[1] is shared
+    np.testing.assert_array_equal(shared.reshape(5, 5), 2 * p0)

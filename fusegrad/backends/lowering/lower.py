@@ -417,7 +417,9 @@ class _Lowerer:
         del self.loops[len(self.loops) - len(axes):]
 
     def write_output(self, out: Node, memo: dict[Node, Value]) -> None:
-        val = self.value(out, memo)
+        self.store_output(out, self.value(out, memo))
+
+    def store_output(self, out: Node, val: Value) -> None:
         access = self.index(View.contiguous(out.shape), self.level(out))
         assert access is not None
         self.emit(Store(self.arg_names[out], access[0], val))
@@ -471,9 +473,12 @@ class _Lowerer:
             return
         self.open_loops(self.kept_loops, self.parallel)
         if not self.k.reduce_axes:
+            # every value before the first store: an output may be the array of a load (an
+            # assign's target, numba_cpu/program_assigns.py), read at the element it is written
             memo: dict[Node, Value] = {}
-            for out in self.outputs:
-                self.write_output(out, memo)
+            values = [self.value(out, memo) for out in self.outputs]
+            for out, val in zip(self.outputs, values):
+                self.store_output(out, val)
         else:
             self.reduce_body()
         self.close_loops(self.kept_loops)

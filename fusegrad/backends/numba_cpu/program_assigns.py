@@ -1,0 +1,156 @@
+"""Where each ``assign`` of a program writes: straight into its target, or by a copy at the end.
+
+An assign's value normally lives in an array of its own and is copied into the target after
+every item has run (every read of the target sees the old value). When the value is written by
+an item of the program and nothing reads the target's old value after that item starts (or the
+item, an elementwise kernel, reads the target only at the element it writes), the item's output
+*is* the target's array and the copy goes. ``plan_assigns`` decides this once per program, from
+the Schedule alone, and says why in an ``AssignDecision``.
+
+The decision assumes the program's inputs are distinct arrays. Two inputs over one memory (a
+tensor and its ``detach()``, which the structural key does not tell apart) would let an
+in-place write reach a read of the other, so a program with an in-place assign checks that on
+every run (``inputs_share_memory``) and runs its copying variant when they do.
+"""
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...ir.node import Node
+from ...ir.schedule import Kernel, Schedule
+from ...ir.view import View
+
+
+class AssignReason(enum.Enum):
+    """Why an assign is stored in place or copied (the value is the words ``describe`` prints)."""
+
+    STORED_IN_PLACE = "its value is written straight into the target"
+    VALUE_IS_TARGET = "the value is the target's own"
+    VALUE_IS_INPUT = "the value is an input of the program, not written by an item"
+    VALUE_IS_RESULT = "the value is also a result of the program"
+    VALUE_TO_SEVERAL_TARGETS = "the value is written into more than one target"
+    TARGET_WRITTEN_TWICE = "the target is written by more than one assign"
+    TARGET_READ_AT_END = "the target's old value is a result or the value of another assign"
+    TARGET_READ_LATER = "a later item reads the target's old value"
+    WRITER_READS_TARGET_ELSEWHERE = "the writing item reads the target away from the element it " \
+                                    "writes"
+
+
+@dataclass(frozen=True)
+class AssignDecision:
+    """How one ``assign`` output of a program is carried out.
+
+    Attributes:
+        output: the position of the assign among the program's outputs.
+        target: the buffer leaf written.
+        value: the node whose value is written (``Schedule.outputs[output]``).
+        reason: see ``AssignReason``; ``in_place`` tells which side it is on.
+        writer: the index of the item writing the value, None when no item writes it.
+        reader: the item (or, for ``TARGET_READ_AT_END``, None) whose read forced the copy.
+    """
+
+    output: int
+    target: Node
+    value: Node
+    reason: AssignReason
+    writer: int | None = None
+    reader: int | None = None
+
+    @property
+    def in_place(self) -> bool:
+        return self.reason in (AssignReason.STORED_IN_PLACE, AssignReason.VALUE_IS_TARGET)
+
+    def describe(self, names: dict[Node, str]) -> str:
+        """One line: ``assign #3 -> x2 (f32[256,784]): in place (item 5): <why>``."""
+        how = "in place" if self.in_place else "copied at the end"
+        where = [f"written by item {self.writer}"] if self.writer is not None else []
+        if self.reader is not None:
+            where.append(f"read by item {self.reader}")
+        detail = f" ({', '.join(where)})" if where else ""
+        return (f"assign #{self.output} -> {names.get(self.target, '?')} "
+                f"({self.target.type_str}): {how}{detail}: {self.reason.value}")
+
+
+def plan_assigns(schedule: Schedule, targets: dict[int, Node]) -> list[AssignDecision]:
+    """Decide, for each assign output (``targets``: output position -> target leaf), whether the
+    item writing its value writes straight into the target."""
+    outputs = schedule.outputs
+    returned = {n for i, n in enumerate(outputs) if i not in targets}
+    values = Counter(outputs[i] for i in targets)
+    written = Counter(targets.values())
+    read_at_end = returned | {outputs[i] for i in targets}
+    writer: dict[Node, int] = {}
+    readers: dict[Node, list[int]] = {}
+    for t, item in enumerate(schedule.items):
+        for node in item.outputs if isinstance(item, Kernel) else (item.node,):
+            writer[node] = t
+        loads = item.loads.values() if isinstance(item, Kernel) else item.loads
+        for src in dict.fromkeys(load.src for load in loads):
+            readers.setdefault(src, []).append(t)
+
+    decisions = []
+    for i, target in targets.items():
+        value = outputs[i]
+        w = writer.get(value)
+        later = [t for t in readers.get(target, []) if w is not None and t > w]
+        if value is target:
+            reason = AssignReason.VALUE_IS_TARGET
+        elif written[target] > 1:
+            reason = AssignReason.TARGET_WRITTEN_TWICE
+        elif w is None:
+            reason = AssignReason.VALUE_IS_INPUT
+        elif value in returned:
+            reason = AssignReason.VALUE_IS_RESULT
+        elif values[value] > 1:
+            reason = AssignReason.VALUE_TO_SEVERAL_TARGETS
+        elif target in read_at_end:
+            reason = AssignReason.TARGET_READ_AT_END
+        elif later:
+            reason = AssignReason.TARGET_READ_LATER
+        elif w in readers.get(target, []) and not _reads_only_its_own_element(
+                schedule.items[w], target):
+            reason = AssignReason.WRITER_READS_TARGET_ELSEWHERE
+        else:
+            reason = AssignReason.STORED_IN_PLACE
+        reader = later[0] if reason is AssignReason.TARGET_READ_LATER else (
+            w if reason is AssignReason.WRITER_READS_TARGET_ELSEWHERE else None)
+        decisions.append(AssignDecision(i, target, value, reason, w, reader))
+    return decisions
+
+
+def _reads_only_its_own_element(item, target: Node) -> bool:
+    """Whether ``item`` reads ``target`` only at the flat element it writes, in the same loop
+    iteration: an elementwise kernel (one loop over its shape, every value computed before the
+    first store; ``lowering.lower``) loading the target contiguously over that shape, and never
+    as the table of a gather. An extern or a reduce kernel reading the target does not."""
+    if not isinstance(item, Kernel) or item.reduce_axes:
+        return False
+    identity = View.contiguous(item.shape)
+    gathered = {n.inputs[0] for n in item.body if n.op == "gather"}
+    return all(load.view == identity and node not in gathered
+               for node, load in item.loads.items() if load.src is target)
+
+
+def inputs_share_memory(inputs: list[np.ndarray], written: tuple[int, ...]) -> bool:
+    """Whether an input at a position in ``written`` shares its memory owner (the array itself,
+    or the array it views) with another input. Called by every run of a program with an in-place
+    assign, so it only compares owners' identities."""
+    owners = [id(a) if a.base is None else id(a.base) for a in inputs]
+    if len(set(owners)) == len(owners):
+        return False
+    counts = Counter(owners)
+    return any(counts[owners[k]] > 1 for k in written)
+
+
+def assign_lines(decisions: list[AssignDecision], names: dict[Node, str]) -> list[str]:
+    """The ``assigns`` section of a program's description: a count, then one line each."""
+    if not decisions:
+        return []
+    stored = sum(d.in_place for d in decisions)
+    return [f"assigns: {stored} of {len(decisions)} stored in place, "
+            f"{len(decisions) - stored} copied at the end of the run"] + \
+        [f"  {d.describe(names)}" for d in decisions]
