@@ -194,19 +194,36 @@ def test_a_target_that_is_also_a_result_keeps_its_old_value_there(backend):
         assert _reasons(program) == [AssignReason.TARGET_READ_AT_END]
 
 
-@pytest.mark.numba
-def test_inputs_sharing_memory_run_the_copying_loop():
-    """A second leaf over the target's array (a ``detach()``) read after the in-place kernel:
-    the planner cannot see it, so the run checks and copies instead."""
-    p0, v0 = _f32((5, 5), 5), _f32((5, 5), 6)
-    p, v = _leaf(p0.copy()), _leaf(v0.copy())
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_later_read_of_a_leaf_that_may_view_the_target_forces_the_copy(backend):
+    """A second leaf of the target's size and dtype may be the target's memory (a ``detach()``):
+    the plan treats its reads as reads of the target."""
+    p0 = _f32((5, 5), 5)
+    p, v = _leaf(p0.copy()), _leaf(p0.copy())
     doubled = ops.binary("mul", p, ops.const(2.0, (5, 5), "float32"))
     outputs = [ops.matmul(doubled, v), ops.assign(p, doubled)]
+    program, _ = _run(outputs, backend)
+    shared = p0.reshape(-1).copy()
+    outs = program.run([shared for _ in program.inputs])     # v is p's own array
+    np.testing.assert_allclose(outs[0].reshape(5, 5), (2 * p0) @ p0, rtol=1e-5)
+    np.testing.assert_array_equal(shared.reshape(5, 5), 2 * p0)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.TARGET_READ_LATER]
+
+
+@pytest.mark.numba
+def test_inputs_sharing_memory_otherwise_run_the_copying_loop():
+    """A leaf of another size over part of the target's memory, read after the in-place kernel:
+    the plan cannot see it, so the run checks and copies instead."""
+    p0 = _f32((5, 5), 6)
+    p, row = _leaf(p0.copy()), _leaf(p0[0].copy())
+    doubled = ops.binary("mul", p, ops.const(2.0, (5, 5), "float32"))
+    outputs = [ops.matmul(doubled, ops.reshape(row, (5, 1))), ops.assign(p, doubled)]
     program, _ = _run(outputs, "numba_cpu")
     assert _reasons(program) == [AssignReason.STORED_IN_PLACE]
     shared = p0.reshape(-1).copy()
-    arrays = {p: shared, v: shared}
+    arrays = {p: shared, row: shared[:5]}
     outs = program.run([arrays[n] for n in program.inputs])
-    np.testing.assert_allclose(outs[0].reshape(5, 5), (2 * p0) @ p0, rtol=1e-5)
+    np.testing.assert_allclose(outs[0].reshape(5, 1), (2 * p0) @ p0[0].reshape(5, 1), rtol=1e-5)
     assert outs[1] is shared
     np.testing.assert_array_equal(shared.reshape(5, 5), 2 * p0)

@@ -113,7 +113,10 @@ def test_interpreter_runs_every_op(name: str):
     assert value.shape == node.shape and value.dtype == np.dtype(node.dtype)
 
 
-@pytest.mark.parametrize("backend", ["interpreter", pytest.param("numba_cpu", marks=pytest.mark.numba)])
+BACKENDS = ["interpreter", pytest.param("numba_cpu", marks=pytest.mark.numba)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", STORES)
 def test_every_backend_writes_every_store_op(name: str, backend: str):
     """A store op's output is its target's own array, holding the value the reference computes."""

@@ -279,10 +279,14 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
     if in_place:
         # the decisions hold for distinct input arrays only: aliased ones run the copying loop
         written = tuple(sorted(inputs.index(t) for t in in_place.values()))
+        every = tuple(sorted({inputs.index(t) for t in targets.values()}))
+        kinds = {}
+        classes = tuple(kinds.setdefault((n.size, n.dtype), len(kinds)) for n in inputs)
+        guard = f"inputs_share_memory(inputs, {written!r}, {every!r}, {classes!r})"
         copying = _run_body(schedule, targets, names, {}, "c", calls, namespace, prebound,
                             keep_copied=False)
         run_source = ("def run(inputs):\n"
-                      f"    if inputs_share_memory(inputs, {written!r}): return run_copying(inputs)\n"
+                      f"    if {guard}: return run_copying(inputs)\n"
                       + "".join(f"    {line}\n" for line in body)
                       + "\n\ndef run_copying(inputs):\n"
                       + "".join(f"    {line}\n" for line in copying))

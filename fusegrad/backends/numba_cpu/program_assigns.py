@@ -7,10 +7,11 @@ item, an elementwise kernel, reads the target only at the element it writes), th
 *is* the target's array and the copy goes. ``plan_assigns`` decides this once per program, from
 the Schedule alone, and says why in an ``AssignDecision``.
 
-The decision assumes the program's inputs are distinct arrays. Two inputs over one memory (a
-tensor and its ``detach()``, which the structural key does not tell apart) would let an
-in-place write reach a read of the other, so a program with an in-place assign checks that on
-every run (``inputs_share_memory``) and runs its copying variant when they do.
+Two inputs may share memory (a parameter and the ``detach()`` an optimizer reads it through are
+two leaves over one array), which the structural key does not tell. The plan therefore treats
+every input leaf that is not itself a target and has the target's size and dtype as if it were
+the target, and every run of a program with an in-place assign checks that the inputs share
+memory in no other way (``inputs_share_memory``); when they do, it runs its copying loop.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...ir.node import Node
-from ...ir.schedule import Kernel, Schedule
+from ...ir.schedule import Extern, Kernel, Schedule
 from ...ir.view import View
 
 
@@ -79,10 +80,12 @@ def plan_assigns(schedule: Schedule, targets: dict[int, Node]) -> list[AssignDec
     """Decide, for each assign output (``targets``: output position -> target leaf), whether the
     item writing its value writes straight into the target."""
     outputs = schedule.outputs
-    returned = {n for i, n in enumerate(outputs) if i not in targets}
+    target_set = set(targets.values())
     values = Counter(outputs[i] for i in targets)
     written = Counter(targets.values())
+    returned = {n for i, n in enumerate(outputs) if i not in targets}
     read_at_end = returned | {outputs[i] for i in targets}
+    leaves = {n for n in (*schedule.inputs, *read_at_end, *target_set) if n.op == "buffer"}
     writer: dict[Node, int] = {}
     readers: dict[Node, list[int]] = {}
     for t, item in enumerate(schedule.items):
@@ -96,7 +99,9 @@ def plan_assigns(schedule: Schedule, targets: dict[int, Node]) -> list[AssignDec
     for i, target in targets.items():
         value = outputs[i]
         w = writer.get(value)
-        later = [t for t in readers.get(target, []) if w is not None and t > w]
+        same = {target} | {n for n in leaves - target_set if may_alias(n, target)}
+        read_by = sorted({t for n in same for t in readers.get(n, [])})
+        later = [t for t in read_by if w is not None and t > w]
         if value is target:
             reason = AssignReason.VALUE_IS_TARGET
         elif written[target] > 1:
@@ -107,12 +112,11 @@ def plan_assigns(schedule: Schedule, targets: dict[int, Node]) -> list[AssignDec
             reason = AssignReason.VALUE_IS_RESULT
         elif values[value] > 1:
             reason = AssignReason.VALUE_TO_SEVERAL_TARGETS
-        elif target in read_at_end:
+        elif same & read_at_end:
             reason = AssignReason.TARGET_READ_AT_END
         elif later:
             reason = AssignReason.TARGET_READ_LATER
-        elif w in readers.get(target, []) and not _reads_only_its_own_element(
-                schedule.items[w], target):
+        elif w in read_by and not _reads_only_its_own_element(schedule.items[w], same):
             reason = AssignReason.WRITER_READS_TARGET_ELSEWHERE
         else:
             reason = AssignReason.STORED_IN_PLACE
@@ -122,28 +126,41 @@ def plan_assigns(schedule: Schedule, targets: dict[int, Node]) -> list[AssignDec
     return decisions
 
 
-def _reads_only_its_own_element(item, target: Node) -> bool:
-    """Whether ``item`` reads ``target`` only at the flat element it writes, in the same loop
-    iteration: an elementwise kernel (one loop over its shape, every value computed before the
-    first store; ``lowering.lower``) loading the target contiguously over that shape, and never
-    as the table of a gather. An extern or a reduce kernel reading the target does not."""
+def may_alias(leaf: Node, target: Node) -> bool:
+    """Whether the plan treats ``leaf`` as possibly the target's own memory: same size and dtype
+    (a detached view of a buffer has both; memory shared otherwise falls back at run time)."""
+    return leaf.size == target.size and leaf.dtype == target.dtype
+
+
+def _reads_only_its_own_element(item: Kernel | Extern, same: set[Node]) -> bool:
+    """Whether ``item`` reads the target (any of ``same``) only at the flat element it writes, in
+    the same loop iteration: an elementwise kernel (one loop over its shape, every value computed
+    before the first store; ``lowering.lower``) loading the target contiguously over that shape,
+    and never as the table of a gather. An extern or a reduce kernel reading the target does
+    not."""
     if not isinstance(item, Kernel) or item.reduce_axes:
         return False
     identity = View.contiguous(item.shape)
     gathered = {n.inputs[0] for n in item.body if n.op == "gather"}
     return all(load.view == identity and node not in gathered
-               for node, load in item.loads.items() if load.src is target)
+               for node, load in item.loads.items() if load.src in same)
 
 
-def inputs_share_memory(inputs: list[np.ndarray], written: tuple[int, ...]) -> bool:
-    """Whether an input at a position in ``written`` shares its memory owner (the array itself,
-    or the array it views) with another input. Called by every run of a program with an in-place
-    assign, so it only compares owners' identities."""
+def inputs_share_memory(inputs: list[np.ndarray], written: tuple[int, ...],
+                        targets: tuple[int, ...], classes: tuple[int, ...]) -> bool:
+    """Whether the inputs share memory in a way the plan did not allow for: the target of an
+    in-place assign (a position in ``written``) sharing its memory owner (the array itself, or
+    the array it views) with another target (``targets``: every assign's) or with an input of
+    another size or dtype (``classes``: one number per input, equal for equal size and dtype).
+    Called by every run of a program with an in-place assign."""
     owners = [id(a) if a.base is None else id(a.base) for a in inputs]
     if len(set(owners)) == len(owners):
         return False
-    counts = Counter(owners)
-    return any(counts[owners[k]] > 1 for k in written)
+    groups: dict[int, list[int]] = {}
+    for k, owner in enumerate(owners):
+        groups.setdefault(owner, []).append(k)
+    return any(j != k and (j in targets or classes[j] != classes[k])
+               for k in written for j in groups[owners[k]])
 
 
 def assign_lines(decisions: list[AssignDecision], names: dict[Node, str]) -> list[str]:
