@@ -158,6 +158,18 @@ def test_an_elementwise_update_is_stored_straight_into_its_target(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_an_update_dividing_per_element_keeps_the_copy(backend):
+    """Over an array it reads, such a kernel would run unvectorised: slower than the copy."""
+    p0, g0 = _f32((4, 5), 7), np.abs(_f32((4, 5), 8)) + 1
+    p, g = _leaf(p0.copy()), _leaf(g0.copy())
+    program, _ = _run([ops.assign(p, ops.binary("div", p, ops.unary("sqrt", g)))], backend)
+    np.testing.assert_allclose(p.attrs[0].data.reshape(4, 5), p0 / np.sqrt(g0), rtol=1e-6)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.WRITER_WOULD_LOSE_SIMD]
+        assert _copies(program) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_transposed_read_of_the_target_forces_the_copy(backend):
     p0 = _f32((6, 6), 2)
     p = _leaf(p0.copy())
