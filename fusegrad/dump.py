@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .backends.numba_cpu.program_assigns import assign_lines
 from .backends.pipeline import CompileReport, bypass_program_cache, full_report
 from .dump_target import Target, TargetError, run_step
 from .ir.graph import Graph, format_graph
@@ -178,6 +179,10 @@ def format_text(dump: Dump, stages: list[str] | None = None) -> str:
                        f"{report.kernel_count} kernels")
             out.extend(f"# generated source of {src.name}\n{src.source}"
                        for src in report.program.sources)
+            assigns = assign_lines(report.program.assigns, report.program.names)
+            if assigns:
+                out.append("# assigns: planned by codegen (in place, or copied at the end of "
+                           "the run)\n" + "\n".join(assigns))
         else:
             out.append("# generated source: none (the interpreter backend generates no code)")
     return "\n\n".join(out)

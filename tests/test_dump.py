@@ -174,6 +174,18 @@ def test_summary_counts_every_stage():
             f"{totals['intermediate_bytes']} bytes of intermediate buffers") in text
 
 
+def test_source_stage_lists_how_each_assign_is_written():
+    """A training step's parameter updates are assigns; the dump says which are stored in place
+    (and why the others are copied), one line per assign."""
+    d = _dumped("mlp_b64")
+    text = format_text(d, ["source"])
+    decisions = d.report.program.assigns
+    assert decisions and any(x.in_place for x in decisions)
+    stored = sum(x.in_place for x in decisions)
+    assert f"assigns: {stored} of {len(decisions)} stored in place" in text
+    assert len(re.findall(r"^  assign #\d+ -> x\d+ ", text, re.M)) == len(decisions)
+
+
 # ----------------------------------------------------------------------------- the command
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
     code = main(["dump", *args])

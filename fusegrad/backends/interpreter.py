@@ -9,8 +9,7 @@ import numpy as np
 from ..ir.dtypes import to_numpy
 from ..ir.graph import Graph, toposort
 from ..ir.node import Node
-from ..ir.ops import ASSIGN
-from ..ir.optable import TABLE
+from ..ir.optable import STORE, TABLE
 
 
 def eval_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
@@ -34,8 +33,9 @@ def evaluate(outputs: list[Node] | tuple[Node, ...]) -> list[np.ndarray]:
 class InterpreterProgram:
     """A Graph ready to run on numpy; inputs are the graph's buffer leaves, in canonical order.
 
-    An ``assign`` output writes its value into the input array of its target (``np.copyto``)
-    after every other output is computed, so each read of the target sees the value before it.
+    Every node, ``assign`` included, is computed by its table reference. A store output (an
+    ``assign``) then writes its value into the input array of its target (``np.copyto``) after
+    every other output is computed, so each read of the target sees the value before it.
     """
 
     def __init__(self, graph: Graph):
@@ -49,15 +49,13 @@ class InterpreterProgram:
         for node in self.order:
             if node.op == "buffer":
                 values[node] = bound[node].reshape(node.shape)
-            elif node.op != ASSIGN:
+            else:
                 values[node] = eval_node(node, [values[i] for i in node.inputs])
-        results = [None if n.op == ASSIGN else np.array(values[n], order='C', copy=True).reshape(-1)
-                   for n in self.outputs]
-        writes = [(k, bound[n.inputs[0]], values[n.inputs[1]].reshape(-1))
-                  for k, n in enumerate(self.outputs) if n.op == ASSIGN]
-        # every value is computed (and copied) before the first write: a value may read a target
-        staged = [(k, target, np.array(value, copy=True)) for k, target, value in writes]
-        for k, target, value in staged:
-            np.copyto(target, value)
-            results[k] = target
+        # every value is copied before the first write: a value may read (or be) a target
+        results = [np.array(values[n], order='C', copy=True).reshape(-1) for n in self.outputs]
+        for k, node in enumerate(self.outputs):
+            if node.op in STORE:
+                target = bound[node.inputs[0]]
+                np.copyto(target, results[k])
+                results[k] = target
         return results

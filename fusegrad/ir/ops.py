@@ -18,8 +18,8 @@ from .dtypes import is_float
 from .errors import DTypeError, ShapeError, with_location
 from .node import Node
 from .optable.spec import TABLE
-from .optable.views import (ALL_OPS, BINARY, COMPARE, ELEMENTWISE, EXTERN,  # noqa: F401
-                            GATHER, LEAF, MOVEMENT, REDUCE, TERNARY, UNARY)
+from .optable.views import (ALL_OPS, ASSIGN, BINARY, COMPARE, ELEMENTWISE,  # noqa: F401
+                            EXTERN, GATHER, LEAF, MOVEMENT, REDUCE, STORE, TERNARY, UNARY)
 
 Shape = tuple[int, ...]
 
@@ -227,15 +227,11 @@ def matmul(a: Node, b: Node, loc: str | None = None) -> Node:
 
 
 # ----------------------------------------------------------------------------- state
-# ``assign`` is a graph root, never an operand: backends run it after every read of its target,
-# so the passes and fusion see only its value (``backends.pipeline`` splits it off).
-ASSIGN = "assign"
-
-
 def assign(target: Node, value: Node, loc: str | None = None) -> Node:
     """Write ``value`` into the buffer of ``target`` (a ``buffer`` leaf) and give that buffer.
 
-    Every read of the target in the same program sees its value from before the write.
+    Every read of the target in the same program sees its value from before the write. The
+    node is a graph root, never an operand (see ``optable/store.py``).
     """
     if target.op != "buffer":
         _fail("assign", f"target must be a buffer leaf, got {target.op}", loc)

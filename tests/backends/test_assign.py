@@ -6,6 +6,7 @@ from parity import using_backend
 import fusegrad as fg
 import fusegrad.nnlib as nn
 import fusegrad.optimlib as optim
+from fusegrad.backends.numba_cpu.program_assigns import AssignReason
 from fusegrad.backends.pipeline import compile_graph
 from fusegrad.ir import ops
 from fusegrad.ir.buffer import Buffer
@@ -116,3 +117,125 @@ def test_tensors_computing_the_same_value_get_buffers_of_their_own(backend):
         a.add_(1.0)
         np.testing.assert_array_equal(a.numpy(), [2.0, 2.0, 2.0])
         np.testing.assert_array_equal(b.numpy(), [1.0, 1.0, 1.0])
+
+
+# ---------------------------------------------------------------------------- stored in place
+def _run(outputs, backend, arrays=None):
+    """Compile ``outputs`` on ``backend`` and run it once on its leaves' own arrays (or on
+    ``arrays[leaf]``); the program and its results."""
+    compiled = compile_graph(Graph(tuple(outputs)), backend)
+    arrays = arrays or {}
+    inputs = [arrays.get(n, n.attrs[0].data) for n in compiled.inputs]
+    return compiled.program, compiled.program.run(inputs)
+
+
+def _reasons(program):
+    return [d.reason for d in program.assigns]
+
+
+def _copies(program) -> int:
+    """The ``np.copyto`` lines of the run loop taken on distinct inputs."""
+    return program.run_source.split("def run_copying")[0].count("np.copyto")
+
+
+def _f32(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_elementwise_update_is_stored_straight_into_its_target(backend):
+    p0, g0 = _f32((4, 5), 0), _f32((4, 5), 1)
+    p, g = _leaf(p0.copy()), _leaf(g0.copy())
+    lr = ops.const(0.5, (4, 5), "float32")
+    program, outs = _run([ops.assign(p, ops.binary("sub", p, ops.binary("mul", lr, g)))], backend)
+    target = p.attrs[0].data
+    assert outs[0] is target
+    np.testing.assert_array_equal(target.reshape(4, 5), p0 - np.float32(0.5) * g0)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.STORED_IN_PLACE]
+        assert _copies(program) == 0
+        assert "1 of 1 stored in place" in program.describe()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_update_dividing_per_element_keeps_the_copy(backend):
+    """Over an array it reads, such a kernel would run unvectorised: slower than the copy."""
+    p0, g0 = _f32((4, 5), 7), np.abs(_f32((4, 5), 8)) + 1
+    p, g = _leaf(p0.copy()), _leaf(g0.copy())
+    program, _ = _run([ops.assign(p, ops.binary("div", p, ops.unary("sqrt", g)))], backend)
+    np.testing.assert_allclose(p.attrs[0].data.reshape(4, 5), p0 / np.sqrt(g0), rtol=1e-6)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.WRITER_WOULD_LOSE_SIMD]
+        assert _copies(program) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_transposed_read_of_the_target_forces_the_copy(backend):
+    p0 = _f32((6, 6), 2)
+    p = _leaf(p0.copy())
+    new = ops.binary("add", p, ops.permute(p, (1, 0)))
+    program, _ = _run([ops.assign(p, new)], backend)
+    np.testing.assert_array_equal(p.attrs[0].data.reshape(6, 6), p0 + p0.T)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.WRITER_READS_TARGET_ELSEWHERE]
+        assert _copies(program) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_read_of_the_target_after_its_new_value_is_computed_forces_the_copy(backend):
+    p0 = _f32((5, 5), 3)
+    p = _leaf(p0.copy())
+    doubled = ops.binary("mul", p, ops.const(2.0, (5, 5), "float32"))
+    product = ops.matmul(doubled, p)           # reads the new value and the old target
+    program, outs = _run([product, ops.assign(p, doubled)], backend)
+    np.testing.assert_allclose(outs[0].reshape(5, 5), (2 * p0) @ p0, rtol=1e-5)
+    np.testing.assert_array_equal(p.attrs[0].data.reshape(5, 5), 2 * p0)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.TARGET_READ_LATER]
+        assert "read by item" in program.describe()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_target_that_is_also_a_result_keeps_its_old_value_there(backend):
+    p0 = _f32((3,), 4)
+    p = _leaf(p0.copy())
+    program, outs = _run([ops.assign(p, ops.unary("neg", p)), p], backend)
+    np.testing.assert_array_equal(outs[1], p0)
+    np.testing.assert_array_equal(p.attrs[0].data, -p0)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.TARGET_READ_AT_END]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_later_read_of_a_leaf_that_may_view_the_target_forces_the_copy(backend):
+    """A second leaf of the target's size and dtype may be the target's memory (a ``detach()``):
+    the plan treats its reads as reads of the target."""
+    p0 = _f32((5, 5), 5)
+    p, v = _leaf(p0.copy()), _leaf(p0.copy())
+    doubled = ops.binary("mul", p, ops.const(2.0, (5, 5), "float32"))
+    outputs = [ops.matmul(doubled, v), ops.assign(p, doubled)]
+    program, _ = _run(outputs, backend)
+    shared = p0.reshape(-1).copy()
+    outs = program.run([shared for _ in program.inputs])     # v is p's own array
+    np.testing.assert_allclose(outs[0].reshape(5, 5), (2 * p0) @ p0, rtol=1e-5)
+    np.testing.assert_array_equal(shared.reshape(5, 5), 2 * p0)
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.TARGET_READ_LATER]
+
+
+@pytest.mark.numba
+def test_inputs_sharing_memory_otherwise_run_the_copying_loop():
+    """A leaf of another size over part of the target's memory, read after the in-place kernel:
+    the plan cannot see it, so the run checks and copies instead."""
+    p0 = _f32((5, 5), 6)
+    p, row = _leaf(p0.copy()), _leaf(p0[0].copy())
+    doubled = ops.binary("mul", p, ops.const(2.0, (5, 5), "float32"))
+    outputs = [ops.matmul(doubled, ops.reshape(row, (5, 1))), ops.assign(p, doubled)]
+    program, _ = _run(outputs, "numba_cpu")
+    assert _reasons(program) == [AssignReason.STORED_IN_PLACE]
+    shared = p0.reshape(-1).copy()
+    arrays = {p: shared, row: shared[:5]}
+    outs = program.run([arrays[n] for n in program.inputs])
+    np.testing.assert_allclose(outs[0].reshape(5, 1), (2 * p0) @ p0[0].reshape(5, 1), rtol=1e-5)
+    assert outs[1] is shared
+    np.testing.assert_array_equal(shared.reshape(5, 5), 2 * p0)

@@ -183,3 +183,22 @@ def test_flat_index_of_a_strided_mask():
     assert index == Index(5, (Term(Ref("i0"), 10), Term(Ref("i1"), 3, 1, 2)))
     assert conds == [Divisible(Ref("i1"), 1, 2), AtLeast(Ref("i1"), 1), Below(Ref("i1"), 1, 2, 4),
                      Never()]
+
+
+def test_values_of_single_elements_are_computed_before_the_loop(builder, leaf):
+    """A hyperparameter (a 0-d buffer broadcast over the kernel) is read, and what depends only
+    on it computed, once before the loop; per element, every value comes before the first store
+    (an output may be written over an array the kernel reads)."""
+    p = leaf(np.ones((4, 6), np.float32))
+    lr = leaf(np.array(0.5, np.float32))
+    scale = ops.unary("neg", ops.expand(ops.reshape(lr, (1, 1)), (4, 6)))
+    new = ops.binary("add", p, ops.binary("mul", p, scale))
+    doubled = ops.binary("mul", p, p)
+    b = builder([p, lr])
+    nest = lower(b.kernel("k_update", [new, doubled], (4, 6)), False)
+    [loop] = _loops(nest)
+    before = [s for s in nest.body if isinstance(s, Assign)]
+    assert [type(s.value) for s in before] == [Read, Apply]          # lr, then -lr
+    assert before[0].value.index == Index(0, ())
+    kinds = [type(s) for s in loop.body]
+    assert kinds[-2:] == [Store, Store] and Store not in kinds[:-2]

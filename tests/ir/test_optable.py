@@ -78,7 +78,9 @@ NON_ELEMENTWISE_SAMPLES: dict[str, Callable[[], Node]] = {
     "gather": lambda: ops.gather(_leaf(_X), _leaf(_INDEX), 0),
     "scatter_add": lambda: ops.scatter_add(_leaf(_INDEX), _leaf(_X), 0, (2, 3)),
     "matmul": lambda: ops.matmul(_leaf(_X), _leaf(_X.T.copy())),
+    "assign": lambda: ops.assign(_leaf(_X), ops.unary("neg", _leaf(_X[::-1].copy()))),
 }
+STORES = sorted(n for n, s in TABLE.items() if s.category is Category.STORE)
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
@@ -109,6 +111,24 @@ def test_interpreter_runs_every_op(name: str):
     assert len(node.inputs) == spec.arity
     (value,) = evaluate([node])
     assert value.shape == node.shape and value.dtype == np.dtype(node.dtype)
+
+
+BACKENDS = ["interpreter", pytest.param("numba_cpu", marks=pytest.mark.numba)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", STORES)
+def test_every_backend_writes_every_store_op(name: str, backend: str):
+    """A store op's output is its target's own array, holding the value the reference computes."""
+    node = NON_ELEMENTWISE_SAMPLES[name]()
+    want = evaluate([node])[0].reshape(-1)
+    target = node.inputs[0].attrs[0].data
+    before = target.copy()
+    compiled = compile_graph(Graph((node,)), backend)
+    (got,) = compiled.program.run([leaf.attrs[0].data for leaf in compiled.inputs])
+    assert got is target
+    np.testing.assert_array_equal(target, want)
+    assert not np.array_equal(before, want)
 
 
 def test_numba_cpu_has_an_expression_for_every_elementwise_op():

@@ -20,7 +20,7 @@ from ...ir.dtypes import is_float, is_int
 from ...ir.errors import FusegradError
 from ...ir.key import StructuralKeys
 from ...ir.node import Node
-from ...ir.ops import REDUCE
+from ...ir.ops import ELEMENTWISE, REDUCE
 from ...ir.optable import is_commutative
 from ...ir.schedule import Kernel, Load
 from ...ir.view import View
@@ -188,6 +188,7 @@ class _Lowerer:
         self.accesses: list[Access] = []
         self.prelude: list[Stmt] = []
         self._deps: dict[Node, frozenset[Node]] = {}
+        self._invariants: dict[Node, bool] = {}
         self._scan()
         kept_dims = [d for d, n in enumerate(self.shape) if d not in self.reduced and n != 1]
         red_dims = [d for d in sorted(self.reduced) if self.shape[d] != 1]
@@ -417,7 +418,9 @@ class _Lowerer:
         del self.loops[len(self.loops) - len(axes):]
 
     def write_output(self, out: Node, memo: dict[Node, Value]) -> None:
-        val = self.value(out, memo)
+        self.store_output(out, self.value(out, memo))
+
+    def store_output(self, out: Node, val: Value) -> None:
         access = self.index(View.contiguous(out.shape), self.level(out))
         assert access is not None
         self.emit(Store(self.arg_names[out], access[0], val))
@@ -469,14 +472,45 @@ class _Lowerer:
         if self._reduced_outermost():
             self.reduce_outer_body()
             return
-        self.open_loops(self.kept_loops, self.parallel)
         if not self.k.reduce_axes:
-            memo: dict[Node, Value] = {}
-            for out in self.outputs:
-                self.write_output(out, memo)
-        else:
-            self.reduce_body()
+            self.elementwise_body()
+            return
+        self.open_loops(self.kept_loops, self.parallel)
+        self.reduce_body()
         self.close_loops(self.kept_loops)
+
+    def elementwise_body(self) -> None:
+        """Values that read only single elements (hyperparameters, step counts) once, before the
+        loop; then, per element, every output's value before the first store: an output may be
+        the array of a load (an assign's target, numba_cpu/program_assigns.py), read at the
+        element it is written, so the compiler cannot hoist those reads itself."""
+        memo: dict[Node, Value] = {}
+        for out in self.outputs:
+            for n in post_order(out, self._operands, lambda n: self._known(n, memo) is not None):
+                if self._invariant(n) and n.op != "const":
+                    self.value(n, memo)
+        self.open_loops(self.kept_loops, self.parallel)
+        values = [self.value(out, memo) for out in self.outputs]
+        for out, val in zip(self.outputs, values):
+            self.store_output(out, val)
+        self.close_loops(self.kept_loops)
+
+    def _invariant(self, node: Node) -> bool:
+        """Whether ``node`` has one value for every element of an elementwise kernel: a
+        constant, a load of a single element (all strides zero, no mask), or an elementwise op
+        on such values."""
+        known = self._invariants.get(node)
+        if known is None:
+            if node.op == "const":
+                known = True
+            elif node in self.k.loads and node not in self.body:
+                view = self.views[node]
+                known = view.masks is None and not any(view.strides)
+            else:
+                known = node in self.body and node.op in ELEMENTWISE and \
+                    all(self._invariant(i) for i in node.inputs)
+            self._invariants[node] = known
+        return known
 
     def reductions_under(self, node: Node) -> frozenset[Node]:
         """The reductions of this kernel that ``node``'s value depends on (itself included)."""

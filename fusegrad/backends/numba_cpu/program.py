@@ -28,6 +28,8 @@ from ...ir.view import View
 from ..lowering import kernel_work
 from . import externs
 from .cache import load_kernel
+from .program_assigns import (AssignDecision, AssignReason, assign_lines, inputs_share_memory,
+                              plan_assigns)
 from .render import KernelSource, kernel_source
 
 # Measured on the 2-core CI machines: a prange kernel beside OpenBLAS threads ran a 200k-element
@@ -123,6 +125,8 @@ class NumbaProgram:
         self.plan = plan
         self.run_source = run_source
         self._namespace = namespace
+        self.assigns: list[AssignDecision] = []   # how each assign output is written
+        self.names: dict[Node, str] = {}          # run's local name of each input/intermediate
 
     @property
     def sources(self) -> list[KernelSource]:
@@ -137,7 +141,8 @@ class NumbaProgram:
 
         Returns:
             A flat array per ``schedule.outputs`` entry: fresh (an output that is an input is
-            a copy of it), except that an ``assign`` output is its target's input array.
+            a copy of it), except that an ``assign`` output is its target's input array (see
+            ``self.assigns`` for how each was written).
         """
         # First call: allocate the planned blocks, then replace this method by the generated loop.
         p = self.plan
@@ -166,6 +171,7 @@ class NumbaProgram:
             first, last = p.live[node]
             lines.append(f"  t{j}: {node.type_str} in block{p.block_of[node]} "
                          f"(written by item {first}, last read by item {last})")
+        lines.extend(assign_lines(self.assigns, self.names))
         lines.append(self.run_source.rstrip())
         return "\n".join(lines)
 
@@ -206,14 +212,16 @@ def timed_run(program: Any) -> tuple[Callable[[list[np.ndarray]], list[np.ndarra
     ns = dict(program._namespace)
     ns["_clock"], ns["_stamps"] = time.perf_counter, stamps
     lines = program.run_source.rstrip().splitlines()
+    end = next((k for k, line in enumerate(lines) if k and line.startswith("def ")), len(lines))
     out = [lines[0], "    _s = [_clock()]", "    _stamps.append(_s)"]
-    for line in lines[1:]:
+    for line in lines[1:end]:
         if line.lstrip().startswith("return "):
             out.append("    _s.append(_clock())")
         if _ITEM.search(line):
             out += ["    _s.append(_clock())", line, "    _s.append(_clock())"]
         else:
             out.append(line)
+    out.extend(lines[end:])  # the copying loop of aliased inputs, untimed
     exec(compile("\n".join(out), "<fusegrad timed run>", "exec"), ns)  # noqa: S102
     return ns["run"], stamps
 
@@ -224,9 +232,11 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
     Args:
         schedule: the fused program (see ``fusegrad.ir.schedule``). A kernel whose innermost
             loops run more than ``parallel_threshold()`` iterations gets ``prange``.
-        targets: output index -> buffer leaf for the outputs that are ``assign`` writes: the run
-            copies the output's value into that input's array after every item (so every read
-            sees the value before the write) and returns that array. Targets that the schedule
+        targets: output index -> buffer leaf for the outputs that are ``assign`` writes. The
+            run returns the target's input array for each, holding the value. Where
+            ``program_assigns.plan_assigns`` allows it the item computing the value writes
+            straight into that array; otherwise the run copies the value into it after every
+            item (so every read sees the value before the write). Targets that the schedule
             does not read are inputs after ``schedule.inputs``.
 
     Returns:
@@ -241,67 +251,113 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
     for j, node in enumerate(plan.nodes):
         names[node] = f"t{j}"
     materialised = set(schedule.materialised())
-    outputs = [n for n in dict.fromkeys(schedule.outputs) if n not in names]
-    for j, node in enumerate(outputs):
-        names[node] = f"o{j}"
-    missing = [n for n in outputs if n not in materialised]
+    missing = [n for n in schedule.outputs if n not in names and n not in materialised]
     if missing:
         raise FusegradError(f"schedule outputs {missing} are neither inputs nor written by an item")
 
-    namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add}
+    namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add,
+                       "inputs_share_memory": inputs_share_memory}
+    kernels: list[_CompiledKernel] = []
+    calls: dict[int, _CompiledKernel] = {}
+    for t, item in enumerate(schedule.items):
+        if isinstance(item, Kernel):
+            ks = kernel_source(item, parallel=kernel_work(item) > threshold)
+            fn = load_kernel(ks, tuple(n.dtype for n, _ in ks.operands))
+            call = ks.function
+            while call in namespace:
+                call += "_"
+            namespace[call] = fn
+            calls[t] = _CompiledKernel(item, ks, call)
+            kernels.append(calls[t])
+
+    decisions = plan_assigns(schedule, targets)
+    in_place = {d.value: d.target for d in decisions
+                if d.reason is AssignReason.STORED_IN_PLACE}
+    prebound: list[tuple[str, str]] = []
+    body = _run_body(schedule, targets, names, in_place, "o", calls, namespace, prebound)
+    run_source = "def run(inputs):\n" + "".join(f"    {line}\n" for line in body)
+    if in_place:
+        # the decisions hold for distinct input arrays only: aliased ones run the copying loop
+        written = tuple(sorted(inputs.index(t) for t in in_place.values()))
+        every = tuple(sorted({inputs.index(t) for t in targets.values()}))
+        kinds = {}
+        classes = tuple(kinds.setdefault((n.size, n.dtype), len(kinds)) for n in inputs)
+        guard = f"inputs_share_memory(inputs, {written!r}, {every!r}, {classes!r})"
+        copying = _run_body(schedule, targets, names, {}, "c", calls, namespace, prebound,
+                            keep_copied=False)
+        run_source = ("def run(inputs):\n"
+                      f"    if {guard}: return run_copying(inputs)\n"
+                      + "".join(f"    {line}\n" for line in body)
+                      + "\n\ndef run_copying(inputs):\n"
+                      + "".join(f"    {line}\n" for line in copying))
+    program = NumbaProgram(schedule, kernels, plan, run_source, namespace,
+                           list(dict.fromkeys(prebound)))
+    program.inputs = inputs
+    program.assigns = decisions
+    program.names = names
+    return program
+
+
+def _run_body(schedule: Schedule, targets: dict[int, Node], base_names: dict[Node, str],
+              in_place: dict[Node, Node], prefix: str, calls: dict[int, _CompiledKernel],
+              namespace: dict, prebound: list[tuple[str, str]], keep_copied: bool = True
+              ) -> list[str]:
+    """The lines of one generated run function.
+
+    Args:
+        base_names: the local names of inputs (``x{i}``) and planned intermediates (``t{j}``).
+        in_place: value -> target of the assigns whose value is written straight into the
+            target's array (the item gets that array as its output).
+        prefix: the names of the outputs' own arrays (``{prefix}{j}``).
+        calls: the loaded kernel of each kernel item, by item index.
+        prebound: what is made once (appended to).
+        keep_copied: allocate the arrays of values that are only copied into a target once,
+            for every run (False for the copying loop that runs only on aliased inputs).
+    """
+    names = dict(base_names)
+    for value, target in in_place.items():
+        names[value] = names[target]
+    outputs = [n for n in dict.fromkeys(schedule.outputs) if n not in names]
+    for j, node in enumerate(outputs):
+        names[node] = f"{prefix}{j}"
+    inputs = [n for n, name in base_names.items() if name.startswith("x")]
     body: list[str] = []
     if inputs:
-        body.append(f"({', '.join(names[n] for n in inputs)},) = inputs")
+        body.append(f"({', '.join(base_names[n] for n in inputs)},) = inputs")
     # A value only written into an assign's target is never returned: its array is allocated
     # once and reused by every run (no fresh pages to fault in before the copy).
     returned = {n for i, n in enumerate(schedule.outputs) if i not in targets}
-    kept = {schedule.outputs[i] for i in targets} - returned
-    prebound: list[tuple[str, str]] = []
+    kept = {schedule.outputs[i] for i in targets} - returned if keep_copied else set()
     for node in outputs:
         alloc = f"np.empty({node.size}, {_np_dtype(node.dtype)})"
         if node in kept:
             prebound.append((names[node], alloc))
         else:
             body.append(f"{names[node]} = {alloc}  # {node.type_str}")
-    kernels: list[_CompiledKernel] = []
-    taken: set[str] = set()
     head = len(body)                 # where the per-run slices go: before any item
     per_run: dict[str, str] = {}     # slices of inputs and outputs, made by each run
-    once: set[str] = set()           # slices of planned buffers (they never move), made once
 
     def operand(node: Node, base: int) -> str:
         name = names[node]
         if not base:
             return name
         view = f"{name}_{base}"
-        if name.startswith("t"):
-            if view not in once:
-                once.add(view)
-                prebound.append((view, f"{name}[{base}:]"))
+        if name.startswith("t"):  # a planned buffer never moves: its slice is made once
+            prebound.append((view, f"{name}[{base}:]"))
         else:
             per_run.setdefault(view, f"{name}[{base}:]")
         return view
 
     for t, item in enumerate(schedule.items):
         if isinstance(item, Kernel):
-            ks = kernel_source(item, parallel=kernel_work(item) > threshold)
-            args = ks.operands
-            fn = load_kernel(ks, tuple(n.dtype for n, _ in args))
-            call = ks.function
-            while call in taken or call in namespace:
-                call += "_"
-            taken.add(call)
-            namespace[call] = fn
-            kernels.append(_CompiledKernel(item, ks, call))
-            body.append(f"{call}({', '.join(operand(n, base) for n, base in args)})  # [{t}]")
+            ck = calls[t]
+            args = ", ".join(operand(n, base) for n, base in ck.source.operands)
+            body.append(f"{ck.call_name}({args})  # [{t}]")
         else:
             body.append(_extern_call(item, t, names, namespace, prebound))
     body[head:head] = [f"{view} = {expr}" for view, expr in per_run.items()]
     body.extend(_return_lines(schedule.outputs, targets, names))
-    run_source = "def run(inputs):\n" + "".join(f"    {line}\n" for line in body)
-    program = NumbaProgram(schedule, kernels, plan, run_source, namespace, prebound)
-    program.inputs = inputs
-    return program
+    return body
 
 
 def _return_lines(outputs: list[Node], targets: dict[int, Node], names: dict[Node, str]

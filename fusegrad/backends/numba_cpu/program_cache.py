@@ -39,11 +39,13 @@ from .cache import (STATS, _write_atomic, cache_dir, cache_enabled, cache_key, f
                     kernel_dir, load_kernel)
 from .render import KernelSource, source_hash
 from .program import NumbaProgram, _CompiledKernel, bind_run, parallel_threshold
+from .program_assigns import assign_lines, inputs_share_memory
 
-FORMAT = 2
+FORMAT = 3
 _PREFIX = '{"checksum":"'
 _MIDDLE = '","program":'
-_BASE_NAMES = ("np", "dense", "scatter_add")   # what compile_schedule puts in every namespace
+# what compile_schedule puts in every namespace
+_BASE_NAMES = ("np", "dense", "scatter_add", "inputs_share_memory")
 
 
 # ---------------------------------------------------------------------------- keys
@@ -113,8 +115,10 @@ class StoredProgram:
     schedule = None
 
     def __init__(self, kernels: list[_CompiledKernel], plan: StoredPlan, run_source: str,
-                 namespace: dict, prebound: list[tuple[str, str]], facts: dict):
+                 namespace: dict, prebound: list[tuple[str, str]], facts: dict,
+                 assigns: list[str]):
         self.kernels = kernels
+        self.assigns = assigns   # the original program's description of its assigns
         self.plan = plan
         self.run_source = run_source
         self.prebound = prebound
@@ -142,6 +146,7 @@ class StoredProgram:
         p = self.plan
         lines.append(f"buffer plan: {len(p.temps)} intermediates in {len(p.blocks)} blocks, "
                      f"{p.total_bytes} B (without reuse {p.no_reuse_bytes} B)")
+        lines.extend(self.assigns)
         lines.append(self.run_source.rstrip())
         return "\n".join(lines)
 
@@ -172,6 +177,7 @@ def encode(digest: str, program: NumbaProgram, slots: list[int], seconds: dict[s
         "temps": [[plan.block_of[n], n.size] for n in plan.nodes],
         "prebound": [[name, expr] for name, expr in program.prebound],
         "run_source": program.run_source,
+        "assigns": assign_lines(program.assigns, program.names),
         "kernels": [{"name": k.source.name, "source": k.source.source,
                      "function": k.source.function, "hash": k.source.hash,
                      "parallel": k.source.parallel, "call": k.call_name,
@@ -269,8 +275,11 @@ def rebuild(body: dict, leaf_count: int) -> tuple[StoredProgram, list[int]]:
     _check(isinstance(run_source, str) and run_source.startswith("def run(inputs):\n"),
            "bad run loop")
     compile(run_source, "<fusegrad run>", "exec")  # a SyntaxError is a damaged entry
+    assigns = body["assigns"]
+    _check(isinstance(assigns, list) and all(isinstance(x, str) for x in assigns), "bad assigns")
 
-    namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add}
+    namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add,
+                       "inputs_share_memory": inputs_share_memory}
     for name, v in body["views"].items():
         masks = v["masks"]
         _check(masks is None or isinstance(masks, list), "bad masks")
@@ -292,7 +301,7 @@ def rebuild(body: dict, leaf_count: int) -> tuple[StoredProgram, list[int]]:
         kernels.append(_CompiledKernel(None, ks, k["call"]))
     _check(len(kernels) == facts["kernel_count"], "kernel count mismatch")
     plan = StoredPlan(blocks, temps, facts["no_reuse_bytes"])
-    return StoredProgram(kernels, plan, run_source, namespace, prebound, facts), slots
+    return StoredProgram(kernels, plan, run_source, namespace, prebound, facts, assigns), slots
 
 
 def load(digest: str, leaf_count: int) -> tuple[StoredProgram, list[int]] | None:

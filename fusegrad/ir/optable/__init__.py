@@ -1,9 +1,9 @@
 """The op table: every primitive of the IR declared once (see ``spec.OpSpec``).
 
-Rows live by category in ``leaf``, ``elementwise``, ``reduce``, ``movement`` and ``indexing``.
-Their VJP rules build IR with the constructors of ``ir/ops.py``, and ``ir/ops.py`` derives its
-op sets from this table (``views``): the constructors module is imported first, so that either
-module can be imported first.
+Rows live by category in ``leaf``, ``elementwise``, ``reduce``, ``movement``, ``indexing`` and
+``store``. Their VJP rules build IR with the constructors of ``ir/ops.py``, and ``ir/ops.py``
+derives its op sets from this table (``views``): the constructors module is imported first, so
+that either module can be imported first.
 """
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from .. import ops  # noqa: F401 (must come first; see above)
 from ..node import Node
 from .spec import (NOT_DIFFERENTIABLE, TABLE, Category, NotDifferentiable, OpSpec,
                    elementwise_reference)
-from .views import (ALL_OPS, BINARY, COMPARE, ELEMENTWISE, EXTERN, GATHER, LEAF, MOVEMENT,
-                    REDUCE, TERNARY, UNARY)
+from .views import (ALL_OPS, ASSIGN, BINARY, COMPARE, ELEMENTWISE, EXTERN, GATHER, LEAF,
+                    MOVEMENT, REDUCE, STORE, TERNARY, UNARY)
 
-__all__ = ["ALL_OPS", "BINARY", "COMPARE", "ELEMENTWISE", "EXTERN", "GATHER", "LEAF", "MOVEMENT",
-           "NOT_DIFFERENTIABLE", "REDUCE", "TABLE", "TERNARY", "UNARY", "Category",
+__all__ = ["ALL_OPS", "ASSIGN", "BINARY", "COMPARE", "ELEMENTWISE", "EXTERN", "GATHER", "LEAF",
+           "MOVEMENT", "NOT_DIFFERENTIABLE", "REDUCE", "STORE", "TABLE", "TERNARY", "UNARY",
+           "Category",
            "NotDifferentiable", "OpSpec", "elementwise_reference", "is_commutative", "spec_of",
            "user_facing"]
 

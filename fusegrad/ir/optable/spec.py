@@ -1,9 +1,9 @@
 """What the op table says about one primitive: the ``OpSpec`` record and the registry.
 
 Every primitive is declared once, as an ``OpSpec`` in one of the row modules of this package
-(``leaf``, ``elementwise``, ``reduce``, ``movement``, ``indexing``). The interpreter, constant
-folding, CSE, autodiff, the tracer and each backend's renderer read these records instead of
-keeping their own lists.
+(``leaf``, ``elementwise``, ``reduce``, ``movement``, ``indexing``, ``store``). The interpreter,
+constant folding, CSE, autodiff, the tracer and each backend's renderer read these records
+instead of keeping their own lists.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ class Category(enum.Enum):
     MOVEMENT = "movement"        # index arithmetic only
     GATHER = "gather"            # data-dependent reads
     EXTERN = "extern"            # a library kernel (BLAS, atomics), a fusion boundary
+    STORE = "store"              # writes its value into the buffer of its first operand
 
 
 class NotDifferentiable:

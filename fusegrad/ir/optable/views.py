@@ -4,7 +4,7 @@ Importing this module loads every row module, so the sets are complete.
 """
 from __future__ import annotations
 
-from . import elementwise, indexing, leaf, movement, reduce  # noqa: F401 (declare the rows)
+from . import elementwise, indexing, leaf, movement, reduce, store  # noqa: F401 (declare the rows)
 from .spec import TABLE, Category
 
 
@@ -23,4 +23,6 @@ REDUCE = _names(Category.REDUCE)
 MOVEMENT = _names(Category.MOVEMENT)
 GATHER = _names(Category.GATHER)
 EXTERN = _names(Category.EXTERN)
+STORE = _names(Category.STORE)
+(ASSIGN,) = STORE  # the one store op: ``assign``
 ALL_OPS = frozenset(TABLE)
