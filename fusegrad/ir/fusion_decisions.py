@@ -35,6 +35,7 @@ class RefusalRule(Enum):
 
     ITERATION_SPACE = "iteration-space"  # the kernel iterates another shape or reduces other axes
     KERNEL_SIZE = "kernel-size"          # the kernel already holds the most nodes a kernel may
+    KERNEL_INPUTS = "kernel-inputs"      # the kernel would read more values than a kernel may
     READS_ITS_RESULT = "reads-its-result"  # the node reads the kernel's result from memory
     CYCLE = "cycle"                      # the node reads a kernel that depends on this kernel
 

@@ -656,6 +656,21 @@ def test_kernel_size_rule_refuses_a_full_kernel(monkeypatch):
     assert refusal.kernel is chain[1]
 
 
+def test_kernel_inputs_rule_cuts_a_long_sum_of_loaded_values(monkeypatch):
+    # a gradient summed over the steps of an unrolled RNN: every term is a matmul's output
+    monkeypatch.setattr(fuse_group, "MAX_KERNEL_INPUTS", 4)
+    terms = [ops.matmul(buf((3, 2), seed=i), buf((2, 4), seed=50 + i)) for i in range(10)]
+    adds = [terms[0]]
+    for term in terms[1:]:
+        adds.append(ops.binary("add", adds[-1], term))
+    schedule = fuse_and_check(adds[-1])
+    assert [len(k.loads) for k in schedule.kernels] == [4, 4, 4]  # 4 terms, then 3 and 3 more
+    decision = placement(schedule, adds[4])  # its kernel would read a fifth value
+    (refusal,) = decision.refusals
+    assert decision.kind is DecisionKind.STARTED and refusal.rule is RefusalRule.KERNEL_INPUTS
+    assert "would read 5 values from memory" in refusal.message
+
+
 def test_acyclic_rule_refuses_a_kernel_whose_result_the_node_reads_from_memory():
     x = buf((5, 5))
     e = ops.unary("exp", x)

@@ -8,9 +8,10 @@ reduces the same axes. ``matmul`` and ``scatter_add`` are extern calls, each its
 
 Whether a node may join a candidate kernel is decided by named rules, each returning None (no
 objection) or a :class:`Refusal`: :func:`iteration_space_rule` (the node fits the kernel's loops),
-:func:`kernel_size_rule` (at most ``MAX_KERNEL_NODES`` per kernel) and :func:`acyclic_rule` (a
-node never joins a kernel it must read from memory, nor one whose result it reads through
-another kernel: kernels stay acyclic). A node that joins no kernel starts one; its ``STARTED``
+:func:`kernel_size_rule` (at most ``MAX_KERNEL_NODES`` per kernel), :func:`kernel_inputs_rule`
+(at most ``MAX_KERNEL_INPUTS`` values read from memory) and :func:`acyclic_rule` (a node never
+joins a kernel it must read from memory, nor one whose result it reads through another kernel:
+kernels stay acyclic). A node that joins no kernel starts one; its ``STARTED``
 decision carries the refusals, as the decision of a node that joins a later candidate carries
 the refusals of the earlier ones.
 """
@@ -28,6 +29,12 @@ from .fuse_views import Shape, is_computed, kept, movement_chain, reduce_axes, s
 # deep unrolled graph) is cut into kernels of this size; the models we know peak near 25.
 MAX_KERNEL_NODES = 256
 
+# Most values one kernel reads from memory. Each is an argument of the generated function, and
+# Numba's compile time grows faster than linearly with their number: a gradient summed over the
+# 500 steps of an unrolled RNN made kernels of 250 arguments and a 74 s first step. Cut into
+# kernels of this many inputs, the sum becomes a chain of kernels of one structure, compiled once.
+MAX_KERNEL_INPUTS = 32
+
 Space = tuple[Shape, tuple[int, ...]]  # a kernel's iteration space: full shape, reduced axes
 
 
@@ -40,6 +47,7 @@ class Group:
     first: Node
     members: list[Node] = field(default_factory=list)
     deps: set[Group] = field(default_factory=set)
+    loads: set[Node] = field(default_factory=set)  # values it reads from memory
     extern: bool = False
     decisions: list[FusionDecision] = field(default_factory=list)
 
@@ -96,6 +104,17 @@ def kernel_size_rule(node: Node, target: Group, labels: NodeLabels) -> Refusal |
                    "kernel may")
 
 
+def kernel_inputs_rule(node: Node, target: Group, loads: set[Node], labels: NodeLabels
+                       ) -> Refusal | None:
+    """Refuses when the kernel with ``node`` would read more than ``MAX_KERNEL_INPUTS`` values
+    from memory (``loads``: what it would read)."""
+    if len(loads) <= MAX_KERNEL_INPUTS:
+        return None
+    return Refusal(RefusalRule.KERNEL_INPUTS, node, target.first,
+                   f"{_kernel_name(target, labels)} would read {len(loads)} values from memory, "
+                   f"more than the {MAX_KERNEL_INPUTS} a kernel may")
+
+
 class Grouping:
     """The groups of a normalised graph, with the group each compute node belongs to."""
 
@@ -134,10 +153,24 @@ class Grouping:
                 deps.add(self.group_of[ref])
         return deps
 
+    def loads(self, node: Node, groups: list[Group], full: Shape) -> set[Node]:
+        """What a kernel made of ``groups`` and ``node`` reads from memory: the loads of the
+        groups and the operands of ``node`` computed elsewhere (constants are inlined)."""
+        found: set[Node] = set().union(*(g.loads for g in groups))
+        for ref, must_load in operand_refs(node):
+            if ref.op == "const":
+                continue
+            if must_load or ref.op in ("buffer", "rand") or \
+                    ref.op in MOVEMENT and not self.is_accumulator(ref, groups, full) or \
+                    ref.op not in MOVEMENT and self.group_of.get(ref) not in groups:
+                found.add(ref)
+        return found
+
     @staticmethod
-    def reaches(start: Group, targets: list[Group]) -> bool:
-        """Whether ``start`` depends, directly or not, on one of ``targets``."""
-        seen: set[Group] = set()
+    def reaches(start: Group, targets: list[Group], seen: set[Group] | None = None) -> bool:
+        """Whether ``start`` depends, directly or not, on one of ``targets``. ``seen``: groups
+        known not to reach them (filled in by this search, to share among several starts)."""
+        seen = set() if seen is None else seen
         stack = list(start.deps)
         while stack:
             g = stack.pop()
@@ -171,7 +204,8 @@ class Grouping:
                      ) -> Refusal | None:
         """Refuses when ``node`` would read one of the ``merged`` kernels (``target`` first)
         from memory, or read a kernel that depends on one of them."""
-        blocker = next((d for d in deps if d in merged or self.reaches(d, merged)), None)
+        clear: set[Group] = set()
+        blocker = next((d for d in deps if d in merged or self.reaches(d, merged, clear)), None)
         if blocker is None:
             return None
         lbl, name = self.labels(node), _kernel_name(target, self.labels)
@@ -200,11 +234,13 @@ class Grouping:
                 continue
             merged, space = self._merge_candidates(node, target, candidates)
             deps = self.deps(node, merged, space[0])
-            refusal = self.acyclic_rule(node, target, merged, deps)
+            loads = self.loads(node, merged, space[0])
+            refusal = self.acyclic_rule(node, target, merged, deps) \
+                or kernel_inputs_rule(node, target, loads, self.labels)
             if refusal is not None:
                 refusals.append(refusal)
                 continue
-            self._join(node, target, merged[1:], space, deps, tuple(refusals))
+            self._join(node, target, merged[1:], space, deps, loads, tuple(refusals))
             return
         self._start(node, tuple(refusals))
 
@@ -214,9 +250,10 @@ class Grouping:
         another, within the kernel size; and the iteration space they share."""
         space = fit(node, (target.shape, target.axes))
         assert space is not None
-        merged, size = [target], len(target.members) + 1
+        merged, size, loads = [target], len(target.members) + 1, len(target.loads)
         for other in candidates:
-            if other is target or size + len(other.members) > MAX_KERNEL_NODES:
+            if other is target or size + len(other.members) > MAX_KERNEL_NODES or \
+                    loads + len(other.loads) > MAX_KERNEL_INPUTS:
                 continue
             joint = merge_spaces(space, (other.shape, other.axes))
             joint = joint and fit(node, joint)
@@ -226,6 +263,7 @@ class Grouping:
             merged.append(other)
             space = joint
             size += len(other.members)
+            loads += len(other.loads)
         return merged, space
 
     def _start(self, node: Node, refusals: tuple[Refusal, ...]) -> None:
@@ -245,13 +283,14 @@ class Grouping:
         group = Group(node.shape if shape is None else shape, axes, node, extern=extern)
         group.deps = self.deps(node, [group], group.shape) if not extern else \
             set().union(*(self.load_deps(i) for i in node.inputs))
+        group.loads = self.loads(node, [group], group.shape) if not extern else set()
         group.members.append(node)
         group.decisions.append(decision)
         self.group_of[node] = group
         self.groups.append(group)
 
     def _join(self, node: Node, target: Group, others: list[Group], space: Space,
-              deps: set[Group], refusals: tuple[Refusal, ...]) -> None:
+              deps: set[Group], loads: set[Node], refusals: tuple[Refusal, ...]) -> None:
         lbl = self.labels(node)
         was_elementwise = not target.axes
         for other in others:
@@ -273,6 +312,7 @@ class Grouping:
         target.shape, target.axes = space
         target.deps |= deps
         target.deps -= {target, *others}
+        target.loads = loads
         target.members.append(node)
         self.group_of[node] = target
         target.decisions.append(self._joined(node, target, was_elementwise, refusals))
