@@ -141,6 +141,11 @@ _WARNED: set[Path] = set()       # read-only folders already warned about
 _FROM_DISK: set[str] = set()     # hashes of the kernels loaded from Numba's objects on disk
 
 
+def in_memory(ks: KernelSource, arg_dtypes: tuple[str, ...]) -> bool:
+    """Whether ``load_kernel(ks, arg_dtypes)`` would return a kernel already in memory."""
+    return (ks.hash, arg_dtypes) in _LOADED
+
+
 def load_kernel(ks: KernelSource, arg_dtypes: tuple[str, ...]) -> Dispatcher:
     """The compiled dispatcher of ``ks`` for 1-D contiguous arrays of ``arg_dtypes``.
 

@@ -27,9 +27,10 @@ from ...ir.schedule import Extern, Kernel, Schedule
 from ...ir.view import View
 from ..lowering import kernel_work
 from . import externs
-from .cache import load_kernel
+from .cache import STATS as KERNEL_STATS, cache_enabled, in_memory, kernel_dir, load_kernel
 from .program_assigns import (AssignDecision, AssignReason, assign_lines, inputs_share_memory,
                               plan_assigns)
+from .progress import CompileProgress
 from .render import KernelSource, kernel_source
 
 # Measured on the 2-core CI machines: a prange kernel beside OpenBLAS threads ran a 200k-element
@@ -259,10 +260,20 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
                        "inputs_share_memory": inputs_share_memory}
     kernels: list[_CompiledKernel] = []
     calls: dict[int, _CompiledKernel] = {}
+    sources = {t: kernel_source(item, parallel=kernel_work(item) > threshold)
+               for t, item in enumerate(schedule.items) if isinstance(item, Kernel)}
+    dtypes = {t: tuple(n.dtype for n, _ in ks.operands) for t, ks in sources.items()}
+    new = {(ks.hash, dtypes[t]) for t, ks in sources.items() if not in_memory(ks, dtypes[t])}
+    progress = CompileProgress(len(new), kernel_dir() if cache_enabled() else None)
     for t, item in enumerate(schedule.items):
         if isinstance(item, Kernel):
-            ks = kernel_source(item, parallel=kernel_work(item) > threshold)
-            fn = load_kernel(ks, tuple(n.dtype for n, _ in ks.operands))
+            ks = sources[t]
+            fresh = (ks.hash, dtypes[t]) in new
+            compiled = KERNEL_STATS.kernels_compiled
+            fn = load_kernel(ks, dtypes[t])
+            if fresh:
+                new.discard((ks.hash, dtypes[t]))
+                progress.prepared(KERNEL_STATS.kernels_compiled > compiled)
             call = ks.function
             while call in namespace:
                 call += "_"
