@@ -685,11 +685,16 @@ def clone(x: Tensor) -> Tensor:
     into a new buffer when realized); gradients flow back to ``x``."""
     node = node_of(x)
     # inside a compiled function's trace the copy is of each call's value, not a constant
-    if node.op == "buffer" and not (x.requires_grad and is_grad_enabled()) and \
-            capture.active() is None:
+    if node.op == "buffer" and node.attrs[0].data is not None and capture.active() is None:
         from ..ir.buffer import Buffer
         buf = node.attrs[0]
-        return Tensor._from_node(ops.buffer(Buffer(buf.shape, buf.dtype, buf.data.copy())))
+        copy = Buffer(buf.shape, buf.dtype, buf.data.copy())
+        grad = x.requires_grad and is_grad_enabled()
+        if grad:
+            copy.source = node  # autograd reaches x through the copy
+        out = Tensor._from_node(ops.buffer(copy), requires_grad=grad)
+        out._is_leaf = not grad
+        return out
     return wrap(node, x)
 
 

@@ -145,8 +145,11 @@ class Tensor:
         if capture.active() is not None:
             self._check_capturable_mutation()
         node = ops.cast(node, self.node.dtype)
-        if requires_grad and is_grad_enabled() and self.dtype.is_floating_point:
-            # part of the graph now: a new buffer when realized, whose source is ``node``
+        if (requires_grad or self.requires_grad) and is_grad_enabled() and \
+                self.dtype.is_floating_point:
+            # part of the graph now (or still: a non-leaf whose old value the graph may read, in
+            # a buffer another tensor may share): a new buffer when realized, whose source is
+            # ``node``
             self._bind(node)
             self.requires_grad, self._is_leaf = True, False
         else:

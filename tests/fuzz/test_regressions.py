@@ -115,3 +115,37 @@ def test_an_overwritten_value_keeps_its_zero_gradient(backend: str, overwrite: s
         want = run(torch)
     with using_backend(backend):
         np.testing.assert_array_equal(run(fusegrad), want)
+
+
+@pytest.mark.parametrize("backend", ["interpreter", pytest.param("numba_cpu", marks=pytest.mark.numba)])
+@pytest.mark.parametrize("update", ["fill_", "add_", "mul_", "copy_"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_an_update_of_a_clone_leaves_the_original_alone(backend: str, update: str,
+                                                        compiled: bool) -> None:
+    """Found as ``v1 = x0.t().clone(); v1.fill_(0.5); v2 = -x0.t()``: the clone of a leaf that
+    requires grad held the leaf's own buffer, and its update was written into it, so ``-x0``
+    read 0.5 (both backends; the leaf itself still printed its old value)."""
+    def step(lib, x):
+        v1 = x.t().clone()
+        if update == "copy_":
+            v1.copy_(lib.full_like(x, 0.5))
+        elif update == "fill_":
+            v1.fill_(0.5)
+        else:
+            getattr(v1, update)(3.0)
+        v2 = -x.t()
+        (v1 * v1).sum().backward() if update != "fill_" else v2.sum().backward()
+        return v1, v2
+
+    value = np.array([0.25, -1.5])
+    t = torch.tensor(value, requires_grad=True)
+    want = [v.detach().numpy() for v in step(torch, t)] + [t.grad.numpy()]
+    body = fusegrad.compile(lambda x: step(fusegrad, x)) if compiled else \
+        (lambda x: step(fusegrad, x))
+    with using_backend(backend):
+        for _ in range(2 if compiled else 1):  # traced, then replayed
+            x = fusegrad.tensor(value, requires_grad=True)
+            got = [v.detach().numpy() for v in body(x)] + [x.grad.numpy()]
+            for g, w in zip(got, want):
+                np.testing.assert_allclose(g, w, rtol=1e-12, atol=0)
+            np.testing.assert_array_equal(x.detach().numpy(), value)
