@@ -239,3 +239,31 @@ def test_inputs_sharing_memory_otherwise_run_the_copying_loop():
     np.testing.assert_allclose(outs[0].reshape(5, 1), (2 * p0) @ p0[0].reshape(5, 1), rtol=1e-5)
     assert outs[1] is shared
     np.testing.assert_array_equal(shared.reshape(5, 5), 2 * p0)
+
+
+@pytest.mark.numba
+def test_the_sharing_check_answers_anew_when_the_arrays_change():
+    """The check keeps its last answer for the same arrays (a training step passes the same
+    ones every call); other arrays, sharing memory or not, are checked again."""
+    p0 = _f32((5, 5), 7)
+    p, row = _leaf(p0.copy()), _leaf(p0[0].copy())
+    doubled = ops.binary("mul", p, ops.const(2.0, (5, 5), "float32"))
+    outputs = [ops.matmul(doubled, ops.reshape(row, (5, 1))), ops.assign(p, doubled)]
+    program, _ = _run(outputs, "numba_cpu")
+    expected = (2 * p0) @ p0[0].reshape(5, 1)
+    for _ in range(2):
+        apart = {p: p0.reshape(-1).copy(), row: p0[0].copy()}
+        outs = program.run([apart[n] for n in program.inputs])
+        np.testing.assert_allclose(outs[0].reshape(5, 1), expected, rtol=1e-5)
+        shared = p0.reshape(-1).copy()
+        arrays = {p: shared, row: shared[:5]}
+        inputs = [arrays[n] for n in program.inputs]
+        for scale in (1, 2):  # the second run, on the same arrays, uses the kept answer
+            outs = program.run(inputs)
+            np.testing.assert_allclose(outs[0].reshape(5, 1), scale * scale * expected,
+                                       rtol=1e-5)
+            np.testing.assert_array_equal(shared.reshape(5, 5), 2 ** scale * p0)
+    inputs = [apart[n] for n in program.inputs]
+    memo = program._namespace["share_memo"]
+    program.run(inputs)
+    assert memo[0] == [id(a) for a in inputs] and memo[2] is False

@@ -257,7 +257,8 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
         raise FusegradError(f"schedule outputs {missing} are neither inputs nor written by an item")
 
     namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add,
-                       "inputs_share_memory": inputs_share_memory}
+                       "inputs_share_memory": inputs_share_memory,
+                       "share_memo": [None, None, False]}
     kernels: list[_CompiledKernel] = []
     calls: dict[int, _CompiledKernel] = {}
     sources = {t: kernel_source(item, parallel=kernel_work(item) > threshold)
@@ -293,7 +294,7 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
         every = tuple(sorted({inputs.index(t) for t in targets.values()}))
         kinds = {}
         classes = tuple(kinds.setdefault((n.size, n.dtype), len(kinds)) for n in inputs)
-        guard = f"inputs_share_memory(inputs, {written!r}, {every!r}, {classes!r})"
+        guard = f"inputs_share_memory(inputs, {written!r}, {every!r}, {classes!r}, share_memo)"
         copying = _run_body(schedule, targets, names, {}, "c", calls, namespace, prebound,
                             keep_copied=False)
         run_source = ("def run(inputs):\n"

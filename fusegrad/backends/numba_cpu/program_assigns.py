@@ -166,20 +166,32 @@ def _cheap_per_element(item: Kernel | Extern) -> bool:
 
 
 def inputs_share_memory(inputs: list[np.ndarray], written: tuple[int, ...],
-                        targets: tuple[int, ...], classes: tuple[int, ...]) -> bool:
+                        targets: tuple[int, ...], classes: tuple[int, ...],
+                        memo: list | None = None) -> bool:
     """Whether the inputs share memory in a way the plan did not allow for: the target of an
     in-place assign (a position in ``written``) sharing its memory owner (the array itself, or
     the array it views) with another target (``targets``: every assign's) or with an input of
     another size or dtype (``classes``: one number per input, equal for equal size and dtype).
-    Called by every run of a program with an in-place assign."""
+    Called by every run of a program with an in-place assign.
+
+    ``memo`` (the program's own list) keeps the last answer with the arrays it was given: a
+    training step passes the same parameter and state arrays on every call, so the answer is
+    looked up by their identities (the arrays are held, so no identity is reused meanwhile)."""
+    if memo is not None:
+        ids = list(map(id, inputs))
+        if ids == memo[0]:
+            return memo[2]
     owners = [id(a) if a.base is None else id(a.base) for a in inputs]
-    if len(set(owners)) == len(owners):
-        return False
-    groups: dict[int, list[int]] = {}
-    for k, owner in enumerate(owners):
-        groups.setdefault(owner, []).append(k)
-    return any(j != k and (j in targets or classes[j] != classes[k])
-               for k in written for j in groups[owners[k]])
+    shared = False
+    if len(set(owners)) != len(owners):
+        groups: dict[int, list[int]] = {}
+        for k, owner in enumerate(owners):
+            groups.setdefault(owner, []).append(k)
+        shared = any(j != k and (j in targets or classes[j] != classes[k])
+                     for k in written for j in groups[owners[k]])
+    if memo is not None:
+        memo[:] = [ids, tuple(inputs), shared]
+    return shared
 
 
 def assign_lines(decisions: list[AssignDecision], names: dict[Node, str]) -> list[str]:
