@@ -230,12 +230,8 @@ def _realized_sources(root: Node) -> dict[Node, Node]:
 def accumulate_grad(leaf: Tensor, g: Node) -> None:
     g = ops.cast(g, leaf.node.dtype)
     trace = capture.active()
-    if trace is not None and id(leaf) not in trace.grads:
-        # how this trace's program relates to the gradient the leaf had before the call: the
-        # body set it first (to None or a value), it adds to it, or there was none
-        mode = "cleared" if id(leaf) in trace.grad_cleared else \
-            "read" if leaf.grad is not None else "none"
-        trace.grads[id(leaf)] = (weakref.ref(leaf), mode)
+    if trace is not None:
+        trace.backward = True
     if leaf.grad is None:
         leaf.grad = capture.mark_state(Tensor._from_node(g))
     else:

@@ -25,7 +25,7 @@ class Trace:
     seq_start: int = 0                           # Tensor.seq below it: bound before the trace
     replaced: list[str] = field(default_factory=list)  # module attributes the body replaced
     state_created: bool = False                  # a custom optimizer created state in the body
-    grads: dict[int, tuple[Any, str]] = field(default_factory=dict)  # id(leaf) -> (ref, mode)
+    backward: bool = False                       # the body accumulated gradients
     grad_cleared: dict[int, Any] = field(default_factory=dict)  # leaves whose grad it set
     grad_seen: dict[int, tuple[Any, bool]] = field(default_factory=dict)  # read: was it None
     grad_reads: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # id -> grad, leaf
@@ -161,14 +161,6 @@ def add_replay_hook(key: Any, hook: Any) -> None:
     if _active and key not in _active[-1].hook_keys:
         _active[-1].hook_keys.add(key)
         _active[-1].replay_hooks.append(hook)
-
-
-def in_range_check(dtype: str) -> Any:
-    """``check(values, bounds)``: whether every element of a flat ``dtype`` array lies in
-    ``[bounds[0], bounds[1])`` — a compiled one-pass kernel, for checks that run on every replay
-    (numpy's ``min`` and ``max`` cost three times as much right after a step's kernels)."""
-    from ..backends.numba_cpu.checks import in_range_kernel
-    return in_range_kernel(dtype)
 
 
 def check_values(tensor: Any, check: Any, key: Any = None) -> None:

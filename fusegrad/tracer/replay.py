@@ -1,32 +1,37 @@
-"""The replay of one ``fusegrad.compile`` entry, generated as straight-line Python.
+"""The replay of one ``fusegrad.compile`` trace, written as straight-line Python.
 
-A replay checks its guards, runs the replay hooks and input checks, gathers the program's
-inputs and runs the program, which writes parameters, state and accumulated grads into their
-own buffers (``assign``); then it wraps the returned outputs. Each of these is
-one line of the generated function — no loop over slot kinds, no per-call lookups of what is
-known when the entry is recorded — so the Python around the kernels costs a few microseconds per
-call. ``CompiledEntry.replay_source`` holds the function (``explain()`` prints it).
+``write_replay`` reads a finished trace (which tensors the body read, wrote, returned, and
+which grads it touched) and writes ``replay(args)``: check the guards, gather the program's
+inputs, run the program, which writes parameters, state and accumulated grads into their own
+buffers (``assign``), then wrap the returned outputs. Everything known when the trace was taken
+is written into the lines, so the Python around the kernels costs a few microseconds per call;
+``explain()`` prints the function.
+
+A *place* is how a replay finds a tensor that existed before the call: an ``int`` (that
+argument) or a weak reference (a parameter, module buffer, optimizer state, grad's leaf or
+other tensor from outside). A place whose tensor is gone makes the entry STALE; one whose
+``requires_grad`` changed makes the call a MISS (freezing a parameter changes what the body
+computes).
 """
 from __future__ import annotations
 
 import weakref
+from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..ir import ops
 from ..ir.buffer import Buffer
+from ..ir.graph import substitute, toposort
 from ..ir.node import Node
 from . import capture
 from .autograd import LazySource
 from .functions import node_of
 from .grad_mode import is_grad_enabled
 from .pytree import unflatten
-from .realize import STATS, realize
+from .realize import STATS, Entry, realize
 from .rng import next_key
 from .tensor import PENDING, Tensor, _detached
-
-if TYPE_CHECKING:
-    from .compile import CompiledEntry
 
 
 class _Sentinel:
@@ -39,11 +44,6 @@ class _Sentinel:
 
 MISS = _Sentinel("MISS")    # the guards do not match this call: nothing ran
 STALE = _Sentinel("STALE")  # a tensor the entry reads no longer exists: it can never replay
-
-
-def _realize_pending() -> None:
-    """Compute every pending tensor first: the program reads state from buffers."""
-    realize(*PENDING.values())
 
 
 def _new_tensor(array, shape: tuple[int, ...], dtype: str) -> Tensor:
@@ -59,10 +59,6 @@ def _rebind(t: Tensor, array) -> None:
     t._bind(ops.buffer(buf))
 
 
-def _key_leaf(key, shape: tuple[int, ...], dtype: str) -> Node:
-    return ops.buffer(Buffer(shape, dtype, key))
-
-
 def _view(t: Tensor, requires_grad: bool) -> Tensor:
     """A new tensor on ``t``'s value: as a clone or view made inside the body (autograd kept)
     or as a ``detach()``."""
@@ -74,188 +70,283 @@ def _view(t: Tensor, requires_grad: bool) -> Tensor:
 def _with_history(t: Tensor, expr: Node, stand_ins: list[Node], leaves: list[Node]) -> None:
     """Give ``t`` (a value this call computed) the autograd history a backward will need: its
     expression is built if a backward reaches it."""
-    t.requires_grad = True
-    t._is_leaf = False
+    t.requires_grad, t._is_leaf = True, False
     t.node.attrs[0].source = LazySource(expr, stand_ins, leaves)
 
 
-def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
-    """The source of ``replay(args)`` for ``entry`` and the names it refers to."""
-    env: dict[str, Any] = {
-        "_new_tensor": _new_tensor, "_mark_state": capture.mark_state,
-        "_rebind": _rebind,
+_ENV = {"_new_tensor": _new_tensor, "_mark_state": capture.mark_state, "_rebind": _rebind,
         "_unflatten": unflatten, "_next_key": next_key, "_STATS": STATS, "MISS": MISS,
         "STALE": STALE, "Tensor": Tensor, "PENDING": PENDING, "_grad_enabled": is_grad_enabled,
-        "_realize_pending": _realize_pending, "_wrap": Tensor._from_node, "_key_leaf": _key_leaf,
-        "_with_history": _with_history, "_LazySource": LazySource, "_detached": _detached,
-        "_node_of": node_of, "_MODES_SET": capture.MODES_SET, "_view": _view}
-    body: list[str] = []
-    emit = body.append
+        "_realize": realize, "_wrap": Tensor._from_node, "_with_history": _with_history,
+        "_LazySource": LazySource, "_detached": _detached, "_node_of": node_of,
+        "_MODES_SET": capture.MODES_SET, "_view": _view, "_Buffer": Buffer, "_leaf": ops.buffer}
 
-    def name(prefix: str, value: Any) -> str:
-        key = f"{prefix}{len(env)}"
-        env[key] = value
+
+class ReplayWriter:
+    """Where a replay finds what one finished trace read, wrote and returned, and the lines
+    that fetch it. Each place is fetched once, before anything else can fail."""
+
+    def __init__(self, trace: capture.Trace, flat: list[Tensor], pending: list[Tensor]):
+        self.trace, self.flat = trace, flat
+        self.targets = {id(t) for t in pending}
+        self.arg_index = {id(t): i for i, t in enumerate(flat)}
+        # the grad tensors the body read or wrote, to their leaf's place
+        self.grad_of = {id(g): self.place(leaf()) for g, leaf in trace.grad_reads.values()
+                        if leaf() is not None}
+        for ref in trace.grad_cleared.values():  # grads the body set, or a backward made
+            if (leaf := ref()) is not None and leaf._grad is not None:
+                self.grad_of[id(leaf._grad)] = self.place(leaf)
+        self.env: dict[str, Any] = dict(_ENV)
+        self.held: list[weakref.ref] = []        # the weakly held tensors the replay reads
+        self.fetch: list[str] = []               # lines: places, then guards and data reads
+        self.lines: list[str] = []
+        self._fetched: dict[int, str] = {}
+        self._data: dict[tuple, str] = {}
+        self.rng: dict[int, str] = {}            # id(random key's buffer) -> its variable
+        self.exprs: dict[int, str] = {}          # output index -> its history's expression
+        self.stand_ins = ""                      # the name of the history's stand-ins
+
+    def place(self, t: Tensor) -> Any:
+        return self.arg_index.get(id(t), weakref.ref(t))
+
+    def name(self, prefix: str, value: Any) -> str:
+        key = f"{prefix}{len(self.env)}"
+        self.env[key] = value
         return key
 
-    loaded: dict[tuple[str, int], str] = {}  # (kind, argument index or tensor id) -> array
-    state_var: dict[int, str] = {}           # id(state tensor) -> local variable
+    def tensor(self, place: Any) -> str:
+        """The expression of the tensor at ``place``."""
+        if isinstance(place, int):
+            return f"args[{place}]"
+        t = place()
+        if id(t) not in self._fetched:
+            var = self._fetched[id(t)] = f"s{len(self._fetched)}"
+            if t is None:  # gone already: this entry never replays
+                self.fetch.append("return STALE")
+                return var
+            self.held.append(place)
+            self.fetch += [f"{var} = {self.name('ref', place)}()",
+                           f"if {var} is None: return STALE",
+                           f"if {var}.requires_grad is not {t.requires_grad!r}: return MISS"]
+        return self._fetched[id(t)]
 
-    def data(kind: str, key: int, source: str) -> str:
-        if (kind, key) not in loaded:
-            var = loaded[kind, key] = f"a{len(loaded)}"
-            emit(f"{var} = {source}.node.attrs[0].data")  # every tensor is realized by now
-        return loaded[kind, key]
+    def data(self, kind: str, place: Any) -> str:
+        """The array of the tensor at ``place`` (``kind`` "tensor") or of its grad ("grad",
+        which must exist), read once."""
+        key = (kind, place) if isinstance(place, int) else (kind, "ref", id(place()))
+        if key not in self._data:
+            tensor = self.tensor(place)
+            if kind == "grad":
+                self.lines.append(f"if {tensor}._grad is None: return MISS")
+                tensor += "._grad"
+            var = self._data[key] = f"a{len(self._data)}"
+            self.lines.append(f"{var} = {tensor}.node.attrs[0].data")  # realized by now
+        return self._data[key]
 
-    def state(ref: Any) -> str:  # each state tensor fetched once: a parameter is read and updated
-        key = id(ref())
-        if key not in state_var:
-            var = state_var[key] = f"s{len(state_var)}"
-            emit(f"{var} = {name('ref', ref)}()")
-            emit(f"if {var} is None: return STALE")
-            # freezing or unfreezing a parameter changes what the body computes
-            emit(f"if {var}.requires_grad is not {ref().requires_grad!r}: return MISS")
-        return state_var[key]
+    def source(self, buf: Buffer) -> tuple[str, Any]:
+        """Where a replay gets the value the trace read through ``buf``: ``("tensor", place)``,
+        ``("grad", place)`` (the grad of that tensor, from before the call; one the body
+        assigned is made again by every call: a constant), ``("rng", root buffer)`` (a random
+        key, drawn anew) or ``("const", None)`` (made inside the body: frozen)."""
+        root, trace = buf.root(), self.trace
+        if id(root) in trace.arg_buffers:
+            return "tensor", trace.arg_buffers[id(root)]
+        if root.rng_count:
+            return "rng", root
+        holder = self.holder(buf)
+        if holder is not None and id(holder) in self.grad_of:
+            return ("grad", self.grad_of[id(holder)]) if trace.existed_before(root) \
+                else ("const", None)
+        if holder is not None and (trace.existed_before(root) or id(holder) in self.targets):
+            return "tensor", weakref.ref(holder)
+        return "const", None
 
-    leaf_var: dict[int, str] = {}
+    def holder(self, buf: Buffer) -> Tensor | None:
+        """The tensor whose current value a program input read through ``buf`` stands for.
 
-    def leaf(target: Any) -> str:  # a leaf whose grad the body touched (see CompiledEntry)
-        if isinstance(target, int):
-            return f"args[{target}]"
-        if id(target()) in state_var:  # a parameter fetched as state already
-            return state_var[id(target())]
-        if id(target) not in leaf_var:
-            var = leaf_var[id(target)] = f"l{len(leaf_var)}"
-            emit(f"{var} = {name('leaf', target)}()")
-            emit(f"if {var} is None: return STALE")
-        return leaf_var[id(target)]
+        Walks from ``buf`` to the buffer it views (``alias_of``): the first state tensor (owner
+        or holder) found wins, so a detached view of a parameter reads that parameter on replay
+        while a parameter loaded from another model's arrays reads itself; else the first live
+        holder."""
+        first = None
+        b: Buffer | None = buf
+        while b is not None:
+            for ref in (b.owner, b.holder):
+                t = ref() if ref is not None else None
+                if t is not None and (capture.is_state(t) or id(t) in self.targets):
+                    return t
+                first = first if first is not None or t is None else t
+            b = b.alias_of
+        return first
 
-    # guards: the signature (the tensors' shapes, dtypes and requires_grad, grad mode), the
-    # modules' training modes and the grads that must be None
-    tensors = entry.signature[1]
-    emit(f"if len(args) != {len(tensors)}: return MISS")
-    for i, (shape, dtype, grad) in enumerate(tensors):
-        emit(f"t = args[{i}]")
-        emit("if not isinstance(t, Tensor): return MISS")
-        emit(f"if t.node.shape != {shape!r} or t.node.dtype != {dtype!r} or "
-             f"t.requires_grad is not {bool(grad)!r}: return MISS")
-        if grad:
-            emit(f"if t._is_leaf is not {grad == 'leaf'!r}: return MISS")
-    emit(f"if _grad_enabled() is not {entry.signature[2]!r}: return MISS")
-    if entry.modules:  # read again only after some module's mode was set
-        seen = name("modes_seen", [-1])
-        emit(f"if _MODES_SET[0] != {seen}[0]:")
-        for ref, mode in zip(entry.modules, entry.modes):
-            emit(f"    m = {name('module', ref)}()  # {type(ref()).__name__}")
-            emit(f"    if m is not None and m.training is not {mode!r}: return MISS")
-        emit(f"    {seen}[0] = _MODES_SET[0]")
-    for target, must_be_none in entry.grad_guards:
-        emit(f"if ({leaf(target)}._grad is None) is not {must_be_none!r}: return MISS")
-    emit("if PENDING: _realize_pending()")
-    _emit_alias_guards(entry, emit)
+    def returned(self, t: Tensor, out_index: dict[Node, int]) -> tuple[str, Any]:
+        """Where a replay gets the returned tensor ``t``: ``("out", output index)``,
+        ``("tensor", place)``, ``("grad", place)`` (that tensor's grad after the call;
+        ``grad_before``: before it, a grad the body replaced), ``("view", (place,
+        requires_grad))`` (a clone or view, or a ``detach()``, of its value before the call) or
+        ``("const", leaf)``."""
+        if id(t) in self.grad_of:
+            place = self.grad_of[id(t)]
+            leaf = self.flat[place] if isinstance(place, int) else place()
+            return ("grad" if leaf._grad is t else "grad_before"), place
+        if id(t) in self.arg_index or capture.is_state(t):
+            return "tensor", self.place(t)
+        if t.node in out_index:
+            return "out", out_index[t.node]
+        if t.seq < self.trace.seq_start:  # a tensor from outside, which the body did not touch
+            return "tensor", weakref.ref(t)
+        # made inside the body on a value computed before it: a detach(), clone() or view of an
+        # argument or state, as it was before the call's updates; else a constant
+        buf = t.node.attrs[0]
+        if id(buf.root()) in self.trace.arg_buffers:
+            return "view", (self.trace.arg_buffers[id(buf.root())], t.requires_grad)
+        holder = self.holder(buf)
+        if holder is not None and self.trace.existed_before(buf):
+            return "view", (weakref.ref(holder), t.requires_grad)
+        return "const", t.node
 
-    for hook in entry.hooks:
+    def history(self, exprs: dict[int, Node]) -> str | None:
+        """The line making ``h``, the leaves a backward of this call's values ``exprs`` (output
+        index -> expression) will read, as they are before the call's updates; the expressions
+        are rewritten over stand-ins of those leaves (None if a random key they read is not an
+        input of the program, so a replay could not give it back)."""
+        found = [n for n in toposort(list(exprs.values())) if n.op == "buffer"]
+        stand_ins = [ops.buffer(Buffer(n.shape, n.dtype)) for n in found]
+        leaves = []
+        for node, stand_in in zip(found, stand_ins):
+            buf = node.attrs[0]
+            kind, what = self.source(buf)
+            if kind == "tensor":
+                t, live = self.tensor(what), buf.owner is not None or buf.source is not None
+                grad = (self.flat[what] if isinstance(what, int) else what()).requires_grad
+                leaves.append(f"{t}.node" if not grad else f"_node_of({t})" if live else
+                              f"_detached({t}.node)")
+            elif kind == "rng":
+                key = self.rng.get(id(what))
+                if key is None:
+                    return None
+                leaves.append(f"_leaf(_Buffer({node.shape!r}, {node.dtype!r}, {key}))")
+            elif kind == "grad":
+                leaves.append(f"{self.tensor(what)}._grad.node")
+            else:
+                leaves.append(self.name("leaf", node))
+        rebuilt = substitute(list(exprs.values()), dict(zip(found, stand_ins)))
+        self.exprs = {k: self.name("expr", e) for k, e in zip(exprs, rebuilt)}
+        self.stand_ins = self.name("stand_ins", stand_ins)
+        return f"h = [{', '.join(leaves)}]"
+
+
+def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: list[Tensor],
+                 out_of: dict[int, int], assigned: set[int], program: Entry | None,
+                 leaves: list[Node], ret_flat: list[Tensor], out_index: dict[Node, int],
+                 warn: Callable[[str], None]) -> tuple[str, dict[str, Any], list[weakref.ref]]:
+    """The source of ``replay(args)`` for the trace just taken of ``entry`` (a CompiledEntry:
+    its signature, modules and counters), the names it refers to, the tensors it holds weakly.
+
+    ``pending``: the tensors the program computes (``out_of``: id -> output index; the outputs
+    in ``assigned`` are written into their targets' buffers); ``program`` and ``leaves``: the
+    program and the leaves it reads; ``ret_flat``: the returned tensors. Also counts the kinds
+    of inputs and outputs in ``entry.kinds`` for ``explain()``.
+    """
+    w = ReplayWriter(trace, flat, pending)
+    emit, name, tensor = w.lines.append, w.name, w.tensor
+    kinds: Counter[str] = Counter()
+    # the grads the body read before setting them (a backward adds to a grad or makes it; an
+    # optimizer step skips parameters without one) must be None, or not, as when traced
+    for ref, was_none in trace.grad_seen.values():
+        if (leaf := ref()) is not None:
+            emit(f"if ({tensor(w.place(leaf))}._grad is None) is not {was_none!r}: return MISS")
+
+    # Parameters, module buffers, optimizer state, accumulated grads and arguments updated in
+    # place are assigns: the program writes them, the replay has nothing to do. What else the
+    # program computes is a grad made anew, an argument whose in-place update has a history (a
+    # non-leaf gets a new buffer), or state given new storage (``p.data = q``), which a replay
+    # cannot give it: that body runs on every call.
+    grad_outputs, rebinds, updated = [], [], []
+    for t in pending:
+        k, i = out_of[id(t)], w.arg_index.get(id(t))
+        if k in assigned:
+            updated += [] if i is None else [i]
+        elif id(t) in w.grad_of:
+            grad_outputs.append((w.grad_of[id(t)], k, t.node.shape, t.node.dtype))
+        elif i is not None:
+            rebinds.append((i, k))
+            updated.append(i)
+        elif capture.is_state(t):
+            trace.replaced.append(f"the storage of a state tensor of shape {list(t.shape)}")
+    emit("if PENDING: _realize(*PENDING.values())")  # the program reads state from buffers
+    _alias_guards(trace.arg_aliases, updated, len(flat), emit)
+    for hook in trace.replay_hooks:
         emit(f"{name('hook', hook)}()")
-    for arg, check in entry.input_checks:
-        emit(f"{name('check', check)}({data('arg', arg, f'args[{arg}]')})")
+    for buf, check in trace.input_checks:
+        if id(buf) in trace.arg_buffers:
+            emit(f"{name('check', check)}({w.data('tensor', trace.arg_buffers[id(buf)])})")
 
     inputs: list[str] = []
-    for slot in entry.slots:
-        if slot.kind == "const":
-            inputs.append(f"{name('const', slot.ref)}.data")
-        elif slot.kind == "arg":
-            inputs.append(data("arg", slot.ref, f"args[{slot.ref}]"))
-        elif slot.kind == "state":
-            inputs.append(data("state", id(slot.ref()), state(slot.ref)))
-        elif slot.kind == "grad":
-            key = slot.ref if isinstance(slot.ref, int) else id(slot.ref)
-            if ("grad", key) not in loaded:
-                emit(f"if {leaf(slot.ref)}._grad is None: return MISS")
-            inputs.append(data("grad", key, f"{leaf(slot.ref)}._grad"))
-        else:
-            inputs.append("")
-    for target in [t for t, _ in entry.grad_outputs] + entry.grad_nones:
-        leaf(target)  # fetched before the program runs: no STALE after it
+    draws = []
+    for s in (program.slots if program is not None else []):
+        buf = leaves[s].attrs[0]
+        kind, what = w.source(buf)
+        kinds[kind if kind != "tensor" else "arg" if isinstance(what, int) else "state"] += 1
+        if kind == "rng":  # random keys are drawn in the order the trace drew them
+            w.rng[id(what)] = f"k{len(inputs)}"
+            draws.append((what.serial, f"k{len(inputs)} = _next_key({int(what.rng_count)})"))
+        inputs.append(w.data(kind, what) if kind in ("tensor", "grad") else
+                      f"{name('const', buf)}.data" if kind == "const" else w.rng[id(what)])
+    grad_nones = [w.place(leaf) for ref in trace.grad_cleared.values()
+                  if (leaf := ref()) is not None and leaf._grad is None]
+    returns = [w.returned(t, out_index) for t in ret_flat]
+    w.lines += [line for _, line in sorted(draws)]
 
-    history = entry.history
-    for kind, what, _ in (history.leaves if history is not None else ()):
-        if kind == "state":  # every check that can miss comes first
-            state(what)
-        elif kind == "grad":
-            leaf(what)
-    for kind, what in entry.returns:
-        if kind == "kept" or kind == "view" and not isinstance(what[0], int):
-            state(what if kind == "kept" else what[0])
-        elif kind in ("grad", "grad_before"):
-            leaf(what)
+    exprs: dict[int, Node] = {}
+    if not trace.backward and program is not None:
+        # a forward without its backward: keep what a later backward will need
+        exprs = {k: t.node for t, (kind, k) in zip(ret_flat, returns)
+                 if kind == "out" and t.requires_grad}
+        exprs.update({k: flat[i].node for i, k in rebinds if flat[i].requires_grad})
+    history = w.history(exprs) if exprs else None
+    if exprs and history is None:
+        warn("returns a tensor that requires grad and depends on random numbers the program "
+             "does not read back: later calls return its value without autograd history; call "
+             "backward() inside the compiled function")
+        exprs = {}
+    if history is not None:
+        emit(history)
 
     # Returned tensors are made before the program runs and given their arrays after it: the
     # Python that follows the kernels runs on cold caches, so it is kept to plain stores. A
-    # detach() the body took of an argument or state reads it as it was before this call.
-    returned: list[str] = []
-    fill: list[str] = []
+    # view or detach() the body took of an argument or state reads it as it was before the call.
+    returned, fill = [], []
     made: dict[int, str] = {}  # output index -> its tensor (a value returned twice is one tensor)
-    for n, (kind, what) in enumerate(entry.returns):
+    for n, ((kind, what), t) in enumerate(zip(returns, ret_flat)):
         if kind == "out":
             if what not in made:
                 made[what] = f"r{what}"
-                shape, dtype = entry.output_meta[what]
-                emit(f"r{what} = _new_tensor(None, {shape!r}, {dtype!r})")
-                if what in entry.grad_returns and (history is None or what not in history.exprs):
-                    emit(f"r{what}.requires_grad, r{what}._is_leaf = True, False")
+                emit(f"r{what} = _new_tensor(None, {t.node.shape!r}, {t.node.dtype!r})")
+                if t.requires_grad and what not in exprs:  # its graph is gone, as after a
+                    emit(f"r{what}.requires_grad, r{what}._is_leaf = True, False")  # backward
                     emit(f"r{what}._graph_freed = True")
                 fill.append(f"r{what}.node.attrs[0].data = outs[{what}]")
             returned.append(made[what])
-        elif kind == "arg":
-            returned.append(f"args[{what}]")
+        elif kind == "tensor":
+            returned.append(tensor(what))
         elif kind == "view":
-            source, requires_grad = what
-            source = f"args[{source}]" if isinstance(source, int) else state(source)
-            emit(f"d{n} = _view({source}, {requires_grad!r})")
+            emit(f"d{n} = _view({tensor(what[0])}, {what[1]!r})")
             returned.append(f"d{n}")
-        elif kind == "kept":
-            returned.append(state(what))
         elif kind == "grad":
-            returned.append(f"{leaf(what)}.grad")
+            returned.append(f"{tensor(what)}.grad")
         elif kind == "grad_before":
-            emit(f"d{n} = {leaf(what)}._grad")
+            emit(f"d{n} = {tensor(what)}._grad")
             returned.append(f"d{n}")
         else:
             returned.append(f"_wrap({name('leaf', what)})")
+        kinds["returned"] += kind == "out"
 
-    for j in entry.rng_order:  # random keys are drawn in the order the trace drew them
-        inputs[j] = f"k{j}"
-        emit(f"k{j} = _next_key({int(entry.slots[j].ref)})")
-    if history is not None:
-        # the leaves a backward of this call's values will read: as they are before its updates
-        leaves = []
-        for (kind, what, mode), stand_in in zip(history.leaves, history.stand_ins):
-            if kind == "arg":
-                tensor = f"args[{what}]"
-            elif kind == "state":
-                tensor = state(what)
-            elif kind == "rng":
-                leaves.append(f"_key_leaf({inputs[what]}, {stand_in.shape!r}, "
-                              f"{stand_in.dtype!r})")
-                continue
-            elif kind == "grad":
-                leaves.append(f"{leaf(what)}._grad.node")
-                continue
-            else:
-                leaves.append(name("leaf", what))
-                continue
-            leaves.append(f"_node_of({tensor})" if mode == "live" else
-                          f"_detached({tensor}.node)" if mode == "detached" else
-                          f"{tensor}.node")
-        emit(f"h = [{', '.join(leaves)}]")
-        stand_ins = name("stand_ins", history.stand_ins)
-
-    program = entry.program_entry
-    if program is not None:  # None: the function computes nothing (it returns constants)
-        program_var = name("entry", program)
-        emit(f"{program_var}.runs += 1")
-        emit(f"_STATS.last_entry = {program_var}")
-        emit(f"outs = {program_var}.compiled.program.run([{', '.join(inputs)}])")
-
+    if program is not None:  # None: the function computes nothing
+        run = name("entry", program)
+        emit(f"{run}.runs += 1")
+        emit(f"_STATS.last_entry = {run}")
+        emit(f"outs = {run}.compiled.program.run([{', '.join(inputs)}])")
     # State, accumulated grads and arguments updated in place were written by the program into
     # their own buffers (``assign``). A grad made anew, or an argument whose update has a
     # history, gets a buffer of its own (a copy where another tensor holds the same output).
@@ -267,47 +358,60 @@ def replay_source(entry: CompiledEntry) -> tuple[str, dict[str, Any]]:
         taken.add(k)
         return f"outs[{k}]"
 
-    for i, k in entry.arg_rebinds:
+    for i, k in rebinds:
         emit(f"_rebind(args[{i}], {out(k)})")
-        if history is not None and k in history.exprs:
-            emit(f"args[{i}].node.attrs[0].source = _LazySource("
-                 f"{name('expr', history.exprs[k])}, {stand_ins}, h)")
-    for target, k in entry.grad_outputs:
-        shape, dtype = entry.output_meta[k]
-        emit(f"{leaf(target)}.grad = _mark_state(_new_tensor({out(k)}, {shape!r}, {dtype!r}))")
-    for target in entry.grad_nones:
-        emit(f"{leaf(target)}.grad = None")
-    body.extend(fill)
-    if history is not None:
-        for k, expr in history.exprs.items():
-            if k in made:
-                emit(f"_with_history({made[k]}, {name('expr', expr)}, {stand_ins}, h)")
+        if k in exprs:
+            emit(f"args[{i}].node.attrs[0].source = _LazySource({w.exprs[k]}, {w.stand_ins}, h)")
+    for place, k, shape, dtype in grad_outputs:
+        emit(f"{tensor(place)}.grad = _mark_state(_new_tensor({out(k)}, {shape!r}, {dtype!r}))")
+    for place in grad_nones:
+        emit(f"{tensor(place)}.grad = None")
+    w.lines += fill
+    for k in exprs:
+        if k in made:
+            emit(f"_with_history({made[k]}, {w.exprs[k]}, {w.stand_ins}, h)")
     emit(f"{name('entry', entry)}.replays += 1")
-    if entry.return_spec[0] == "T":
-        emit(f"return {returned[entry.return_spec[1]]}")
-    else:
-        emit(f"return _unflatten({name('spec', entry.return_spec)}, [{', '.join(returned)}])")
-    return "def replay(args):\n" + "".join(f"    {line}\n" for line in body), env
+    spec = entry.return_spec
+    emit(f"return {returned[spec[1]]}" if spec[0] == "T" else
+         f"return _unflatten({name('spec', spec)}, [{', '.join(returned)}])")
+    kinds.update({"assigns": len(assigned), "new grads": len(grad_outputs)})
+    entry.kinds = kinds
+    body = _signature_guards(entry, name) + w.fetch + w.lines
+    return "def replay(args):\n" + "".join(f"    {line}\n" for line in body), w.env, w.held
 
 
-def _emit_alias_guards(entry: CompiledEntry, emit: Callable[[str], None]) -> None:
+def _signature_guards(entry: Any, name: Callable[[str, Any], str]) -> list[str]:
+    """The lines checking the signature (the tensors' shapes, dtypes and requires_grad, grad
+    mode) and the modules' training modes."""
+    tensors = entry.signature[1]
+    head = [f"if len(args) != {len(tensors)}: return MISS"]
+    for i, (shape, dtype, grad) in enumerate(tensors):
+        head += [f"t = args[{i}]",
+                 f"if not isinstance(t, Tensor) or t.node.shape != {shape!r} or t.node.dtype != "
+                 f"{dtype!r} or t.requires_grad is not {bool(grad)!r}: return MISS"]
+        if grad:
+            head.append(f"if t._is_leaf is not {grad == 'leaf'!r}: return MISS")
+    head.append(f"if _grad_enabled() is not {entry.signature[2]!r}: return MISS")
+    if entry.modules:  # read again only after some module's mode was set
+        seen = name("modes_seen", [-1])
+        head.append(f"if _MODES_SET[0] != {seen}[0]:")
+        for ref, mode in zip(entry.modules, entry.modes):
+            head += [f"    m = {name('module', ref)}()  # {type(ref()).__name__}",
+                     f"    if m is not None and m.training is not {mode!r}: return MISS"]
+        head.append(f"    {seen}[0] = _MODES_SET[0]")
+    return head
+
+
+def _alias_guards(aliases: list[tuple[int, int]], updated: list[int], count: int,
+                  emit: Callable[[str], None]) -> None:
     """Arguments that shared memory when traced must share it now (the program read them as one
     input); when the body updates an argument in place, the others must not share memory with
     it unless they did when traced (the program reads each before any update)."""
     root = "args[{}].node.attrs[0].root()"
-    for i, j in entry.arg_aliases:
+    for i, j in aliases:
         emit(f"if {root.format(i)} is not {root.format(j)}: return MISS")
-    updated = sorted(set(entry.updated_args))
-    if not updated:
-        return
-    group = {later: first for first, later in entry.arg_aliases}
-    for i in updated:
-        for j in range(len(entry.signature[1])):
+    group = {later: first for first, later in aliases}
+    for i in sorted(set(updated)):
+        for j in range(count):
             if j != i and group.get(i, i) != group.get(j, j):
                 emit(f"if {root.format(i)} is {root.format(j)}: return MISS")
-
-
-def build_replay(entry: CompiledEntry) -> tuple[str, Callable[[list[Tensor]], Any]]:
-    source, env = replay_source(entry)
-    exec(compile(source, f"<fusegrad replay {id(entry):x}>", "exec"), env)  # noqa: S102
-    return source, env["replay"]
