@@ -27,13 +27,10 @@ class Trace:
     state_created: bool = False                  # a custom optimizer created state in the body
     backward: bool = False                       # the body accumulated gradients
     grad_cleared: dict[int, Any] = field(default_factory=dict)  # leaves whose grad it set
-    grad_seen: dict[int, tuple[Any, bool]] = field(default_factory=dict)  # read: was it None
-    grad_reads: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # id -> grad, leaf
+    grad_seen: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # read: (leaf, grad)
     modules: dict[int, Any] = field(default_factory=dict)            # id -> Module
-    replay_hooks: list[Any] = field(default_factory=list)            # callables, run per call
-    hook_keys: set[Any] = field(default_factory=set)
-    input_checks: list[tuple[Buffer, Any]] = field(default_factory=list)  # (buffer, check)
-    check_keys: set[Any] = field(default_factory=set)
+    replay_hooks: dict[Any, Any] = field(default_factory=dict)       # key -> run per call
+    input_checks: dict[Any, tuple[Buffer, Any]] = field(default_factory=dict)  # (buffer, check)
 
     def existed_before(self, buf: Buffer) -> bool:
         return buf.root().serial < self.start
@@ -137,10 +134,8 @@ def note_grad_read(leaf: Any) -> None:
     trace = _active[-1]
     if id(leaf) in trace.grad_cleared or id(leaf) in trace.grad_seen:
         return
-    grad = leaf._grad
-    trace.grad_seen[id(leaf)] = (weakref.ref(leaf), grad is None)
-    if grad is not None:  # kept alive until the trace is recorded (zero_grad may drop it)
-        trace.grad_reads[id(grad)] = (grad, weakref.ref(leaf))
+    # the grad is kept alive until the trace is recorded (zero_grad may drop it)
+    trace.grad_seen[id(leaf)] = (weakref.ref(leaf), leaf._grad)
 
 
 def note_state_created() -> None:
@@ -158,9 +153,8 @@ def note_module(module: Any) -> None:
 def add_replay_hook(key: Any, hook: Any) -> None:
     """Run ``hook()`` before every replay of the trace being recorded (e.g. to refresh the
     optimizer's hyperparameter buffers from ``param_groups``)."""
-    if _active and key not in _active[-1].hook_keys:
-        _active[-1].hook_keys.add(key)
-        _active[-1].replay_hooks.append(hook)
+    if _active:
+        _active[-1].replay_hooks.setdefault(key, hook)
 
 
 def check_values(tensor: Any, check: Any, key: Any = None) -> None:
@@ -171,13 +165,10 @@ def check_values(tensor: Any, check: Any, key: Any = None) -> None:
     if node.op != "buffer" or node.attrs[0].data is None:
         return
     check(node.attrs[0].data)
-    if _active:
+    if _active:  # the same check asked twice (cross_entropy, then nll_loss) runs once
         root = node.attrs[0].root()
-        if key is not None:  # the same check asked twice (cross_entropy, then nll_loss): once
-            if (id(root), key) in _active[-1].check_keys:
-                return
-            _active[-1].check_keys.add((id(root), key))
-        _active[-1].input_checks.append((root, check))
+        key = (id(root), key) if key is not None else object()
+        _active[-1].input_checks.setdefault(key, (root, check))
 
 
 _STATE: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()

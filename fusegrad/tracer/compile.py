@@ -14,7 +14,6 @@ arguments or declared state, eager random numbers.
 """
 from __future__ import annotations
 
-import builtins
 import functools
 import time
 import warnings
@@ -227,6 +226,10 @@ class CompiledFunction:
         raise AttributeError(name)
 
     @property
+    def _label(self) -> str:
+        return getattr(self.fn, "__qualname__", repr(self.fn))
+
+    @property
     def entry_count(self) -> int:
         return sum(len(v) for v in self.entries.values())
 
@@ -235,7 +238,7 @@ class CompiledFunction:
         if self.entry_count >= self.cache_limit:
             previous = next(reversed(self.entries)) if self.entries else sig
             warnings.warn(
-                f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}): "
+                f"fusegrad.compile({self._label}): "
                 f"{self.entry_count + 1} compiled signatures exceed cache_limit="
                 f"{self.cache_limit}; what changed: {_describe_change(previous, sig)}",
                 RuntimeWarning, stacklevel=3)
@@ -274,15 +277,12 @@ class CompiledFunction:
         modules = list(trace.modules.values())
         entry = CompiledEntry(sig, entry_p, ret_spec, [weakref.ref(m) for m in modules],
                               tuple(m.training for m in modules), traced_ops)
-        name = getattr(self.fn, '__qualname__', self.fn)
-        source, env, entry.held = write_replay(
+        entry.replay_source, entry.replay, entry.held = write_replay(
             entry, trace, flat, pending, out_of, {i for i, n in enumerate(outputs)
                                                   if n.op == ops.ASSIGN},
             entry_p, leaves, ret_flat, out_index,
-            lambda msg: warnings.warn(f"fusegrad.compile({name}) {msg}", RuntimeWarning,
+            lambda msg: warnings.warn(f"fusegrad.compile({self._label}) {msg}", RuntimeWarning,
                                       stacklevel=4))
-        exec(builtins.compile(source, f"<fusegrad replay {id(entry):x}>", "exec"), env)  # noqa: S102
-        entry.replay_source, entry.replay = source, env["replay"]
         # run this first call with the program just compiled, exactly as a replay does
         values = run_entry(entry_p, leaves) if entry_p is not None else []
         bind_outputs(pending, nodes, dict(zip(outputs, values)))
@@ -297,7 +297,7 @@ class CompiledFunction:
             # replaced finds it gone and traces again)
             if not self._warned_replaced:
                 self._warned_replaced = True
-                warnings.warn(f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}): "
+                warnings.warn(f"fusegrad.compile({self._label}): "
                               f"{unreplayable}", RuntimeWarning, stacklevel=3)
             return None, unflatten(ret_spec, ret_flat)
         self.entries.setdefault(sig, []).append(entry)
@@ -310,7 +310,7 @@ class CompiledFunction:
     def explain(self) -> str:
         """What each compiled signature holds: ops, passes, kernels, buffers, times, hits."""
         from ..backends.numba_cpu import STATS as KSTATS
-        lines = [f"fusegrad.compile({getattr(self.fn, '__qualname__', self.fn)}): "
+        lines = [f"fusegrad.compile({self._label}): "
                  f"{self.entry_count} signature(s), {self.hits} replays (cache hits), "
                  f"{self.misses} traces (misses)"]
         for entries in self.entries.values():
@@ -336,7 +336,7 @@ def _explain_entry(e: CompiledEntry) -> str:
     out.append(f"  kernels: {report.kernel_count}, extern calls: {report.extern_count}")
     plan = getattr(report.program, "plan", None)
     if plan is not None:
-        out.append(f"  buffers: {_plan_text(plan)}")
+        out.append(f"  buffers: {plan.total_bytes} bytes")
     k = e.kinds
     out.append("  inputs: " + ", ".join(f"{k[kind]} {kind}" for kind in sorted(k) if kind in
                                         ("arg", "const", "grad", "rng", "state")) +
@@ -349,13 +349,6 @@ def _explain_entry(e: CompiledEntry) -> str:
     out.append("  replay (generated Python run per call):")
     out.extend(f"    {line}" for line in e.replay_source.splitlines())
     return "\n".join(out)
-
-
-def _plan_text(plan: Any) -> str:
-    for name in ("total_bytes", "bytes"):
-        if hasattr(plan, name):
-            return f"{getattr(plan, name)} bytes"
-    return str(plan).splitlines()[0]
 
 
 def compile(fn: Callable[..., Any] | None = None, *, cache_limit: int = DEFAULT_CACHE_LIMIT

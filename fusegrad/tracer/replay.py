@@ -91,8 +91,8 @@ class ReplayWriter:
         self.targets = {id(t) for t in pending}
         self.arg_index = {id(t): i for i, t in enumerate(flat)}
         # the grad tensors the body read or wrote, to their leaf's place
-        self.grad_of = {id(g): self.place(leaf()) for g, leaf in trace.grad_reads.values()
-                        if leaf() is not None}
+        self.grad_of = {id(g): self.place(leaf()) for leaf, g in trace.grad_seen.values()
+                        if g is not None and leaf() is not None}
         for ref in trace.grad_cleared.values():  # grads the body set, or a backward made
             if (leaf := ref()) is not None and leaf._grad is not None:
                 self.grad_of[id(leaf._grad)] = self.place(leaf)
@@ -179,32 +179,6 @@ class ReplayWriter:
             b = b.alias_of
         return first
 
-    def returned(self, t: Tensor, out_index: dict[Node, int]) -> tuple[str, Any]:
-        """Where a replay gets the returned tensor ``t``: ``("out", output index)``,
-        ``("tensor", place)``, ``("grad", place)`` (that tensor's grad after the call;
-        ``grad_before``: before it, a grad the body replaced), ``("view", (place,
-        requires_grad))`` (a clone or view, or a ``detach()``, of its value before the call) or
-        ``("const", leaf)``."""
-        if id(t) in self.grad_of:
-            place = self.grad_of[id(t)]
-            leaf = self.flat[place] if isinstance(place, int) else place()
-            return ("grad" if leaf._grad is t else "grad_before"), place
-        if id(t) in self.arg_index or capture.is_state(t):
-            return "tensor", self.place(t)
-        if t.node in out_index:
-            return "out", out_index[t.node]
-        if t.seq < self.trace.seq_start:  # a tensor from outside, which the body did not touch
-            return "tensor", weakref.ref(t)
-        # made inside the body on a value computed before it: a detach(), clone() or view of an
-        # argument or state, as it was before the call's updates; else a constant
-        buf = t.node.attrs[0]
-        if id(buf.root()) in self.trace.arg_buffers:
-            return "view", (self.trace.arg_buffers[id(buf.root())], t.requires_grad)
-        holder = self.holder(buf)
-        if holder is not None and self.trace.existed_before(buf):
-            return "view", (weakref.ref(holder), t.requires_grad)
-        return "const", t.node
-
     def history(self, exprs: dict[int, Node]) -> str | None:
         """The line making ``h``, the leaves a backward of this call's values ``exprs`` (output
         index -> expression) will read, as they are before the call's updates; the expressions
@@ -239,9 +213,10 @@ class ReplayWriter:
 def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: list[Tensor],
                  out_of: dict[int, int], assigned: set[int], program: Entry | None,
                  leaves: list[Node], ret_flat: list[Tensor], out_index: dict[Node, int],
-                 warn: Callable[[str], None]) -> tuple[str, dict[str, Any], list[weakref.ref]]:
-    """The source of ``replay(args)`` for the trace just taken of ``entry`` (a CompiledEntry:
-    its signature, modules and counters), the names it refers to, the tensors it holds weakly.
+                 warn: Callable[[str], None]
+                 ) -> tuple[str, Callable[[Any], Any], list[weakref.ref]]:
+    """``replay(args)`` for the trace just taken of ``entry`` (a CompiledEntry: its signature,
+    modules and counters), its source and the tensors it holds weakly.
 
     ``pending``: the tensors the program computes (``out_of``: id -> output index; the outputs
     in ``assigned`` are written into their targets' buffers); ``program`` and ``leaves``: the
@@ -253,9 +228,9 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
     kinds: Counter[str] = Counter()
     # the grads the body read before setting them (a backward adds to a grad or makes it; an
     # optimizer step skips parameters without one) must be None, or not, as when traced
-    for ref, was_none in trace.grad_seen.values():
+    for ref, grad in trace.grad_seen.values():
         if (leaf := ref()) is not None:
-            emit(f"if ({tensor(w.place(leaf))}._grad is None) is not {was_none!r}: return MISS")
+            emit(f"if ({tensor(w.place(leaf))}._grad is None) is not {grad is None}: return MISS")
 
     # Parameters, module buffers, optimizer state, accumulated grads and arguments updated in
     # place are assigns: the program writes them, the replay has nothing to do. What else the
@@ -276,9 +251,9 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
             trace.replaced.append(f"the storage of a state tensor of shape {list(t.shape)}")
     emit("if PENDING: _realize(*PENDING.values())")  # the program reads state from buffers
     _alias_guards(trace.arg_aliases, updated, len(flat), emit)
-    for hook in trace.replay_hooks:
+    for hook in trace.replay_hooks.values():
         emit(f"{name('hook', hook)}()")
-    for buf, check in trace.input_checks:
+    for buf, check in trace.input_checks.values():
         if id(buf) in trace.arg_buffers:
             emit(f"{name('check', check)}({w.data('tensor', trace.arg_buffers[id(buf)])})")
 
@@ -295,52 +270,60 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
                       f"{name('const', buf)}.data" if kind == "const" else w.rng[id(what)])
     grad_nones = [w.place(leaf) for ref in trace.grad_cleared.values()
                   if (leaf := ref()) is not None and leaf._grad is None]
-    returns = [w.returned(t, out_index) for t in ret_flat]
     w.lines += [line for _, line in sorted(draws)]
 
-    exprs: dict[int, Node] = {}
-    if not trace.backward and program is not None:
-        # a forward without its backward: keep what a later backward will need
-        exprs = {k: t.node for t, (kind, k) in zip(ret_flat, returns)
-                 if kind == "out" and t.requires_grad}
-        exprs.update({k: flat[i].node for i, k in rebinds if flat[i].requires_grad})
-    history = w.history(exprs) if exprs else None
-    if exprs and history is None:
-        warn("returns a tensor that requires grad and depends on random numbers the program "
-             "does not read back: later calls return its value without autograd history; call "
-             "backward() inside the compiled function")
-        exprs = {}
-    if history is not None:
-        emit(history)
-
     # Returned tensors are made before the program runs and given their arrays after it: the
-    # Python that follows the kernels runs on cold caches, so it is kept to plain stores. A
-    # view or detach() the body took of an argument or state reads it as it was before the call.
+    # Python that follows the kernels runs on cold caches, so it is kept to plain stores.
     returned, fill = [], []
     made: dict[int, str] = {}  # output index -> its tensor (a value returned twice is one tensor)
-    for n, ((kind, what), t) in enumerate(zip(returns, ret_flat)):
-        if kind == "out":
-            if what not in made:
-                made[what] = f"r{what}"
-                emit(f"r{what} = _new_tensor(None, {t.node.shape!r}, {t.node.dtype!r})")
-                if t.requires_grad and what not in exprs:  # its graph is gone, as after a
-                    emit(f"r{what}.requires_grad, r{what}._is_leaf = True, False")  # backward
-                    emit(f"r{what}._graph_freed = True")
-                fill.append(f"r{what}.node.attrs[0].data = outs[{what}]")
-            returned.append(made[what])
-        elif kind == "tensor":
-            returned.append(tensor(what))
-        elif kind == "view":
-            emit(f"d{n} = _view({tensor(what[0])}, {what[1]!r})")
-            returned.append(f"d{n}")
-        elif kind == "grad":
-            returned.append(f"{tensor(what)}.grad")
-        elif kind == "grad_before":
-            emit(f"d{n} = {tensor(what)}._grad")
+    exprs: dict[int, Node] = {}  # output index -> value that requires grad
+    for n, t in enumerate(ret_flat):
+        if id(t) in w.grad_of:  # a grad after the call, or one the body replaced, as it was
+            place = w.grad_of[id(t)]
+            if (flat[place] if isinstance(place, int) else place())._grad is t:
+                returned.append(f"{tensor(place)}.grad")
+            else:
+                emit(f"d{n} = {tensor(place)}._grad")
+                returned.append(f"d{n}")
+        elif id(t) in w.arg_index or capture.is_state(t) or (
+                t.node not in out_index and t.seq < trace.seq_start):
+            returned.append(tensor(w.place(t)))  # a tensor from before the call, itself
+        elif t.node in out_index:
+            k = out_index[t.node]
+            kinds["returned"] += 1
+            if k not in made:
+                made[k] = f"r{k}"
+                emit(f"r{k} = _new_tensor(None, {t.node.shape!r}, {t.node.dtype!r})")
+                fill.append(f"r{k}.node.attrs[0].data = outs[{k}]")
+                if t.requires_grad:
+                    exprs[k] = t.node
+            returned.append(made[k])
+        elif id((buf := t.node.attrs[0]).root()) in trace.arg_buffers or \
+                ((holder := w.holder(buf)) is not None and trace.existed_before(buf)):
+            # a view, clone() or detach() the body took of an argument or state: of its value
+            # before the call's updates
+            place = trace.arg_buffers.get(id(buf.root()))
+            place = weakref.ref(holder) if place is None else place
+            emit(f"d{n} = _view({tensor(place)}, {t.requires_grad!r})")
             returned.append(f"d{n}")
         else:
-            returned.append(f"_wrap({name('leaf', what)})")
-        kinds["returned"] += kind == "out"
+            returned.append(f"_wrap({name('leaf', t.node)})")  # made inside: a constant
+
+    freed, history = list(exprs), None
+    if not trace.backward and program is not None:
+        # a forward without its backward: keep what a later backward will need
+        exprs.update({k: flat[i].node for i, k in rebinds if flat[i].requires_grad})
+        history = w.history(exprs) if exprs else None
+        if exprs and history is None:
+            warn("returns a tensor that requires grad and depends on random numbers the program "
+                 "does not read back: later calls return its value without autograd history; "
+                 "call backward() inside the compiled function")
+    if history is not None:
+        emit(history)
+        freed = []
+    exprs = exprs if history is not None else {}
+    for k in freed:  # without a history its graph is gone, as after a backward that freed it
+        emit(f"r{k}.requires_grad, r{k}._is_leaf, r{k}._graph_freed = True, False, True")
 
     if program is not None:  # None: the function computes nothing
         run = name("entry", program)
@@ -377,7 +360,9 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
     kinds.update({"assigns": len(assigned), "new grads": len(grad_outputs)})
     entry.kinds = kinds
     body = _signature_guards(entry, name) + w.fetch + w.lines
-    return "def replay(args):\n" + "".join(f"    {line}\n" for line in body), w.env, w.held
+    source = "def replay(args):\n" + "".join(f"    {line}\n" for line in body)
+    exec(compile(source, f"<fusegrad replay {id(entry):x}>", "exec"), w.env)  # noqa: S102
+    return source, w.env["replay"], w.held
 
 
 def _signature_guards(entry: Any, name: Callable[[str, Any], str]) -> list[str]:
