@@ -67,13 +67,14 @@ globals().update(_PRIMITIVES)
 # ``import fusegrad as torch`` and ``import fusegrad.nn.functional as F`` port code unchanged.
 import sys as _sys  # noqa: E402
 
-from . import autograd, linalg, nnlib, optimlib, utils  # noqa: E402
+from . import autograd, distributed, linalg, nnlib, optimlib, utils  # noqa: E402
 from .tracer.rng import Generator  # noqa: E402
 
 nn = nnlib
 optim = optimlib
 for _alias, _module in (("nn", nnlib), ("nn.functional", nnlib.functional),
                         ("nn.init", nnlib.init), ("nn.utils", nnlib.utils),
+                        ("nn.parallel", nnlib.parallel),
                         ("optim", optimlib), ("optim.lr_scheduler", optimlib.lr_scheduler)):
     _sys.modules[f"{__name__}.{_alias}"] = _module
 del _alias, _module

@@ -226,6 +226,16 @@ def matmul(a: Node, b: Node, loc: str | None = None) -> Node:
     return Node("matmul", (a, b), a.shape[:-1] + b.shape[-1:], a.dtype, (), loc)
 
 
+def allreduce(x: Node, op: str = "sum", loc: str | None = None) -> Node:
+    """``x`` reduced elementwise with ``op`` over every process (``ir/collective.py``)."""
+    from .collective import REDUCE_OPS
+    if op not in REDUCE_OPS:
+        _fail("allreduce", f"op must be one of {', '.join(REDUCE_OPS)}, got {op!r}", loc)
+    if op == "avg" and not is_float(x.dtype):
+        _fail("allreduce", f"op 'avg' needs a float tensor, got {x.dtype}", loc, DTypeError)
+    return Node("allreduce", (x,), x.shape, x.dtype, (op,), loc)
+
+
 # ----------------------------------------------------------------------------- state
 def assign(target: Node, value: Node, loc: str | None = None) -> Node:
     """Write ``value`` into the buffer of ``target`` (a ``buffer`` leaf) and give that buffer.

@@ -1,5 +1,5 @@
 """Layers, losses and initialisation with ``torch.nn``'s API."""
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .module import Module
 from .modules.activation import (
                                  ELU,

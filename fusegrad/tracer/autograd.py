@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..ir import autodiff, ops
 from ..ir.errors import with_location
@@ -61,9 +61,18 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
         allowed = {id(i) for i in inputs}
         targets = {n: [x for x in ts if id(x) in allowed] for n, ts in targets.items()}
     grads = _differentiate(t, root, seed, sources, graph, targets, retain_graph)
+    reached = []
     for node, g in grads.items():
         for leaf in targets[node]:
             accumulate_grad(leaf, g)
+            reached.append(leaf)
+    for hook in list(POST_BACKWARD.values()):
+        hook(reached)
+
+
+# Called after every backward() with the leaves it accumulated gradients into
+# (``DistributedDataParallel`` averages them over processes there).
+POST_BACKWARD: dict[int, Callable[[list[Tensor]], None]] = {}
 
 
 def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],

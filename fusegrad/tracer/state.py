@@ -13,9 +13,13 @@ the one place where layers and optimizers tell it.
   :func:`replaced`, :func:`structure_changed`, :func:`note_state_created`,
   :func:`add_replay_hook`, :class:`Retrace`, :func:`note_python_state_changed`.
 - :func:`realize`: compute tensors now (an optimizer step realizes its updates together).
+- :func:`register_post_backward_hook`: run a function after every ``backward()`` (data-parallel
+  training averages the gradients there).
 """
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,11 +29,12 @@ from ..ir.buffer import Buffer
 from . import capture
 from .capture import (Retrace, add_replay_hook, mark_state, modes_changed, note_module,  # noqa: F401
                       note_state_created, replaced, structure_changed)
+from .autograd import POST_BACKWARD
 from .realize import realize  # noqa: F401
 from .tensor import Tensor, _detached
 
-__all__ = ["Retrace", "add_replay_hook", "current_trace", "is_state", "make_leaf", "mark_state", "modes_changed",
-           "note_module", "note_python_state_changed", "note_state_created", "realize",
+__all__ = ["Retrace", "add_replay_hook", "current_trace", "is_state", "make_leaf", "mark_state",
+           "modes_changed", "note_module", "register_post_backward_hook", "note_python_state_changed", "note_state_created", "realize",
            "replaced", "scalar_tensor", "set_scalar", "share_storage", "structure_changed",
            "tracing"]
 
@@ -94,3 +99,24 @@ def set_scalar(tensor: Tensor, value: float) -> bool:
     data[0] = new[0]
     return True
 
+
+
+_HOOK_KEYS = itertools.count()
+
+
+class HookHandle:
+    """What :func:`register_post_backward_hook` returns: ``remove()`` unregisters the hook."""
+
+    def __init__(self, key: int):
+        self.key = key
+
+    def remove(self) -> None:
+        POST_BACKWARD.pop(self.key, None)
+
+
+def register_post_backward_hook(hook: Callable[[list[Tensor]], None]) -> HookHandle:
+    """Call ``hook(leaves)`` after every ``backward()``, with the leaves it accumulated
+    gradients into (inside a compile trace too: what the hook computes joins the program)."""
+    key = next(_HOOK_KEYS)
+    POST_BACKWARD[key] = hook
+    return HookHandle(key)

@@ -78,6 +78,7 @@ NON_ELEMENTWISE_SAMPLES: dict[str, Callable[[], Node]] = {
     "gather": lambda: ops.gather(_leaf(_X), _leaf(_INDEX), 0),
     "scatter_add": lambda: ops.scatter_add(_leaf(_INDEX), _leaf(_X), 0, (2, 3)),
     "matmul": lambda: ops.matmul(_leaf(_X), _leaf(_X.T.copy())),
+    "allreduce": lambda: ops.allreduce(_leaf(_X)),
     "assign": lambda: ops.assign(_leaf(_X), ops.unary("neg", _leaf(_X[::-1].copy()))),
 }
 STORES = sorted(n for n, s in TABLE.items() if s.category is Category.STORE)

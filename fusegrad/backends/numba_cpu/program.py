@@ -23,6 +23,7 @@ import numpy as np
 from ...ir.dtypes import to_numpy
 from ...ir.errors import FusegradError
 from ...ir.node import Node
+from ...ir.collective import allreduce_into
 from ...ir.schedule import Extern, Kernel, Schedule
 from ...ir.view import View
 from ..lowering import kernel_work
@@ -257,7 +258,7 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
         raise FusegradError(f"schedule outputs {missing} are neither inputs nor written by an item")
 
     namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add,
-                       "inputs_share_memory": inputs_share_memory,
+                       "allreduce": allreduce_into, "inputs_share_memory": inputs_share_memory,
                        "share_memo": [None, None, False]}
     kernels: list[_CompiledKernel] = []
     calls: dict[int, _CompiledKernel] = {}
@@ -424,6 +425,8 @@ def _extern_call(item: Extern, t: int, names: dict[Node, str], namespace: dict,
         views.append(expr)
     if node.op == "matmul":
         return f"np.matmul({views[0]}, {views[1]}, out={views[2]})  # [{t}] extern {item.name}"
+    if node.op == "allreduce":
+        return f"allreduce({views[0]}, {views[1]}, {node.attrs[0]!r})  # [{t}] extern {item.name}"
     if node.op == "scatter_add":
         return (f"scatter_add({names[node]}, {views[0]}, {views[1]}, {node.attrs[0]}, {node.shape})"
                 f"  # [{t}] extern {item.name}")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...ir.collective import allreduce_into
 from ...ir.dtypes import DTYPES, to_numpy
 from ...ir.view import View
 from . import externs
@@ -45,7 +46,7 @@ FORMAT = 3
 _PREFIX = '{"checksum":"'
 _MIDDLE = '","program":'
 # what compile_schedule puts in every namespace
-_BASE_NAMES = ("np", "dense", "scatter_add", "inputs_share_memory", "share_memo")
+_BASE_NAMES = ("np", "dense", "scatter_add", "allreduce", "inputs_share_memory", "share_memo")
 
 
 # ---------------------------------------------------------------------------- keys
@@ -279,7 +280,7 @@ def rebuild(body: dict, leaf_count: int) -> tuple[StoredProgram, list[int]]:
     _check(isinstance(assigns, list) and all(isinstance(x, str) for x in assigns), "bad assigns")
 
     namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add,
-                       "inputs_share_memory": inputs_share_memory,
+                       "allreduce": allreduce_into, "inputs_share_memory": inputs_share_memory,
                        "share_memo": [None, None, False]}
     for name, v in body["views"].items():
         masks = v["masks"]

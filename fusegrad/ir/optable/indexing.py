@@ -1,4 +1,5 @@
-"""Rows of the op table: data-dependent indexing and extern ops, with their VJPs."""
+"""Rows of the op table: data-dependent indexing and extern ops (library calls, collectives),
+with their VJPs."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ from .. import ops
 from ..dtypes import to_numpy
 from ..node import Node
 from .build import transpose_last
-from .spec import ANY, FLOAT, Category, OpSpec, declare
+from .spec import ANY, FLOAT, NOT_DIFFERENTIABLE, Category, OpSpec, declare
 
 
 def _gather(node: Node, args: list[np.ndarray]) -> np.ndarray:
@@ -23,12 +24,23 @@ def _scatter_add(node: Node, args: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+NUMBERS = frozenset({"float32", "float64", "int32", "int64"})
+
+
+def _allreduce(node: Node, args: list[np.ndarray]) -> np.ndarray:
+    from ..collective import allreduce
+    return allreduce(args[0], node.attrs[0])
+
+
 declare(
     OpSpec("gather", 2, Category.GATHER, ANY, "same", _gather,
            lambda n, g: (ops.scatter_add(n.inputs[1], g, n.attrs[0], n.inputs[0].shape, n.loc),
                          None)),
     OpSpec("scatter_add", 2, Category.EXTERN, ANY, "same", _scatter_add,
            lambda n, g: (None, ops.gather(g, n.inputs[0], n.attrs[0], n.loc))),
+    # a collective across processes (data-parallel gradients); like torch.distributed's, it
+    # carries no gradient
+    OpSpec("allreduce", 1, Category.EXTERN, NUMBERS, "same", _allreduce, NOT_DIFFERENTIABLE),
     OpSpec("matmul", 2, Category.EXTERN, FLOAT, "same", lambda n, a: np.matmul(a[0], a[1]),
            lambda n, g: (ops.matmul(g, transpose_last(n.inputs[1]), n.loc),
                          ops.matmul(transpose_last(n.inputs[0]), g, n.loc))),
