@@ -1,6 +1,7 @@
 """Learning-rate schedulers with ``torch.optim.lr_scheduler``'s API and lr sequences.
 
-A scheduler only writes ``param_groups[i]['lr']`` (and momentum or beta1 for OneCycleLR);
+A scheduler only writes ``param_groups[i]['lr']`` (and momentum or beta1 for OneCycleLR and
+CyclicLR);
 optimizers read those values as runtime scalars, so a schedule never recompiles the step.
 The formulas, including torch's recursive (chainable) forms, follow torch 2.13 so that the
 sequences agree to the last bit.
@@ -20,8 +21,7 @@ from typing import Any
 from .optimizer import Optimizer
 
 __all__ = ["ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts",
-           "ExponentialLR", "LRScheduler",
-           "LambdaLR", "LinearLR", "MultiStepLR", "MultiplicativeLR", "OneCycleLR",
+           "CyclicLR", "ExponentialLR", "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR", "MultiplicativeLR", "OneCycleLR",
            "PolynomialLR", "ReduceLROnPlateau", "SequentialLR", "StepLR"]
 
 _EPOCH_DEPRECATION_WARNING = (
@@ -613,23 +613,8 @@ class OneCycleLR(LRScheduler):
                 group["max_lr"] = group_max_lr
                 group["min_lr"] = group["initial_lr"] / final_div_factor
 
-        self.cycle_momentum = cycle_momentum
-        if cycle_momentum:
-            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise ValueError("optimizer must support momentum or beta1 with "
-                                 "`cycle_momentum` option enabled")
-            self.use_beta1 = "betas" in optimizer.defaults
-            max_momentums = _per_group("max_momentum", optimizer, max_momentum)
-            base_momentums = _per_group("base_momentum", optimizer, base_momentum)
-            if last_epoch == -1:
-                for m_momentum, b_momentum, group in zip(max_momentums, base_momentums,
-                                                         optimizer.param_groups):
-                    if self.use_beta1:
-                        group["betas"] = (m_momentum, *group["betas"][1:])
-                    else:
-                        group["momentum"] = m_momentum
-                    group["max_momentum"] = m_momentum
-                    group["base_momentum"] = b_momentum
+        _cycle_momentum_setup(self, optimizer, cycle_momentum, base_momentum, max_momentum,
+                              last_epoch)
         super().__init__(optimizer, last_epoch)
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
@@ -658,11 +643,120 @@ class OneCycleLR(LRScheduler):
                 start_step = phase["end_step"]
             lrs.append(lr)
             if self.cycle_momentum:
-                if self.use_beta1:
-                    group["betas"] = (momentum, *group["betas"][1:])
-                else:
-                    group["momentum"] = momentum
+                _set_momentum(group, momentum, self.use_beta1)
         return lrs
+
+
+def _cycle_momentum_setup(scheduler: LRScheduler, optimizer: Optimizer, cycle_momentum: bool,
+                          base_momentum: Any, max_momentum: Any, last_epoch: int
+                          ) -> tuple[list[float], list[float]]:
+    """For a scheduler that cycles the momentum (or Adam's beta1) between ``base_momentum`` and
+    ``max_momentum``: check the optimizer has one, start every group at ``max_momentum`` and
+    keep both bounds in the groups (OneCycleLR, CyclicLR). Returns both bounds per group."""
+    scheduler.cycle_momentum = cycle_momentum
+    if not cycle_momentum:
+        return [], []
+    if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+        raise ValueError("optimizer must support momentum or beta1 with `cycle_momentum` option "
+                         "enabled")
+    scheduler.use_beta1 = "betas" in optimizer.defaults
+    base_momentums = _per_group("base_momentum", optimizer, base_momentum)
+    max_momentums = _per_group("max_momentum", optimizer, max_momentum)
+    if last_epoch == -1:
+        for m_momentum, b_momentum, group in zip(max_momentums, base_momentums,
+                                                 optimizer.param_groups):
+            _set_momentum(group, m_momentum, scheduler.use_beta1)
+            group["max_momentum"] = m_momentum
+            group["base_momentum"] = b_momentum
+    return base_momentums, max_momentums
+
+
+def _set_momentum(group: dict, momentum: float, use_beta1: bool) -> None:
+    if use_beta1:
+        group["betas"] = (momentum, *group["betas"][1:])
+    else:
+        group["momentum"] = momentum
+
+
+class CyclicLR(LRScheduler):
+    """Cyclical learning rates (Smith, 2017): the lr goes from ``base_lr`` up to ``max_lr`` in
+    ``step_size_up`` steps and back down in ``step_size_down``, the amplitude scaled per cycle
+    (``triangular``: constant; ``triangular2``: halved each cycle) or per step (``exp_range``:
+    ``gamma**step``), or by a custom ``scale_fn``. With ``cycle_momentum`` the momentum (or
+    Adam's beta1) moves inversely, between ``max_momentum`` and ``base_momentum``. Call
+    ``step()`` after every batch.
+    """
+
+    def __init__(self, optimizer: Optimizer, base_lr: float | list[float],
+                 max_lr: float | list[float], step_size_up: int = 2000,
+                 step_size_down: int | None = None, mode: str = "triangular",
+                 gamma: float = 1.0, scale_fn: Any = None, scale_mode: str = "cycle",
+                 cycle_momentum: bool = True, base_momentum: float | list[float] = 0.8,
+                 max_momentum: float | list[float] = 0.9, last_epoch: int = -1):
+        _check_optimizer(optimizer)
+        base_lrs = _per_group("base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+        self.max_lrs = _per_group("max_lr", optimizer, max_lr)
+        up = float(step_size_up)
+        down = float(step_size_down) if step_size_down is not None else up
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError("mode is invalid and scale_fn is None")
+        self.mode, self.gamma = mode, gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode if scale_fn is not None else \
+            "iterations" if mode == "exp_range" else "cycle"
+        self.optimizer = optimizer
+        momentums = _cycle_momentum_setup(self, optimizer, cycle_momentum, base_momentum,
+                                          max_momentum, last_epoch)
+        if cycle_momentum:
+            self.base_momentums, self.max_momentums = momentums
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def scale_fn(self, x: float) -> float:
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def get_lr(self) -> list[float]:
+        self._warn_get_lr_outside_step()
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        scale_factor = x / self.step_ratio if x <= self.step_ratio else \
+            (x - 1) / (self.step_ratio - 1)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
+        lrs = [base + (top - base) * scale_factor * scale
+               for base, top in zip(self.base_lrs, self.max_lrs)]
+        if self.cycle_momentum:
+            for group, base, top in zip(self.optimizer.param_groups, self.base_momentums,
+                                        self.max_momentums):
+                _set_momentum(group, top - (top - base) * scale_factor * scale, self.use_beta1)
+        return lrs
+
+    def state_dict(self) -> dict[str, Any]:
+        """As the base class's; a custom ``scale_fn`` is kept only as the attributes of a
+        callable object (a function is not state), as torch does."""
+        state = super().state_dict()
+        fn = state.pop("_scale_fn_custom")
+        state["_scale_fn_custom"] = None if fn is None or isinstance(fn, types.FunctionType) \
+            else dict(fn.__dict__)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        fn, custom = state.pop("_scale_fn_custom", None), self._scale_fn_custom
+        super().load_state_dict(state)
+        self._scale_fn_custom = custom
+        if fn is not None and custom is not None:
+            custom.__dict__.update(fn)
 
 
 class ReduceLROnPlateau(LRScheduler):

@@ -1,7 +1,7 @@
 """Learning-rate schedulers against torch.optim.lr_scheduler: 100-step lr sequences.
 
 Each scheduler drives an optimizer with two parameter groups (different lrs) in both
-libraries; the lrs (and the momentum or beta1 that OneCycleLR cycles) must agree at every
+libraries; the lrs (and the momentum or beta1 that OneCycleLR and CyclicLR cycle) must agree at every
 step within 1e-12 relative. The optimizers step without gradients, so only the schedule runs.
 """
 from __future__ import annotations
@@ -51,6 +51,16 @@ SCHEDULES = {
         o, max_lr=0.01, epochs=10, steps_per_epoch=10, base_momentum=0.8, max_momentum=0.9)),
     "OneCycleLR-no-momentum": ("SGD", lambda m, o: m.OneCycleLR(
         o, max_lr=0.3, total_steps=STEPS, cycle_momentum=False)),
+    "CyclicLR-triangular": ("SGD", lambda m, o: m.CyclicLR(
+        o, base_lr=[0.01, 0.02], max_lr=[0.1, 0.3], step_size_up=7, step_size_down=13)),
+    "CyclicLR-triangular2-adam": ("Adam", lambda m, o: m.CyclicLR(
+        o, base_lr=0.001, max_lr=0.01, step_size_up=10, mode="triangular2")),
+    "CyclicLR-exp-range": ("SGD", lambda m, o: m.CyclicLR(
+        o, base_lr=0.01, max_lr=0.1, step_size_up=6, mode="exp_range", gamma=0.97,
+        base_momentum=[0.7, 0.75], max_momentum=0.95)),
+    "CyclicLR-scale-fn-no-momentum": ("SGD", lambda m, o: m.CyclicLR(
+        o, base_lr=0.05, max_lr=0.2, step_size_up=5, scale_fn=lambda x: 1 / (1 + 0.1 * x),
+        scale_mode="iterations", cycle_momentum=False)),
     "ConstantLR": ("SGD", lambda m, o: m.ConstantLR(o, factor=0.25, total_iters=12)),
     "CosineAnnealingWarmRestarts": ("SGD", lambda m, o: m.CosineAnnealingWarmRestarts(
         o, T_0=7, eta_min=1e-3)),
@@ -256,6 +266,10 @@ def test_schedule_changes_lr_without_recompiling():
     (lambda o: lr_scheduler.OneCycleLR(o, max_lr=1.0, total_steps=10, pct_start=2.0),
      "pct_start"),
     (lambda o: lr_scheduler.OneCycleLR(o, max_lr=[1.0], total_steps=10), "same length"),
+    (lambda o: lr_scheduler.CyclicLR(o, 0.01, 0.1, mode="sawtooth"), "mode is invalid"),
+    (lambda o: lr_scheduler.CyclicLR(o, [0.01], 0.1), "same length"),
+    (lambda o: lr_scheduler.CyclicLR(fg.optim.Adagrad([fg.zeros(2, requires_grad=True)]),
+                                     0.01, 0.1), "must support momentum or beta1"),
     (lambda o: lr_scheduler.LinearLR(o, start_factor=0), "Starting multiplicative factor"),
     (lambda o: lr_scheduler.ReduceLROnPlateau(o, factor=1.0), "Factor should be < 1.0"),
     (lambda o: lr_scheduler.ReduceLROnPlateau(o, mode="median"), "mode median is unknown"),
