@@ -8,7 +8,9 @@ MPI's world; a script started without ``mpiexec`` is a world of one process and 
 so inside ``fusegrad.compile`` it is part of the compiled program; outside, it runs at once, as
 torch's does. ``broadcast``, ``all_gather`` and ``barrier`` run at once and cannot be traced.
 Once the world has more than one process, an uncaught exception in any of them aborts the whole
-job (``MPI_Abort``) instead of leaving the others waiting in a collective.
+job (``MPI_Abort``) instead of leaving the others waiting in a collective. (``sys.exit`` is not
+an error to Python: a rank that exits early while the others wait in a collective leaves them
+waiting; raise an exception instead.)
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from .tracer.grad_mode import no_grad
 from .tracer.realize import realize
 from .tracer.tensor import Tensor
 
-__all__ = ["ReduceOp", "all_gather", "all_reduce", "barrier", "broadcast",
+__all__ = ["ReduceOp", "Work", "all_gather", "all_reduce", "barrier", "broadcast",
            "destroy_process_group", "get_rank", "get_world_size", "init_process_group",
            "is_available", "is_initialized"]
 
@@ -130,40 +132,55 @@ def barrier(group: Any = None) -> None:
     _world().comm.Barrier()
 
 
+class Work:
+    """What a collective called with ``async_op=True`` returns: fusegrad's collectives have
+    finished when the call returns (or, traced, run inside the compiled program)."""
+
+    def wait(self, timeout: Any = None) -> bool:
+        return True
+
+    def is_completed(self) -> bool:
+        return True
+
+
 def all_reduce(tensor: Tensor, op: str = ReduceOp.SUM, group: Any = None,
-               async_op: bool = False) -> None:
+               async_op: bool = False) -> Work | None:
     """Reduce ``tensor`` elementwise over every process, in place (no gradient flows)."""
     _world()
     with no_grad():
         tensor.copy_(Tensor._from_node(ops.allreduce(tensor.detach().node, op)))
     if capture.active() is None:
         realize(tensor)
+    return Work() if async_op else None
 
 
-def broadcast(tensor: Tensor, src: int, group: Any = None, async_op: bool = False) -> None:
+def broadcast(tensor: Tensor, src: int, group: Any = None, async_op: bool = False
+              ) -> Work | None:
     """Give ``tensor`` the value it has on process ``src``, in place."""
     capture.refuse("distributed.broadcast()")
     world = _world()
-    data = np.ascontiguousarray(tensor.detach().numpy())
+    data = np.array(tensor.detach().numpy(), order="C")  # a copy, 0-d kept 0-d
     world.comm.Bcast(data, root=src)
     if world.rank != src:
         with no_grad():
             tensor.copy_(from_numpy(data))
         realize(tensor)
+    return Work() if async_op else None
 
 
 def all_gather(tensor_list: list[Tensor], tensor: Tensor, group: Any = None,
-               async_op: bool = False) -> None:
+               async_op: bool = False) -> Work | None:
     """Fill ``tensor_list[i]`` with ``tensor`` as process ``i`` has it."""
     capture.refuse("distributed.all_gather()")
     world = _world()
     if len(tensor_list) != world.size:
         raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} tensors for a world "
                          f"of {world.size} processes")
-    data = np.ascontiguousarray(tensor.detach().numpy())
+    data = np.array(tensor.detach().numpy(), order="C")
     out = np.empty((world.size,) + data.shape, data.dtype)
     world.comm.Allgather(data, out)
     with no_grad():
         for t, part in zip(tensor_list, out):
-            t.copy_(from_numpy(part))
+            t.copy_(from_numpy(np.array(part)))
     realize(*tensor_list)
+    return Work() if async_op else None

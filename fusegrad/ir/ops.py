@@ -231,8 +231,9 @@ def allreduce(x: Node, op: str = "sum", loc: str | None = None) -> Node:
     from .collective import REDUCE_OPS
     if op not in REDUCE_OPS:
         _fail("allreduce", f"op must be one of {', '.join(REDUCE_OPS)}, got {op!r}", loc)
-    if op == "avg" and not is_float(x.dtype):
-        _fail("allreduce", f"op 'avg' needs a float tensor, got {x.dtype}", loc, DTypeError)
+    if x.dtype == "bool" or op == "avg" and not is_float(x.dtype):
+        _fail("allreduce", f"op {op!r} needs a {'float' if op == 'avg' else 'number'} tensor, "
+              f"got {x.dtype}", loc, DTypeError)
     return Node("allreduce", (x,), x.shape, x.dtype, (op,), loc)
 
 

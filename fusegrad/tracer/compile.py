@@ -101,7 +101,7 @@ class CompiledEntry:
     program_entry: Entry | None                # None: the function computes nothing
     return_spec: Any
     modules: list[Any]                         # weakrefs to the modules called
-    modes: tuple[bool, ...]                    # their training modes
+    modes: tuple[tuple, ...]                   # their training modes and flags (``_mode``)
     traced_ops: int
     trace_seconds: float = 0.0
     replays: int = 0
@@ -109,6 +109,12 @@ class CompiledEntry:
     replay_source: str = ""
     replay: Callable[[Any], Any] | None = field(default=None, repr=False)
     held: list[Any] = field(default_factory=list)  # weakrefs: replacing one makes it stale
+
+
+def _mode(module: Any) -> tuple:
+    """What a replay checks of a module it was traced with: ``training``, then the values of the
+    attributes the module names in ``_replay_flags`` (DistributedDataParallel's sync flag)."""
+    return (module.training, *(getattr(module, f) for f in getattr(module, "_replay_flags", ())))
 
 
 def _unreplayable(trace: capture.Trace, flat: list[Tensor]) -> str:
@@ -276,13 +282,13 @@ class CompiledFunction:
         entry_p, leaves = prepare(outputs) if outputs else (None, [])
         modules = list(trace.modules.values())
         entry = CompiledEntry(sig, entry_p, ret_spec, [weakref.ref(m) for m in modules],
-                              tuple(m.training for m in modules), traced_ops)
+                              tuple(_mode(m) for m in modules), traced_ops)
         entry.replay_source, entry.replay, entry.held = write_replay(
             entry, trace, flat, pending, out_of, {i for i, n in enumerate(outputs)
                                                   if n.op == ops.ASSIGN},
             entry_p, leaves, ret_flat, out_index,
             lambda msg: warnings.warn(f"fusegrad.compile({self._label}) {msg}", RuntimeWarning,
-                                      stacklevel=4))
+                                      stacklevel=5))
         # run this first call with the program just compiled, exactly as a replay does
         values = run_entry(entry_p, leaves) if entry_p is not None else []
         bind_outputs(pending, nodes, dict(zip(outputs, values)))

@@ -101,6 +101,7 @@ class ReplayWriter:
         self.fetch: list[str] = []               # lines: places, then guards and data reads
         self.lines: list[str] = []
         self._fetched: dict[int, str] = {}
+        self._checked: set[str] = set()          # places whose requires_grad is checked
         self._data: dict[tuple, str] = {}
         self.rng: dict[int, str] = {}            # id(random key's buffer) -> its variable
         self.exprs: dict[int, str] = {}          # output index -> its history's expression
@@ -114,8 +115,9 @@ class ReplayWriter:
         self.env[key] = value
         return key
 
-    def tensor(self, place: Any) -> str:
-        """The expression of the tensor at ``place``."""
+    def tensor(self, place: Any, value: bool = True) -> str:
+        """The expression of the tensor at ``place``; ``value``: the replay reads its value (a
+        changed ``requires_grad`` then misses), not only its grad."""
         if isinstance(place, int):
             return f"args[{place}]"
         t = place()
@@ -126,16 +128,19 @@ class ReplayWriter:
                 return var
             self.held.append(place)
             self.fetch += [f"{var} = {self.name('ref', place)}()",
-                           f"if {var} is None: return STALE",
-                           f"if {var}.requires_grad is not {t.requires_grad!r}: return MISS"]
-        return self._fetched[id(t)]
+                           f"if {var} is None: return STALE"]
+        var = self._fetched[id(t)]
+        if value and t is not None and var not in self._checked:
+            self._checked.add(var)
+            self.fetch.append(f"if {var}.requires_grad is not {t.requires_grad!r}: return MISS")
+        return var
 
     def data(self, kind: str, place: Any) -> str:
         """The array of the tensor at ``place`` (``kind`` "tensor") or of its grad ("grad",
         which must exist), read once."""
         key = (kind, place) if isinstance(place, int) else (kind, "ref", id(place()))
         if key not in self._data:
-            tensor = self.tensor(place)
+            tensor = self.tensor(place, value=kind != "grad")
             if kind == "grad":
                 self.lines.append(f"if {tensor}._grad is None: return MISS")
                 tensor += "._grad"
@@ -201,7 +206,7 @@ class ReplayWriter:
                     return None
                 leaves.append(f"_leaf(_Buffer({node.shape!r}, {node.dtype!r}, {key}))")
             elif kind == "grad":
-                leaves.append(f"{self.tensor(what)}._grad.node")
+                leaves.append(f"{self.tensor(what, value=False)}._grad.node")
             else:
                 leaves.append(self.name("leaf", node))
         rebuilt = substitute(list(exprs.values()), dict(zip(found, stand_ins)))
@@ -230,7 +235,8 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
     # optimizer step skips parameters without one) must be None, or not, as when traced
     for ref, grad in trace.grad_seen.values():
         if (leaf := ref()) is not None:
-            emit(f"if ({tensor(w.place(leaf))}._grad is None) is not {grad is None}: return MISS")
+            emit(f"if ({tensor(w.place(leaf), value=False)}._grad is None) is not {grad is None}: "
+                 "return MISS")
 
     # Parameters, module buffers, optimizer state, accumulated grads and arguments updated in
     # place are assigns: the program writes them, the replay has nothing to do. What else the
@@ -281,9 +287,9 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
         if id(t) in w.grad_of:  # a grad after the call, or one the body replaced, as it was
             place = w.grad_of[id(t)]
             if (flat[place] if isinstance(place, int) else place())._grad is t:
-                returned.append(f"{tensor(place)}.grad")
+                returned.append(f"{tensor(place, value=False)}.grad")
             else:
-                emit(f"d{n} = {tensor(place)}._grad")
+                emit(f"d{n} = {tensor(place, value=False)}._grad")
                 returned.append(f"d{n}")
         elif id(t) in w.arg_index or capture.is_state(t) or (
                 t.node not in out_index and t.seq < trace.seq_start):
@@ -295,8 +301,8 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
                 made[k] = f"r{k}"
                 emit(f"r{k} = _new_tensor(None, {t.node.shape!r}, {t.node.dtype!r})")
                 fill.append(f"r{k}.node.attrs[0].data = outs[{k}]")
-                if t.requires_grad:
-                    exprs[k] = t.node
+            if t.requires_grad:  # any of the tensors returned for it
+                exprs.setdefault(k, t.node)
             returned.append(made[k])
         elif id((buf := t.node.attrs[0]).root()) in trace.arg_buffers or \
                 ((holder := w.holder(buf)) is not None and trace.existed_before(buf)):
@@ -346,9 +352,10 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
         if k in exprs:
             emit(f"args[{i}].node.attrs[0].source = _LazySource({w.exprs[k]}, {w.stand_ins}, h)")
     for place, k, shape, dtype in grad_outputs:
-        emit(f"{tensor(place)}.grad = _mark_state(_new_tensor({out(k)}, {shape!r}, {dtype!r}))")
+        emit(f"{tensor(place, value=False)}.grad = "
+             f"_mark_state(_new_tensor({out(k)}, {shape!r}, {dtype!r}))")
     for place in grad_nones:
-        emit(f"{tensor(place)}.grad = None")
+        emit(f"{tensor(place, value=False)}.grad = None")
     w.lines += fill
     for k in exprs:
         if k in made:
@@ -367,7 +374,7 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
 
 def _signature_guards(entry: Any, name: Callable[[str, Any], str]) -> list[str]:
     """The lines checking the signature (the tensors' shapes, dtypes and requires_grad, grad
-    mode) and the modules' training modes."""
+    mode) and the modules' training modes and ``_replay_flags``."""
     tensors = entry.signature[1]
     head = [f"if len(args) != {len(tensors)}: return MISS"]
     for i, (shape, dtype, grad) in enumerate(tensors):
@@ -380,9 +387,11 @@ def _signature_guards(entry: Any, name: Callable[[str, Any], str]) -> list[str]:
     if entry.modules:  # read again only after some module's mode was set
         seen = name("modes_seen", [-1])
         head.append(f"if _MODES_SET[0] != {seen}[0]:")
-        for ref, mode in zip(entry.modules, entry.modes):
+        for ref, (training, *values) in zip(entry.modules, entry.modes):
             head += [f"    m = {name('module', ref)}()  # {type(ref()).__name__}",
-                     f"    if m is not None and m.training is not {mode!r}: return MISS"]
+                     f"    if m is not None and m.training is not {training!r}: return MISS"]
+            for flag, value in zip(getattr(ref(), "_replay_flags", ()), values):
+                head.append(f"    if m is not None and m.{flag} is not {value!r}: return MISS")
         head.append(f"    {seen}[0] = _MODES_SET[0]")
     return head
 

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from torch.utils.data import DistributedSampler as TorchSampler
 
 import fusegrad as fg
@@ -32,6 +33,13 @@ def test_a_process_without_mpiexec_is_a_world_of_one(world):
     dist.all_gather(parts, t)
     np.testing.assert_array_equal(parts[0].numpy(), t.numpy())
     dist.barrier()
+    scalar = fg.tensor(5.0)  # 0-d stays 0-d (BatchNorm's num_batches_tracked)
+    assert dist.broadcast(scalar, 0, async_op=True).wait()
+    gathered = [fg.zeros(())]
+    dist.all_gather(gathered, scalar)
+    assert gathered[0].shape == () and gathered[0].item() == 5.0
+    with pytest.raises(TypeError, match="needs a number tensor, got bool"):
+        dist.all_reduce(fg.ones(2, dtype=fg.bool))
     with pytest.raises(RuntimeError, match="twice"):
         dist.init_process_group()
 
@@ -94,13 +102,21 @@ def test_distributed_sampler_shuffles_per_epoch_alike_on_every_rank():
         DistributedSampler(range(4), 2, 2)
 
 
-def test_buckets_start_small_and_go_last_parameter_first():
-    params = [fg.zeros(n) for n in (300_000, 100_000, 200_000, 10)]  # float32, 4 bytes each
-    buckets = _buckets(params[::-1], cap_mb=1.0)
-    sizes = [[p.numel() for p in b] for b in buckets]
-    assert sizes == [[10, 200_000], [100_000], [300_000]]
-    buckets = _buckets(params[::-1], cap_mb=25.0)
-    assert [[p.numel() for p in b] for b in buckets] == [[10, 200_000], [100_000, 300_000]]
+@pytest.mark.parametrize("sizes", [(10, 200_000, 100_000, 300_000), (5, 3, 400_000, 7),
+                                   ((10, "float64"), 200_000, (5, "float64"), 100_000, 300_000)])
+@pytest.mark.parametrize("cap_mb", [1.0, 25.0])
+def test_buckets_are_torchs(sizes, cap_mb):
+    """Per dtype, in order, closing once 1 MB (the first) or ``cap_mb`` is reached: the same
+    assignment as torch's ``_compute_bucket_assignment_by_size``."""
+    torch_dist = pytest.importorskip("torch.distributed")
+    specs = [s if isinstance(s, tuple) else (s, "float32") for s in sizes]
+    ours = [fg.zeros(n, dtype=getattr(fg, dt)) for n, dt in specs]
+    theirs = [torch.zeros(n, dtype=getattr(torch, dt)) for n, dt in specs]
+    index = {id(t): i for i, t in enumerate(ours)}
+    got = [[index[id(t)] for t in b] for b in _buckets(ours, cap_mb)]
+    want, _ = torch_dist._compute_bucket_assignment_by_size(
+        theirs, [2**20, int(cap_mb * 2**20)])
+    assert got == want
 
 
 def test_ddp_in_a_world_of_one_trains_as_the_plain_model(world):

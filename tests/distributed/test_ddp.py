@@ -41,16 +41,30 @@ def test_two_ranks_on_halves_train_as_one_process_on_the_whole_batch():
     gradient all-reduce inside the compiled program): losses and parameters after every step
     equal one process's on the whole batch."""
     jobs = [f"train:{kind}:{how}" for kind in ("mlp", "cnn") for how in ("eager", "compiled")]
-    for job, r in _results(*jobs).items():
+    for job, r in _results(*jobs, "train:unused:eager").items():
         assert r["world"] == 2
-        assert r["loss"] <= RTOL and r["params"] <= RTOL, (job, r)
+        assert r["loss"] <= RTOL and r["params"] <= RTOL and r["ranks"] == 0, (job, r)
         if job.endswith("compiled"):  # one bucket: one all-reduce in the one replayed program
             assert r["allreduces"] == 1 and r["replays"] == 19, (job, r)
+        if job.startswith("train:unused"):  # no rank gave it a gradient: None, as in one process
+            assert r["unused_grad_none"] is True
+
+
+def test_batchnorm_replicas_stay_equal():
+    """BatchNorm normalises with each rank's own batch (so not as one process would); each
+    forward first takes rank 0's buffers, an all-reduce inside the compiled program too."""
+    for job, r in _results("train:bn:eager", "train:bn:compiled").items():
+        assert r["ranks"] == 0, (job, r)
+        if job.endswith("compiled"):  # buffers: float and int64 groups; gradients: one bucket
+            assert r["allreduces"] == 3 and r["replays"] == 19, (job, r)
 
 
 def test_no_sync_accumulation_equals_the_bigger_batch():
-    for job, r in _results("nosync:mlp:eager", "nosync:mlp:compiled").items():
-        assert r["loss"] <= RTOL and r["params"] <= RTOL, (job, r)
+    """Inside the compiled step, and with a compiled micro-step called inside and outside
+    ``no_sync()`` (the sync decision is part of what its replays check)."""
+    jobs = ("nosync:mlp:eager", "nosync:mlp:compiled", "flip:mlp:compiled")
+    for job, r in _results(*jobs).items():
+        assert r["loss"] <= RTOL and r["params"] <= RTOL and r["ranks"] == 0, (job, r)
 
 
 def test_a_failing_rank_ends_the_job_instead_of_hanging():
