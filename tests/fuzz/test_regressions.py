@@ -1,6 +1,8 @@
 """Minimal reproductions of what the differential fuzzer (tests/fuzz) found."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,31 @@ def test_an_update_of_a_clone_leaves_the_original_alone(backend: str, update: st
             for g, w in zip(got, want):
                 np.testing.assert_allclose(g, w, rtol=1e-12, atol=0)
             np.testing.assert_array_equal(x.detach().numpy(), value)
+
+
+@pytest.mark.parametrize("backend", ["interpreter", pytest.param("numba_cpu", marks=pytest.mark.numba)])
+@pytest.mark.parametrize("case", ["nan gradient", "nan input", "ties along a dim"])
+def test_the_gradient_of_max_goes_to_the_maximum_only(backend: str, case: str) -> None:
+    """Found with seed 10000: ``x.max()`` fed into a std of one element (NaN gradient) made the
+    whole gradient of ``x`` NaN; torch selects the maximum's elements (every NaN, where the
+    maximum is NaN) and gives the others zero."""
+    values = {"nan gradient": [[0.3, 2.0], [-0.5, 1.0]],
+              "nan input": [[0.3, np.nan], [np.nan, 1.0]],
+              "ties along a dim": [[3.0, 1.0], [3.0, 3.0]]}[case]
+
+    def run(lib):
+        x = lib.tensor(values, dtype=lib.float64, requires_grad=True)
+        if case == "nan gradient":
+            top = x.max()
+            loss = lib.stack([top, top], 0).sum() * 0.7 + top.std(correction=1) * 1.3 \
+                + x.abs().sum() * 0.2
+        else:
+            loss = x.max() if case == "nan input" else x.amax(1).sum()
+        loss.backward()
+        return x.grad.numpy()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns about the std of one element
+        want = run(torch)
+    with using_backend(backend):
+        np.testing.assert_array_equal(run(fusegrad), want)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from ..dtypes import to_numpy
+from ..dtypes import is_float, to_numpy
 from ..node import Node
-from .build import mul
+from .build import const_like
 from .spec import ANY, NOT_DIFFERENTIABLE, Category, Grads, OpSpec, declare
 
 
@@ -27,12 +27,18 @@ def _argmax(node: Node, args: list[np.ndarray]) -> np.ndarray:
 
 
 def _max_grads(n: Node, g: Node) -> Grads:
+    """The gradient shared evenly by the elements equal to the maximum (every NaN, where the
+    maximum is NaN), zero elsewhere: selected, not multiplied, so a NaN or inf gradient stays
+    on the maximum's elements, as torch's."""
     (x,) = n.inputs
     loc = n.loc
-    hit = ops.cast(ops.binary("eq", x, ops.expand(n, x.shape, loc), loc), x.dtype, loc)
-    count = ops.reduce("sum", hit, n.attrs[0], loc)
-    share = ops.binary("div", g, count, loc)
-    return (mul(hit, ops.expand(share, x.shape, loc)),)
+    top = ops.expand(n, x.shape, loc)
+    hit = ops.binary("eq", x, top, loc)
+    if is_float(x.dtype):
+        hit = ops.where(ops.binary("ne", top, top, loc), ops.binary("ne", x, x, loc), hit, loc)
+    count = ops.reduce("sum", ops.cast(hit, x.dtype, loc), n.attrs[0], loc)
+    share = ops.expand(ops.binary("div", g, count, loc), x.shape, loc)
+    return (ops.where(hit, share, const_like(x, 0.0), loc),)
 
 
 declare(
