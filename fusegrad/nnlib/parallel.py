@@ -59,6 +59,7 @@ class DistributedDataParallel(Module):
         self.rank = dist.get_rank()
         params = [p for p in module.parameters() if p.requires_grad]
         self._buckets = _buckets(params[::-1], bucket_cap_mb)
+        self._param_ids = {id(p) for p in params}
         if self.world_size > 1:
             for t in [*module.parameters(), *module.buffers()]:
                 dist.broadcast(t, 0)
@@ -113,8 +114,7 @@ class DistributedDataParallel(Module):
     def _after_backward(self, leaves: list[Tensor]) -> None:
         if not self._sync_next or self.world_size == 1:
             return
-        mine = {id(p) for bucket in self._buckets for p in bucket}
-        if not any(id(leaf) in mine for leaf in leaves):
+        if not any(id(leaf) in self._param_ids for leaf in leaves):
             return  # a backward of another model
         tracing = tracer_state.tracing()
         grads = []
