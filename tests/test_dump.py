@@ -119,8 +119,10 @@ def test_text_of_every_stage_shows_node_lines_with_the_models_lines(name):
     model_lines, step_lines = _forward_lines(name), _step_lines()
     for stages in STAGE_CHOICES:
         text = format_text(d, stages)
-        locs = re.findall(r"^\s*%\d+ : \w+\[[\d,]*\] = .*# fusegrad/bench/zoo\.py:(\d+)", text,
-                          re.M)
+        # a constant is interned: structurally equal ones are one node, which keeps the line of
+        # whichever workload built it first in this process (ir/node.py), so constants are left out
+        locs = re.findall(r"^\s*%\d+ : \w+\[[\d,]*\] = (?!const\[).*# fusegrad/bench/zoo\.py:(\d+)",
+                          text, re.M)
         if stages in (None, ["traced"], ["passes"], ["schedule"]):
             assert locs, stages
             lines = {int(n) for n in locs}
