@@ -27,7 +27,8 @@ from .tracer.functions_ext import (addmm, addmv, all, any, argsort, argwhere, ba
                                    repeat_interleave, roll, round, sort, topk, tril, triu, trunc,
                                    unique)
 from .tracer.primitives import FUNCTIONS as _PRIMITIVES
-from .tracer.compile import CompiledFunction, compile, explain
+from .tracer.compile import CompiledFunction, compile
+from .tracer.explain import explain
 from .tracer.grad_mode import (enable_grad, inference_mode, is_grad_enabled,
                                is_inference_mode_enabled, no_grad, set_grad_enabled)
 from .tracer.realize import realize as _realize_one

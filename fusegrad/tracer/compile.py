@@ -23,73 +23,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from ..ir.buffer import Buffer
 from ..ir import ops
 from ..ir.graph import toposort
 from . import capture
-from ..backends.pipeline import full_report
 from .realize import (Entry, bind_outputs, output_nodes, pending_targets, prepare, realize,
                       run_entry)
-from .grad_mode import is_grad_enabled
 from .pytree import flatten, unflatten
+from .explain import describe
 from .replay import MISS, STALE, write_replay
+from .signature import aliases, describe_change, positional_spec, signature
 from .tensor import PENDING, Tensor, seq_mark
 
 DEFAULT_CACHE_LIMIT = 8
-
-
-# ---------------------------------------------------------------------------- signatures
-def _hashable(value: Any) -> Any:
-    """A plain argument as part of a signature: its type and value, so that ``2``, ``2.0`` and
-    ``True`` (equal in Python, different dtypes in a trace) differ; floats by their bits, so
-    that ``-0.0`` differs from ``0.0`` and a NaN matches itself."""
-    if isinstance(value, np.ndarray):
-        raise TypeError("fusegrad.compile: pass arrays as fusegrad tensors (fusegrad.tensor(a)); a "
-                        "numpy array argument would be frozen into the compiled program")
-    if isinstance(value, (float, np.floating)):
-        return (type(value).__name__, float(value).hex())
-    try:
-        hash(value)
-        return (type(value).__name__, value)
-    except TypeError:
-        return ("unhashable", type(value).__name__, repr(value))
-
-
-def _signature(spec: Any, tensors: list[Tensor]) -> tuple:
-    """Structure and plain values of the arguments, and shape/dtype/requires_grad of tensors."""
-    def strip(s: Any) -> Any:
-        kind, body = s
-        if kind == "T":
-            return "T"
-        if kind == "dict":
-            return ("dict", tuple((k, strip(v)) for k, v in body))
-        if kind in ("tuple", "list"):
-            return (kind, tuple(strip(v) for v in body))
-        return ("V", _hashable(body))
-    return (strip(spec), tuple((t.node.shape, t.node.dtype, t.requires_grad and (
-        "leaf" if t._is_leaf else "non-leaf")) for t in tensors), is_grad_enabled())
-
-
-def _positional_spec(n: int) -> tuple:
-    """The signature's argument structure for a call with ``n`` tensors, all positional."""
-    return ("tuple", (("tuple", ("T",) * n), ("dict", ())))
-
-
-def _describe_change(old: tuple, new: tuple) -> str:
-    """The first difference between two signatures, in words."""
-    for i, (a, b) in enumerate(zip(old[1], new[1])):
-        if a != b:
-            return (f"tensor argument {i}: shape {list(a[0])} {a[1]} -> shape {list(b[0])} "
-                    f"{b[1]}")
-    if old[0] != new[0]:
-        return f"non-tensor arguments: {old[0]!r} -> {new[0]!r}"
-    if old[2] != new[2]:
-        return f"grad mode {'on' if old[2] else 'off'} -> {'on' if new[2] else 'off'}"
-    if len(old[1]) != len(new[1]):
-        return f"number of tensor arguments {len(old[1])} -> {len(new[1])}"
-    return "module training modes or gradient state"
 
 
 # ---------------------------------------------------------------------------- one entry
@@ -136,20 +82,6 @@ def _unreplayable(trace: capture.Trace, flat: list[Tensor]) -> str:
     return ""
 
 
-def _aliases(flat: list[Tensor]) -> list[tuple[int, int]]:
-    """Pairs (first, later) of arguments viewing the same memory: the program read them as one
-    input, so a replay needs them to share memory again."""
-    first: dict[int, int] = {}
-    pairs = []
-    for i, t in enumerate(flat):
-        root = id(t.node.attrs[0].root())
-        if root in first:
-            pairs.append((first[root], i))
-        else:
-            first[root] = i
-    return pairs
-
-
 # ---------------------------------------------------------------------------- the API
 class CompiledFunction:
     """A function (or a Module's forward) that is traced once per signature and replayed."""
@@ -181,13 +113,13 @@ class CompiledFunction:
             if result is not MISS:
                 return result
         flat: list[Tensor] = []
-        sig = _signature(flatten((args, kwargs), flat), flat)
+        sig = signature(flatten((args, kwargs), flat), flat)
         result = self._replay(self.entries.get(sig, ()), flat)
         if result is not MISS:
             return result
         self.misses += 1
         entry, result = self._trace(args, kwargs, flat, sig)
-        if entry is not None and sig[0] == _positional_spec(len(args)):
+        if entry is not None and sig[0] == positional_spec(len(args)):
             self._positional.append(entry)
         return result
 
@@ -246,7 +178,7 @@ class CompiledFunction:
             warnings.warn(
                 f"fusegrad.compile({self._label}): "
                 f"{self.entry_count + 1} compiled signatures exceed cache_limit="
-                f"{self.cache_limit}; what changed: {_describe_change(previous, sig)}",
+                f"{self.cache_limit}; what changed: {describe_change(previous, sig)}",
                 RuntimeWarning, stacklevel=3)
         t0 = time.perf_counter()
         if PENDING:
@@ -256,7 +188,7 @@ class CompiledFunction:
                 realize(t)
         trace = capture.Trace(Buffer.mark(), {id(t.node.attrs[0].root()): i
                                               for i, t in enumerate(flat)})
-        trace.arg_aliases = _aliases(flat)
+        trace.arg_aliases = aliases(flat)
         trace.seq_start = seq_mark()
         if self.module is not None:
             for m in self.module.modules():
@@ -312,50 +244,9 @@ class CompiledFunction:
                 capture.hold(ref(), self)
         return entry, unflatten(ret_spec, ret_flat)
 
-    # ------------------------------------------------------------------ explain
     def explain(self) -> str:
         """What each compiled signature holds: ops, passes, kernels, buffers, times, hits."""
-        from ..backends.numba_cpu import STATS as KSTATS
-        lines = [f"fusegrad.compile({self._label}): "
-                 f"{self.entry_count} signature(s), {self.hits} replays (cache hits), "
-                 f"{self.misses} traces (misses)"]
-        for entries in self.entries.values():
-            for e in entries:
-                lines.append(_explain_entry(e))
-        lines.append(f"kernels this process: {KSTATS.kernels_compiled} compiled, "
-                     f"{KSTATS.kernels_loaded} loaded from the disk cache")
-        return "\n".join(lines)
-
-
-def _explain_entry(e: CompiledEntry) -> str:
-    shapes = ", ".join(f"{list(s)} {d}" for s, d, _ in e.signature[1])
-    out = [f"- signature ({shapes}): traced in {e.trace_seconds * 1e3:.1f} ms, "
-           f"replayed {e.replays} times",
-           f"  ops traced: {e.traced_ops}"]
-    if e.program_entry is None:
-        return "\n".join(out + ["  (nothing to compute)"])
-    report = e.program_entry.compiled.report
-    # a program loaded from the disk cache ran no pass here: they are run again to be shown
-    passes = full_report(report).passes if report.from_disk else report.passes
-    for rec in passes:
-        out.append(f"  pass {rec.name:<10} {rec.nodes_before:5d} -> {rec.nodes_after:5d} nodes")
-    out.append(f"  kernels: {report.kernel_count}, extern calls: {report.extern_count}")
-    plan = getattr(report.program, "plan", None)
-    if plan is not None:
-        out.append(f"  buffers: {plan.total_bytes} bytes")
-    k = e.kinds
-    out.append("  inputs: " + ", ".join(f"{k[kind]} {kind}" for kind in sorted(k) if kind in
-                                        ("arg", "const", "grad", "rng", "state")) +
-               f"; outputs: {k['assigns']} assigns, {k['new grads']} new grads, "
-               f"{k['returned']} returned")
-    for stage, sec in report.seconds.items():
-        out.append(f"  compile {stage:<18} {sec * 1e3:8.1f} ms")
-    for stage, sec in report.original_seconds.items():
-        out.append(f"  compile {stage:<18} {sec * 1e3:8.1f} ms (when first compiled)")
-    out.append("  replay (generated Python run per call):")
-    out.extend(f"    {line}" for line in e.replay_source.splitlines())
-    return "\n".join(out)
-
+        return describe(self)
 
 def compile(fn: Callable[..., Any] | None = None, *, cache_limit: int = DEFAULT_CACHE_LIMIT
             ) -> Any:  # noqa: A001 - fusegrad.compile like torch.compile
@@ -369,10 +260,3 @@ def compile(fn: Callable[..., Any] | None = None, *, cache_limit: int = DEFAULT_
     if hasattr(fn, "forward") and hasattr(fn, "modules"):
         return CompiledFunction(fn.__call__, cache_limit, module=fn)
     return CompiledFunction(fn, cache_limit)
-
-
-def explain(fn: CompiledFunction, *args: Any, **kwargs: Any) -> str:
-    """Call ``fn`` (a compiled function) with ``args`` if given, then describe it."""
-    if args or kwargs:
-        fn(*args, **kwargs)
-    return fn.explain()

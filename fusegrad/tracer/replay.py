@@ -31,6 +31,7 @@ from .grad_mode import is_grad_enabled
 from .pytree import unflatten
 from .realize import STATS, Entry, realize
 from .rng import next_key
+from .signature import alias_guards, signature_guards
 from .tensor import PENDING, Tensor, _detached
 
 
@@ -256,7 +257,7 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
         elif capture.is_state(t):
             trace.replaced.append(f"the storage of a state tensor of shape {list(t.shape)}")
     emit("if PENDING: _realize(*PENDING.values())")  # the program reads state from buffers
-    _alias_guards(trace.arg_aliases, updated, len(flat), emit)
+    alias_guards(trace.arg_aliases, updated, len(flat), emit)
     for hook in trace.replay_hooks.values():
         emit(f"{name('hook', hook)}()")
     for buf, check in trace.input_checks.values():
@@ -366,46 +367,7 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
          f"return _unflatten({name('spec', spec)}, [{', '.join(returned)}])")
     kinds.update({"assigns": len(assigned), "new grads": len(grad_outputs)})
     entry.kinds = kinds
-    body = _signature_guards(entry, name) + w.fetch + w.lines
+    body = signature_guards(entry, name) + w.fetch + w.lines
     source = "def replay(args):\n" + "".join(f"    {line}\n" for line in body)
     exec(compile(source, f"<fusegrad replay {id(entry):x}>", "exec"), w.env)  # noqa: S102
     return source, w.env["replay"], w.held
-
-
-def _signature_guards(entry: Any, name: Callable[[str, Any], str]) -> list[str]:
-    """The lines checking the signature (the tensors' shapes, dtypes and requires_grad, grad
-    mode) and the modules' training modes and ``_replay_flags``."""
-    tensors = entry.signature[1]
-    head = [f"if len(args) != {len(tensors)}: return MISS"]
-    for i, (shape, dtype, grad) in enumerate(tensors):
-        head += [f"t = args[{i}]",
-                 f"if not isinstance(t, Tensor) or t.node.shape != {shape!r} or t.node.dtype != "
-                 f"{dtype!r} or t.requires_grad is not {bool(grad)!r}: return MISS"]
-        if grad:
-            head.append(f"if t._is_leaf is not {grad == 'leaf'!r}: return MISS")
-    head.append(f"if _grad_enabled() is not {entry.signature[2]!r}: return MISS")
-    if entry.modules:  # read again only after some module's mode was set
-        seen = name("modes_seen", [-1])
-        head.append(f"if _MODES_SET[0] != {seen}[0]:")
-        for ref, (training, *values) in zip(entry.modules, entry.modes):
-            head += [f"    m = {name('module', ref)}()  # {type(ref()).__name__}",
-                     f"    if m is not None and m.training is not {training!r}: return MISS"]
-            for flag, value in zip(getattr(ref(), "_replay_flags", ()), values):
-                head.append(f"    if m is not None and m.{flag} is not {value!r}: return MISS")
-        head.append(f"    {seen}[0] = _MODES_SET[0]")
-    return head
-
-
-def _alias_guards(aliases: list[tuple[int, int]], updated: list[int], count: int,
-                  emit: Callable[[str], None]) -> None:
-    """Arguments that shared memory when traced must share it now (the program read them as one
-    input); when the body updates an argument in place, the others must not share memory with
-    it unless they did when traced (the program reads each before any update)."""
-    root = "args[{}].node.attrs[0].root()"
-    for i, j in aliases:
-        emit(f"if {root.format(i)} is not {root.format(j)}: return MISS")
-    group = {later: first for first, later in aliases}
-    for i in sorted(set(updated)):
-        for j in range(count):
-            if j != i and group.get(i, i) != group.get(j, j):
-                emit(f"if {root.format(i)} is {root.format(j)}: return MISS")
