@@ -7,27 +7,26 @@ from .node import Node
 
 
 def toposort(outputs: tuple[Node, ...] | list[Node]) -> list[Node]:
-    """All nodes reachable from ``outputs``, inputs before users (iterative DFS)."""
+    """All nodes reachable from ``outputs``, inputs before users (iterative DFS, each input in
+    order; a node is marked when first reached: the graph has no cycles)."""
     order: list[Node] = []
-    seen: set[int] = set()
+    seen: set[Node] = set()
+    mark, emit = seen.add, order.append
     for root in outputs:
-        if id(root) in seen:
+        if root in seen:
             continue
-        stack: list[tuple[Node, int]] = [(root, 0)]
+        mark(root)
+        stack = [(root, iter(root.inputs))]
         while stack:
-            node, i = stack.pop()
-            if i == 0:
-                if id(node) in seen:
-                    continue
-            if i < len(node.inputs):
-                stack.append((node, i + 1))
-                child = node.inputs[i]
-                if id(child) not in seen:
-                    stack.append((child, 0))
+            node, inputs = stack[-1]
+            for child in inputs:
+                if child not in seen:
+                    mark(child)
+                    stack.append((child, iter(child.inputs)))
+                    break
             else:
-                if id(node) not in seen:
-                    seen.add(id(node))
-                    order.append(node)
+                stack.pop()
+                emit(node)
     return order
 
 

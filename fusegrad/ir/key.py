@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+from .graph import toposort
 from .node import Node
 from .optable import is_commutative
 
@@ -71,23 +72,13 @@ def structural_key(outputs: list[Node] | tuple[Node, ...]) -> tuple[tuple, list[
     index: dict[Node, int] = {}
     leaves: list[Node] = []
     items: list[tuple] = []
-    stack: list[tuple[Node, int]] = [(o, 0) for o in reversed(outputs)]
-    while stack:
-        node, i = stack.pop()
-        if node in index:
-            continue
-        if i < len(node.inputs):
-            stack.append((node, i + 1))
-            child = node.inputs[i]
-            if child not in index:
-                stack.append((child, 0))
-            continue
+    for node in toposort(outputs):
         index[node] = len(items)
         if node.op == "buffer":
             items.append(("buffer", node.shape, node.dtype, len(leaves)))
             leaves.append(node)
         else:
             items.append((node.op, node.shape, node.dtype, node.attrs,
-                          tuple(index[x] for x in node.inputs)))
-    items.append(tuple(index[o] for o in outputs))
+                          tuple([index[x] for x in node.inputs])))
+    items.append(tuple([index[o] for o in outputs]))
     return tuple(items), leaves
