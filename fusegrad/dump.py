@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .backends.numba_cpu.program_assigns import assign_lines
 from .backends.pipeline import CompileReport, bypass_program_cache, full_report
@@ -29,6 +30,7 @@ class Dump:
     target: str
     report: CompileReport
     trace_seconds: float
+    others: list[str] = field(default_factory=list)  # the other programs the call ran
 
 
 @dataclass
@@ -51,23 +53,41 @@ class StageRecord:
 
 def capture(target: Target) -> Dump:
     """Run ``target`` twice (the second call is the steady state: optimizer state exists, grads
-    are zeroed) and report the program the second call ran last, compiled through every stage
-    (never loaded from the disk program cache).
+    are zeroed) and report the largest program the second call ran, compiled through every
+    stage (never loaded from the disk program cache). The optimizer's update is traced with the
+    forward and backward, as ``fusegrad.compile`` traces a step (see ``eager_updates``).
 
     Raises:
         TargetError: running the target failed, or its second call computed nothing.
     """
+    from .optimlib.optimizer import eager_updates
     from .tracer.realize import STATS
-    with bypass_program_cache():
+    with bypass_program_cache(), eager_updates():
         run_step(target)
-        before = STATS.realizations
+        before = STATS.runs
         start = time.perf_counter()
         run_step(target)
         seconds = time.perf_counter() - start
-    if STATS.realizations == before or STATS.last_entry is None:
+    ran = STATS.ran_since(before)
+    if not ran:
         raise TargetError(f"{target.label}: the call computed nothing (no tensor was realized); "
                           "the model must return tensors computed from its inputs.")
-    return Dump(target.label, full_report(STATS.last_entry.compiled.report), seconds)
+    # the optimizer's update is traced with the rest (an uncompiled step otherwise replays it as
+    # a second program), so a training step is one program; the largest is dumped if there are
+    # more (the user's step realized values in between), the others are named in the summary
+    shown = largest_program(ran)
+    others = [f"{len(e.compiled.report.traced)} traced nodes, {_kernels(e.compiled.report)}"
+              for e in {id(e): e for e in ran}.values() if e is not shown]
+    return Dump(target.label, full_report(shown.compiled.report), seconds, others)
+
+
+def largest_program(ran: list[Any]) -> Any:
+    """Of the program entries a call ran, the one with the largest traced graph."""
+    return max(ran, key=lambda e: len(e.compiled.report.traced))
+
+
+def _kernels(report: CompileReport) -> str:
+    return f"{report.kernel_count} kernels, {report.extern_count} extern calls"
 
 
 def optimized_graph(report: CompileReport) -> Graph:
@@ -149,6 +169,8 @@ def summary(dump: Dump) -> str:
             f"compiled in {totals['compile_seconds'] * 1e3:.1f} ms")
     lines.append(f"traced: the call's wall time ({dump.trace_seconds * 1e3:.2f} ms) covers the "
                  "step's Python and the run of its program")
+    for other in dump.others:
+        lines.append(f"the call also ran another program (not shown): {other}")
     return "\n".join(lines)
 
 

@@ -64,6 +64,9 @@ class Runner:
     def steps(self, n: int) -> dict[str, list[float]]:
         losses, times = [], []
         for _ in range(n):
+            if not self.is_torch:
+                from ..tracer.realize import STATS
+                self._runs_before_step = STATS.runs
             start = time.perf_counter()
             loss = self.step().item()   # reading the loss realizes the whole step
             times.append(time.perf_counter() - start)
@@ -85,23 +88,24 @@ class Runner:
         facts: dict[str, Any] = {
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if not self.is_torch:
-            report = self._step_report()
-            if report is not None:
+            reports = self._step_reports()
+            if reports:
                 from ..ir.flops import count_flops
-                facts.update(kernels=report.kernel_count, externs=report.extern_count,
-                             flops=count_flops(report.traced.outputs))
+                facts.update(kernels=sum(r.kernel_count for r in reports),
+                             externs=sum(r.extern_count for r in reports),
+                             flops=sum(count_flops(r.traced.outputs) for r in reports))
         return facts
 
-    def _step_report(self) -> Any:
-        """The compile report of the program that ran the last training step."""
+    def _step_reports(self) -> list[Any]:
+        """The compile reports of the programs that ran the last training step (uncompiled: its
+        forward and backward, then the optimizer's replayed update)."""
         if self.variant == "fusegrad_compiled":
-            for entries in self.step.entries.values():
-                for entry in entries:
-                    if entry.program_entry is not None:
-                        return entry.program_entry.compiled.report
-            return None
+            return [e.program_entry.compiled.report for entries in self.step.entries.values()
+                    for e in entries if e.program_entry is not None][:1]
         from ..tracer.realize import STATS
-        return STATS.last_entry.compiled.report if STATS.last_entry is not None else None
+        before = getattr(self, "_runs_before_step", None)
+        ran = STATS.ran_since(before) if before is not None else []
+        return [e.compiled.report for e in {id(e): e for e in ran}.values()]
 
 
 def serve(stdin: Any, reply_fd: int) -> None:

@@ -31,8 +31,9 @@ stored as plain numbers: ``state_dict``, ``deepcopy`` and pickling see ``float``
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any, Self
@@ -45,6 +46,23 @@ from ..tracer.grad_mode import enable_grad, no_grad
 from ..tracer.provenance import user_location
 from ..tracer.tensor import Tensor
 from .runtime import RuntimeFloat, RuntimeInt, plain
+
+
+# Calls of an optimizer's replayed update that trace it again (its parameters' grads, options or
+# state changed) before ``step`` stops replaying and runs the update eagerly.
+_REPLAY_MISSES = 8
+_REPLAY_UPDATES = [True]
+
+
+@contextlib.contextmanager
+def eager_updates() -> Iterator[None]:
+    """Within it, ``step()`` traces the update as part of the pending graph instead of replaying
+    it, so a whole uncompiled training step is one program (``fusegrad dump`` shows it so)."""
+    saved, _REPLAY_UPDATES[0] = _REPLAY_UPDATES[0], False
+    try:
+        yield
+    finally:
+        _REPLAY_UPDATES[0] = saved
 
 
 class _Required:
@@ -150,6 +168,10 @@ class Optimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; all updates run as one program.
 
+        A built-in optimizer traces its update once and replays it on later steps (as
+        ``fusegrad.compile`` would, with the same guards), so an uncompiled training loop pays
+        no per-op Python for the update. The gradients are computed first, as their own program.
+
         Args:
             closure: re-evaluates the model and returns the loss; called with grad enabled.
         """
@@ -157,13 +179,31 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        replay = self.__dict__.get("_replay")
+        if replay is None and getattr(self.state, "_stable", False) and "_replay" not in self.__dict__:
+            # fusegrad's own optimizers build the same update every step: it is traced once and
+            # replayed (guarded as fusegrad.compile guards), without running the Python per op
+            replay = self._replay = tracer_state.replayed(self._apply_updates)
+        if replay is None or tracer_state.tracing() or not _REPLAY_UPDATES[0]:
+            self._apply_updates()
+        else:
+            replay()
+            if replay.misses > _REPLAY_MISSES:  # the update keeps changing: stop replaying it
+                self._replay = None
+        return loss
+
+    def _apply_updates(self) -> None:
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
                         self._update(group, p)
         self._realize_step()
-        return loss
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_replay", None)  # a compiled function of this object: made again on demand
+        return state
 
     def _update(self, group: dict[str, Any], p: Tensor) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement step() or _update()")

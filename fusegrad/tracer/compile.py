@@ -87,8 +87,9 @@ class CompiledFunction:
     """A function (or a Module's forward) that is traced once per signature and replayed."""
 
     def __init__(self, fn: Callable[..., Any], cache_limit: int = DEFAULT_CACHE_LIMIT,
-                 module: Any = None):
+                 module: Any = None, quiet: bool = False):
         self.fn = fn
+        self.quiet = quiet  # warns of nothing (the library compiles a function the user did not)
         self.module = module
         self.cache_limit = cache_limit
         self.entries: dict[tuple, list[CompiledEntry]] = {}
@@ -173,7 +174,7 @@ class CompiledFunction:
 
     def _trace(self, args: tuple, kwargs: dict, flat: list[Tensor], sig: tuple
                ) -> tuple[CompiledEntry | None, Any]:
-        if self.entry_count >= self.cache_limit:
+        if self.entry_count >= self.cache_limit and not self.quiet:
             previous = next(reversed(self.entries)) if self.entries else sig
             warnings.warn(
                 f"fusegrad.compile({self._label}): "
@@ -219,8 +220,8 @@ class CompiledFunction:
             entry, trace, flat, pending, out_of, {i for i, n in enumerate(outputs)
                                                   if n.op == ops.ASSIGN},
             entry_p, leaves, ret_flat, out_index,
-            lambda msg: warnings.warn(f"fusegrad.compile({self._label}) {msg}", RuntimeWarning,
-                                      stacklevel=5))
+            lambda msg: self.quiet or warnings.warn(f"fusegrad.compile({self._label}) {msg}",
+                                                    RuntimeWarning, stacklevel=5))
         # run this first call with the program just compiled, exactly as a replay does
         values = run_entry(entry_p, leaves) if entry_p is not None else []
         bind_outputs(pending, nodes, dict(zip(outputs, values)))
@@ -233,7 +234,7 @@ class CompiledFunction:
         if unreplayable:
             # every call runs the body (another compiled function that read an object the body
             # replaced finds it gone and traces again)
-            if not self._warned_replaced:
+            if not self._warned_replaced and not self.quiet:
                 self._warned_replaced = True
                 warnings.warn(f"fusegrad.compile({self._label}): "
                               f"{unreplayable}", RuntimeWarning, stacklevel=3)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import time
 import warnings
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +41,21 @@ class Stats:
     compile_seconds: float = 0.0
     last_report: object = None   # report of the last program compiled
     last_entry: object = None    # the last program run
+    runs: int = 0                # programs run
+    recent: deque = field(default_factory=lambda: deque(maxlen=16))  # the last programs run
     history: list = field(default_factory=list)
+
+    def ran(self, entry: Any) -> None:
+        """Note that ``entry``'s program runs now."""
+        entry.runs += 1
+        self.last_entry = entry
+        self.runs += 1
+        self.recent.append(entry)
+
+    def ran_since(self, runs: int) -> list[Any]:
+        """The programs run since ``runs`` was read (the last 16 at most), in order."""
+        return list(self.recent)[-min(self.runs - runs, len(self.recent)):] \
+            if self.runs > runs else []
 
     @property
     def programs_built(self) -> int:
@@ -188,8 +204,7 @@ def prepare(outputs: list[Node]) -> tuple[Entry, list[Node]]:
 
 
 def run_entry(entry: Entry, leaves: list[Node]) -> list:
-    entry.runs += 1
-    STATS.last_entry = entry
+    STATS.ran(entry)
     inputs = [leaves[s].attrs[0].data for s in entry.slots]
     if entry.runs > 1 or not from_disk(entry.compiled):
         return entry.compiled.program.run(inputs)

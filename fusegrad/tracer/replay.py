@@ -334,8 +334,7 @@ def write_replay(entry: Any, trace: capture.Trace, flat: list[Tensor], pending: 
 
     if program is not None:  # None: the function computes nothing
         run = name("entry", program)
-        emit(f"{run}.runs += 1")
-        emit(f"_STATS.last_entry = {run}")
+        emit(f"_STATS.ran({run})")
         emit(f"outs = {run}.compiled.program.run([{', '.join(inputs)}])")
     # State, accumulated grads and arguments updated in place were written by the program into
     # their own buffers (``assign``). A grad made anew, or an argument whose update has a

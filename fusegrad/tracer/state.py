@@ -13,6 +13,8 @@ the one place where layers and optimizers tell it.
   :func:`replaced`, :func:`structure_changed`, :func:`note_state_created`,
   :func:`add_replay_hook`, :class:`Retrace`, :func:`note_python_state_changed`.
 - :func:`realize`: compute tensors now (an optimizer step realizes its updates together).
+- :func:`replayed`: a function the library itself traces once and replays (an optimizer's
+  update outside ``fusegrad.compile``).
 - :func:`register_post_backward_hook`: run a function after every ``backward()`` (data-parallel
   training averages the gradients there).
 """
@@ -35,13 +37,20 @@ from .tensor import Tensor, _detached
 
 __all__ = ["Retrace", "add_replay_hook", "current_trace", "is_state", "make_leaf", "mark_state",
            "modes_changed", "note_module", "register_post_backward_hook", "note_python_state_changed", "note_state_created", "realize",
-           "replaced", "scalar_tensor", "set_scalar", "share_storage", "structure_changed",
+           "replaced", "replayed", "scalar_tensor", "set_scalar", "share_storage", "structure_changed",
            "tracing"]
 
 
 def is_state(tensor: Tensor) -> bool:
     """Whether ``tensor`` was declared with :func:`mark_state`."""
     return capture.is_state(tensor)
+
+
+def replayed(fn: Callable[[], Any]) -> Any:
+    """``fn`` (no arguments), compiled as ``fusegrad.compile`` compiles, but warning of nothing:
+    the user did not ask for it. Its ``misses`` count the calls that traced it again."""
+    from .compile import CompiledFunction
+    return CompiledFunction(fn, quiet=True)
 
 
 def tracing() -> bool:

@@ -27,7 +27,7 @@ from fusegrad.tracer.realize import STATS, clear_program_cache, realize
 from fusegrad.tracer.tensor import PENDING
 
 SCRIPT = r"""
-import json, sys
+import contextlib, json, sys
 import fusegrad as fg, fusegrad.nnlib as nn, fusegrad.optimlib as optim
 from fusegrad.backends.numba_cpu import STATS as KSTATS
 from fusegrad.tracer.realize import STATS
@@ -43,8 +43,11 @@ def step(x, y):
     opt.step()
     return loss
 
+# "eager": the optimizer's update traced with the rest, one program, as fg.compile runs it;
+# "replayed": the default uncompiled step, whose update is replayed as a second program
 fn = fg.compile(step) if sys.argv[1] == "compiled" else step
-losses = [fn(x, y).item() for _ in range(3)]
+with optim.optimizer.eager_updates() if sys.argv[1] == "eager" else contextlib.nullcontext():
+    losses = [fn(x, y).item() for _ in range(3)]
 report = STATS.last_entry.compiled.report
 print(json.dumps({"loaded": STATS.programs_loaded, "built": STATS.programs_built,
                   "programs": STATS.programs_compiled, "kernels_compiled": KSTATS.kernels_compiled,
@@ -114,6 +117,17 @@ def test_second_process_loads_its_programs(warm, mode):
     assert second["from_disk"] and second["passes"] == 0 and not second["schedule"]
     assert second["counts"] == first["counts"] and second["counts"][0] > 0
     _same_results(first, second)
+
+
+def test_an_uncompiled_step_with_its_replayed_update_loads_both_programs(tmp_path):
+    cache = tmp_path / "cache"
+    first = _run(cache, "replayed")
+    assert first["built"] == first["programs"] >= 2  # forward and backward, then the update
+    second = _run(cache, "replayed")
+    assert second["loaded"] == first["programs"] and second["built"] == 0
+    assert second["kernels_compiled"] == 0 and second["damaged"] == 0
+    _same_results(first, second)
+    _same_results(first, _run(cache, "eager"))
 
 
 def test_program_whose_kernel_files_were_deleted_still_runs(warm, tmp_path):
