@@ -15,6 +15,7 @@ waiting; raise an exception instead.)
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -97,6 +98,7 @@ def _abort_on_uncaught_exceptions(world: _MPIWorld) -> None:
         previous(kind, value, tb)
         sys.stderr.write(f"fusegrad.distributed: rank {world.rank} failed; aborting the job\n")
         sys.stderr.flush()
+        time.sleep(0.5)  # mpiexec forwards output asynchronously: let the traceback reach it
         world.comm.Abort(1)
     sys.excepthook = hook
 

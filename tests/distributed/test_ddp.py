@@ -68,7 +68,7 @@ def test_no_sync_accumulation_equals_the_bigger_batch():
 
 
 def test_a_failing_rank_ends_the_job_instead_of_hanging():
-    out = _launch("fail", timeout=60)
+    out = _launch("fail", timeout=120)
     assert out.returncode != 0
     assert "rank 1 fails on purpose" in out.stderr
     assert "aborting the job" in out.stderr
