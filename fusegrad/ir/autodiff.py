@@ -26,13 +26,15 @@ def differentiable(node: Node) -> bool:
     return node.dtype in ("float32", "float64")
 
 
-def backward(root: Node, seed: Node, wrt: list[Node]) -> dict[Node, Node]:
+def backward(root: Node, seed: Node, wrt: list[Node], order: list[Node] | None = None
+             ) -> dict[Node, Node]:
     """Gradients of ``root`` (weighted by ``seed``) with respect to each node in ``wrt``.
 
     Only nodes on a path from a ``wrt`` node to ``root`` that does not cross a non-differentiable
-    op (comparisons, argmax, detach, casts to integers) are differentiated.
+    op (comparisons, argmax, detach, casts to integers) are differentiated. ``order``:
+    ``toposort([root])`` when the caller has it already.
     """
-    order = toposort([root])
+    order = toposort([root]) if order is None else order
     targets = set(wrt)
     active: set[Node] = set()
     for n in order:

@@ -179,7 +179,7 @@ def _differentiate(t: Tensor, root: Node, seed: Node, sources: dict[Node, Node],
                    retain_graph: bool | None) -> dict[Node, Node]:
     """Gradient graphs of ``root`` for each target node, reading realized values from their
     buffers; frees the graph unless ``retain_graph``."""
-    grads = autodiff.backward(root, seed, list(targets))
+    grads = autodiff.backward(root, seed, list(targets), graph)
     if not retain_graph:
         for buf_node in sources:
             buf_node.attrs[0].source = FREED
