@@ -58,16 +58,20 @@ def train(steps: int = 20, batch: int = 64, seed: int = 0, verbose: bool = True,
         step = fg.compile(step)
     records = []
     for i, (xb, yb) in enumerate(synthetic_batches(steps, batch, seed=seed)):
+        runs = STATS.runs
         t0 = time.perf_counter()
         loss = step(fg.from_numpy(xb), fg.from_numpy(yb)).item()
         dt = time.perf_counter() - t0
         records.append(StepRecord(i, loss, dt))
         if verbose:
-            report = STATS.last_report
-            kernels = f"{report.kernel_count} kernels + {report.extern_count} extern" \
-                if report is not None and report.backend != "interpreter" else "interpreted"
+            # uncompiled: the forward and backward, then the optimizer's replayed update
+            reports = [e.compiled.report for e in STATS.ran_since(runs)]
+            kernels = (f"{sum(r.kernel_count for r in reports)} kernels + "
+                       f"{sum(r.extern_count for r in reports)} extern"
+                       if reports and reports[0].backend != "interpreter" else "interpreted")
             print(f"step {i:3d}  loss {loss:.4f}  {dt * 1e3:8.2f} ms   "
-                  f"programs compiled {STATS.programs_compiled} ({kernels})")
+                  f"{len(reports)} program(s) run ({kernels}), "
+                  f"{STATS.programs_compiled} compiled so far")
     if verbose and len(records) > 2:
         steady = sorted(r.seconds for r in records[2:])
         print(f"median step (after warm-up): {steady[len(steady) // 2] * 1e3:.2f} ms; "
