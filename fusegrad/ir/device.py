@@ -94,3 +94,12 @@ def to_host(data: Any) -> np.ndarray:
 def device_empty(size: int, dtype: str) -> Any:
     """An uninitialised flat device array."""
     return require_cuda().device_array(size, np.dtype("bool" if dtype == "bool" else dtype))
+
+
+def copy_array(data: Any) -> Any:
+    """A new array with ``data``'s values, on ``data``'s device."""
+    if not is_device_array(data):
+        return data.copy()
+    out = device_empty(data.shape[0], data.dtype.name)
+    out.copy_to_device(data)
+    return out

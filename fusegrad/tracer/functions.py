@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import ops
+from ..ir.device import copy_array
 from ..ir.dtypes import is_float, promote, promote_scalar
 from ..ir.errors import DTypeError, ShapeError, with_location
 from ..ir.node import Node
@@ -688,7 +689,7 @@ def clone(x: Tensor) -> Tensor:
     if node.op == "buffer" and node.attrs[0].data is not None and capture.active() is None:
         from ..ir.buffer import Buffer
         buf = node.attrs[0]
-        copy = Buffer(buf.shape, buf.dtype, buf.data.copy())
+        copy = Buffer(buf.shape, buf.dtype, copy_array(buf.data))
         grad = x.requires_grad and is_grad_enabled()
         if grad:
             copy.source = node  # autograd reaches x through the copy
@@ -1198,6 +1199,7 @@ def _arange_buffer(n: int):
     buf = _arange_cache.get(n)
     if buf is None:
         buf = _arange_cache[n] = Buffer.from_array(np.arange(n, dtype=np.int64))
+        buf.any_device = True
     return buf
 
 

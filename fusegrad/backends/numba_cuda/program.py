@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CodegenError
-from ...ir.device import device_empty, is_device_array, simulator_enabled, to_device
+from ...ir.device import copy_array, device_empty, is_device_array, simulator_enabled, to_device
 from ...ir.node import Node
 from ...ir.schedule import Extern, Kernel, Schedule
 from ...ir.view import View
@@ -170,13 +171,13 @@ class CudaProgram:
                 continue
             array = env[node]
             if node in self.inputs or id(array) in taken:  # each result owns its array
-                array = _device_copy(array)
+                array = copy_array(array)
             taken.add(id(array))
             results.append(array)
         # assigns last: every item read the old values; a value that is itself an input (and
         # maybe written here too) is copied first
         values = {i: env[schedule.outputs[i]] for i in self.targets}
-        staged = {i: _device_copy(v) for i, v in values.items()
+        staged = {i: copy_array(v) for i, v in values.items()
                   if any(v is env[t] for t in self.targets.values())}
         for i, target in self.targets.items():
             dest, value = env[target], staged.get(i, values[i])
@@ -219,18 +220,15 @@ class CudaProgram:
         return "\n".join(lines)
 
 
-def _device_copy(array: Any) -> Any:
-    out = device_empty(array.shape[0], array.dtype.name)
-    out.copy_to_device(array)
-    return out
-
-
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Under the simulator, kernels are Python on numpy scalars: unsigned hash arithmetic that
-    wraps (as it does on the GPU) and IEEE results (inf, nan) must not warn."""
+    wraps (as it does on the GPU) and IEEE results (inf, nan) must not warn. The simulator runs
+    each block's threads as Python threads, which do not share ``np.errstate``: the warnings
+    filter (process-wide) silences them."""
     if simulator_enabled():
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             yield
     else:
         yield
