@@ -101,5 +101,6 @@ def copy_array(data: Any) -> Any:
     if not is_device_array(data):
         return data.copy()
     out = device_empty(data.shape[0], data.dtype.name)
-    out.copy_to_device(data)
+    if data.shape[0]:
+        out.copy_to_device(data)
     return out

@@ -983,7 +983,8 @@ def _eager_index(x: Tensor, key: Any) -> Tensor | None:
     Which rows a batch takes is then data, not constants of a graph: a loop that indexes or
     slices its dataset batch by batch reuses one program instead of compiling one per batch.
     """
-    if x.node.op != "buffer" or capture._active or (x.requires_grad and is_grad_enabled()):
+    if x.node.op != "buffer" or capture._active or (x.requires_grad and is_grad_enabled()) \
+            or x.is_cuda:  # numpy indexes host memory only: on the GPU the graph does it
         return None
     items = []
     for it in key if isinstance(key, tuple) else (key,):
@@ -1099,6 +1100,8 @@ def _advanced(x: Tensor, tensor_dims: list[tuple[int, Tensor]], squeeze_dims: li
     for d, t in tensor_dims:
         size = x.node.shape[d]
         _check_index_range("index", t, size, d, loc)
+        if x.is_cuda and not t.is_cuda:
+            t = t.to(x.device)  # as torch: host index tensors may index a GPU tensor
         ti = to_dtype(t, "int64")
         ti = where(lt(ti, 0), ti + size, ti)
         flat_index = ti if flat_index is None else flat_index * size + ti

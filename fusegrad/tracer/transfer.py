@@ -9,14 +9,16 @@ from . import capture
 from .device import device, moved
 from .grad_mode import is_grad_enabled
 from .provenance import user_location
-from .tensor import WRITES, Tensor, pending_write
+from .tensor import PENDING, WRITES, Tensor, pending_write
 
 
 def _realized(t: Tensor) -> Buffer:
     """``t``'s buffer, computing ``t`` (and what is pending on its storage) first."""
-    if t.node.op != "buffer" or (WRITES and pending_write(t) is not None):
-        from .realize import realize
+    from .realize import realize
+    if t.node.op != "buffer":
         realize(t)
+    elif WRITES and pending_write(t) is not None:
+        realize(*PENDING.values())  # another tensor on this storage was updated in place
     return t.node.attrs[0]
 
 

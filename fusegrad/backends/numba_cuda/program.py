@@ -86,7 +86,9 @@ class CudaProgram:
     def _kernel_step(self, launch: _Launch) -> Callable[[Env], None]:
         ks, fn = launch.source, launch.fn
         operands = ks.operands
-        configured = fn[ks.grid, ks.block]
+        # a row kernel's block is its tree's width; a grid-stride kernel takes any block
+        block = ks.block if ks.rows else externs.threads(ks.block)
+        configured = fn[externs.cap(ks.grid), block]
         error = self._error
 
         def step(env: Env) -> None:
@@ -181,7 +183,7 @@ class CudaProgram:
                   if any(v is env[t] for t in self.targets.values())}
         for i, target in self.targets.items():
             dest, value = env[target], staged.get(i, values[i])
-            if value is not dest:
+            if value is not dest and dest.shape[0]:
                 dest.copy_to_device(value)
             host = inputs[self.inputs.index(target)]
             if not is_device_array(host):  # a host target: its array gets the value back

@@ -60,6 +60,8 @@ class CudaKernelSource:
         hash: sha256 (hex) of the module's code lines.
         grid: blocks to launch.
         block: threads per block.
+        rows: one block per row (the block's width is the tree reduction's): the block must
+            be launched as is; grid-stride kernels take any block.
         checks: messages of the gather bounds checks; the kernel then takes a last argument,
             an int32 error flag it sets to ``k + 1`` when check ``k`` fails.
         operands: (node, base) per argument, as ``numba_cpu.render.KernelSource.operands``.
@@ -71,6 +73,7 @@ class CudaKernelSource:
     hash: str
     grid: int
     block: int
+    rows: bool
     checks: tuple[str, ...] = ()
     operands: tuple[tuple[Node, int], ...] = field(default=(), compare=False, repr=False)
 
@@ -81,7 +84,8 @@ def kernel_source(kernel: Kernel) -> CudaKernelSource:
     printer = _Printer(nest)
     source = printer.module()
     return CudaKernelSource(kernel.name, source, nest.function, cpu.source_hash(source),
-                            printer.grid, printer.block, tuple(printer.checks),
+                            printer.grid, printer.block, printer.rows is not None,
+                            tuple(printer.checks),
                             tuple((p.node, p.base) for p in nest.params))
 
 
@@ -109,8 +113,10 @@ class _Printer:
         self.grid, self.block = 1, BLOCK_LONG
         if self.rows is None:
             top = next((s for s in nest.body if isinstance(s, Loop)), None)
-            if top is not None:
-                self.grid = max(1, min(MAX_BLOCKS, -(-top.extent // BLOCK_LONG)))
+            extent = top.extent if top is not None else 1
+            # small kernels get a small block (whole warps): no idle threads to start
+            self.block = min(BLOCK_LONG, BLOCK_SHORT * max(1, -(-extent // BLOCK_SHORT)))
+            self.grid = max(1, min(MAX_BLOCKS, -(-extent // self.block)))
         else:
             row_loops = [s.extent for s in self.rows if isinstance(s, Loop)]
             self.block = BLOCK_SHORT if max(row_loops, default=0) <= SHORT_ROW else BLOCK_LONG
