@@ -52,12 +52,6 @@ class Buffer:
         """A serial between every Buffer made so far (smaller) and every later one (larger)."""
         return next(_serial)
 
-    @property
-    def device(self) -> str:
-        """``cpu`` or ``cuda:0``: where ``data`` lives."""
-        from .device import array_device
-        return array_device(self.data)
-
     def numpy(self) -> np.ndarray:
         """The value as a host array of ``shape`` (a copy when ``data`` is on a GPU)."""
         assert self.data is not None

@@ -73,6 +73,10 @@ def _overwrite(self: Tensor, node: Node, requires_grad: bool) -> Tensor:
 
 def _copy_(self: Tensor, src: Tensor, non_blocking: bool = False) -> Tensor:
     src = F.to_tensor(src)
+    if src.device != self.device and not src.requires_grad:
+        # as torch: a copy between devices (``load_state_dict`` of a host checkpoint into a
+        # model on the GPU); a source that requires grad still raises, the move has no gradient
+        src = transfer.to_device(src, self.device)
     node = F.broadcast_node(ops.cast(F.node_of(src), self.node.dtype), self.node.shape, None)
     return _overwrite(self, node, src.requires_grad)
 

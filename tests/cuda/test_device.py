@@ -111,5 +111,28 @@ def test_save_writes_host_copies_and_load_maps_the_location():
     fresh.load_state_dict(on_gpu)
     np.testing.assert_array_equal(fresh.weight.detach().cpu().numpy(),
                                   model.weight.detach().cpu().numpy())
+    fresh.load_state_dict(on_cpu)   # a host checkpoint into a model on the GPU: copy_ moves it
+    assert fresh.weight.is_cuda
+    np.testing.assert_array_equal(fresh.weight.detach().cpu().numpy(), on_cpu["weight"].numpy())
     with pytest.raises(TypeError, match="map_location"):
         fg.load(io.BytesIO(buf.getvalue()), map_location={"cuda:0": "cpu"})
+
+
+def test_without_a_gpu_cuda_says_why_and_how_to_install_it():
+    """In a process without the simulator (and, in CI, without a GPU or driver)."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    code = ("import fusegrad\n"
+            "if fusegrad.cuda.is_available(): print('GPU'); raise SystemExit\n"
+            "assert fusegrad.cuda.device_count() == 0\n"
+            "try:\n"
+            "    fusegrad.zeros(2, device='cuda')\n"
+            "except RuntimeError as e:\n"
+            "    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    if out.strip() == "GPU":
+        pytest.skip("this machine has a usable GPU")
+    assert "CUDA is not available" in out and "pip install 'fusegrad[cuda]'" in out

@@ -23,7 +23,7 @@ THREADS = 256
 MAX_BLOCKS = 4096
 MAX_RANK = 8
 SIMULATOR_BLOCKS = 2
-SIMULATOR_TILE = 16
+SIMULATOR_TILE = 8
 SIMULATOR_THREADS = 8
 
 _NUMBA = {"float32": "numba.float32", "float64": "numba.float64", "int32": "numba.int64",
@@ -68,7 +68,7 @@ def matmul(a, ao, asb, asm, ask, b, bo, bsb, bsk, bsn, c, M, N, K, B):
 
 def tile() -> int:
     """The matmul's tile side: ``TILE``, or ``SIMULATOR_TILE`` under the simulator (the same
-    kernel with a smaller constant: 16 Python threads per block instead of 256)."""
+    kernel with a smaller constant: 64 Python threads per block instead of 256)."""
     return SIMULATOR_TILE if simulator_enabled() else TILE
 
 
