@@ -55,7 +55,7 @@ def _detect_error(cuda: Any) -> str:
     try:
         cuda.detect()
     except Exception as exc:  # noqa: BLE001
-        return f"{type(exc).__name__}: {str(exc).strip()}"
+        return f"{type(exc).__name__}: {' '.join(str(exc).split()).rstrip(' :')}"
     return "numba.cuda.is_available() is False"
 
 
