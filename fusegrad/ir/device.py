@@ -8,6 +8,7 @@ simulator's and everything else is the same.
 """
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from typing import Any
 
@@ -22,11 +23,14 @@ INSTALL_HINT = ("install the CUDA extra (pip install 'fusegrad[cuda]': numba-cud
 
 
 def simulator_enabled() -> bool:
-    """Whether Numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1`` before ``import numba``)."""
-    try:
-        from numba import config
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return False
+    """Whether ``numba.cuda`` is (or, imported now, would be) Numba's CUDA simulator.
+
+    Once imported, the module itself tells: Numba reads its configuration again at every
+    compilation, so ``config.ENABLE_CUDASIM`` can change after the choice was made."""
+    cuda = sys.modules.get("numba.cuda")
+    if cuda is not None and hasattr(cuda, "to_device"):
+        return cuda.to_device.__module__.startswith("numba.cuda.simulator")
+    from numba import config
     return bool(getattr(config, "ENABLE_CUDASIM", 0))
 
 

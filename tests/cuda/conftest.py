@@ -2,7 +2,8 @@
 ``FUSEGRAD_CUDA_TESTS=gpu`` (``scripts/gpu_check.sh``) asks for the real GPU.
 
 The simulator must be chosen before ``numba.cuda`` is first imported; other test modules may
-have imported ``numba`` already, so its configuration is read again here. Every test here is
+have imported ``numba`` already, so its configuration is read again here, ``numba.cuda`` is
+imported, and the environment is put back for the subprocesses other tests start. Every test here is
 skipped, with the reason, where the CUDA target cannot run at all.
 """
 from __future__ import annotations
@@ -12,10 +13,18 @@ import os
 import pytest
 
 if os.environ.get("FUSEGRAD_CUDA_TESTS", "sim") != "gpu":
+    previous = os.environ.get("NUMBA_ENABLE_CUDASIM")
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     import numba.core.config
 
     numba.core.config.reload_config()
+    import numba.cuda  # noqa: F401 - the simulator is chosen now, for this process
+
+    # processes other tests start (the CLI, MPI ranks) keep the environment they had
+    if previous is None:
+        del os.environ["NUMBA_ENABLE_CUDASIM"]
+    else:
+        os.environ["NUMBA_ENABLE_CUDASIM"] = previous
 
 import fusegrad  # noqa: E402
 from fusegrad.ir.device import cuda_status  # noqa: E402

@@ -43,6 +43,16 @@ def test_launch_shapes_follow_the_rows():
     assert (short.grid, short.block) == (4, 32) and (long_.grid, long_.block) == (4, 256)
     assert "cuda.syncthreads()" in short.source and "cuda.shared.array(32" in short.source
     assert "cuda.gridsize(1)" in flat.source and "shared" not in flat.source
+    # kept dims around the reduced one: both kept loops become one range of 3 * 4 blocks
+    middle = kernel_of(fg.tensor(np.ones((3, 4, 50), np.float32)).permute(0, 2, 1).softmax(1))
+    assert (middle.grid, middle.block) == (12, 32) and "_fg_i // 4" in middle.source
+
+
+def test_kept_loops_around_a_reduction_give_every_row_a_block():
+    x = np.random.default_rng(2).standard_normal((3, 70, 4)).astype(np.float32)
+    for fn in (lambda t: t.amax(1), lambda t: t.softmax(1)):
+        got, want = _both(fn, x)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
 def test_scatter_add_with_repeated_indices_adds_them_all():

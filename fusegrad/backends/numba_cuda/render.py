@@ -3,10 +3,11 @@ renderer prints) printed as a ``@cuda.jit`` module.
 
 The nest is lowered with its outermost kept loop parallel, and mapped onto the GPU by shape:
 
-- **elementwise** (no accumulator): the parallel loop is a grid-stride loop over threads;
-  inner loops run inside each thread. A kernel without loops (a 0-d value) runs in thread 0.
-- **rows** (a reduction): the parallel loop is a grid-stride loop over *blocks*, one block per
-  output row. Inside a row, each loop of the row body (the reduction stages and the full-shape
+- **elementwise** (no accumulator): the kept loops (every loop here) run as one flat grid-stride
+  range over threads, each position recovering its loop variables (a 2x100000 nest that does
+  not merge still spreads over every thread). A kernel without loops runs in thread 0.
+- **rows** (a reduction): the kept loops run as one flat grid-stride range over *blocks*, one
+  block per output row. Inside a row, each loop of the row body (the reduction stages and the full-shape
   epilogue) is split across the block's threads (``range(tid, extent, BLOCK)``); after a
   reduction loop, each accumulator is combined through shared memory by a tree reduction, and
   every thread reads the result. Values stored once per row are written by thread 0. Rows of
@@ -19,6 +20,7 @@ added in another order (per thread, then the tree), which is the one difference.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ...errors import CodegenError
@@ -111,18 +113,49 @@ class _Printer:
         self.shared: dict[str, str] = {}   # shared array name -> dtype
         self.acc_dtype: dict[str, str] = {}
         self.grid, self.block = 1, BLOCK_LONG
+        top = next((s for s in nest.body if isinstance(s, Loop)), None)
+        # the kept loops, run as one flat range (threads, or blocks of rows)
+        extent = math.prod(loop.extent for loop in self._kept_chain(top)) if top else 1
         if self.rows is None:
-            top = next((s for s in nest.body if isinstance(s, Loop)), None)
-            extent = top.extent if top is not None else 1
             # small kernels get a small block (whole warps): no idle threads to start
             self.block = min(BLOCK_LONG, BLOCK_SHORT * max(1, -(-extent // BLOCK_SHORT)))
             self.grid = max(1, min(MAX_BLOCKS, -(-extent // self.block)))
         else:
             row_loops = [s.extent for s in self.rows if isinstance(s, Loop)]
             self.block = BLOCK_SHORT if max(row_loops, default=0) <= SHORT_ROW else BLOCK_LONG
-            outer = next((s for s in nest.body if isinstance(s, Loop) and s.parallel), None)
-            if self.rows is not nest.body and outer is not None:
-                self.grid = max(1, min(MAX_BLOCKS, outer.extent))
+            self.grid = max(1, min(MAX_BLOCKS, extent))
+
+    def _kept_chain(self, loop: Loop | None) -> list[Loop]:
+        """``loop`` and the loops nested in it alone (every kept loop: their iterations are
+        independent), down to the one holding a row body or the elementwise work."""
+        if loop is None or self.rows is self.nest.body:
+            return []
+        chain = [loop]
+        while (len(chain[-1].body) == 1 and isinstance(chain[-1].body[0], Loop)
+               and chain[-1].body is not self.rows):
+            chain.append(chain[-1].body[0])
+        if any(c.extent == 0 for c in chain):
+            return [loop]   # nothing to run: the loops stay as they are
+        return chain
+
+    def _flat_loops(self, loop: Loop, start: str, step: str, depth: int, out: list[str]) -> None:
+        """The kept loops from ``loop`` down as one range striding from ``start`` by ``step``
+        (threads or blocks): each position recovers its loop variables, then every loop's
+        hoisted flags, then the innermost body."""
+        pad = "    " * depth
+        chain = self._kept_chain(loop)
+        if len(chain) == 1:
+            out.append(f"{pad}for {loop.var} in range({start}, {loop.extent}, {step}):")
+        else:
+            inner = math.prod(c.extent for c in chain)
+            out.append(f"{pad}for _fg_i in range({start}, {inner}, {step}):")
+            for j, c in enumerate(chain):
+                inner //= c.extent
+                expr = f"_fg_i // {inner}" if inner > 1 else "_fg_i"
+                out.append(f"{pad}    {c.var} = {expr if j == 0 else f'({expr}) % {c.extent}'}")
+        for c in chain:
+            self._block(list(c.hoisted), depth + 1, out)
+        self._block(chain[-1].body, depth + 1, out)   # the list itself: it may be the row body
 
     # ------------------------------------------------------------------ module
     def module(self) -> str:
@@ -163,8 +196,7 @@ class _Printer:
             return
         for s in stmts:
             if isinstance(s, Loop):
-                out.append(f"    for {s.var} in range(cuda.grid(1), {s.extent}, cuda.gridsize(1)):")
-                self._block(list(s.hoisted) + s.body, 2, out)
+                self._flat_loops(s, "cuda.grid(1)", "cuda.gridsize(1)", 1, out)
             else:
                 self._block([s], 1, out)
 
@@ -173,13 +205,11 @@ class _Printer:
         pad = "    " * depth
         in_row = stmts is self.rows
         for s in stmts:
-            if isinstance(s, Loop):
-                if in_row:
-                    rng = f"range(_fg_tid, {s.extent}, {self.block})"
-                elif s.parallel and self.rows is not None:
-                    rng = f"range(cuda.blockIdx.x, {s.extent}, cuda.gridDim.x)"
-                else:
-                    rng = f"range({s.extent})"
+            if isinstance(s, Loop) and s.parallel and self.rows is not None and not in_row:
+                self._flat_loops(s, "cuda.blockIdx.x", "cuda.gridDim.x", depth, out)
+            elif isinstance(s, Loop):
+                rng = f"range(_fg_tid, {s.extent}, {self.block})" if in_row else \
+                    f"range({s.extent})"
                 out.append(f"{pad}for {s.var} in {rng}:")
                 self._block(list(s.hoisted), depth + 1, out)
                 self._block(s.body, depth + 1, out)   # the list itself: it may be the row body
