@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DTypeError, ShapeError, with_location
 from ..tracer import functions as F
-from ..tracer.creation import arange, buffer_tensor, uniform_node_tensor
+from ..tracer.creation import buffer_tensor, uniform_node_tensor
 from ..tracer.functions_ext import erf
 from ..tracer.functions_ext import log1p as _log1p
 from ..tracer.grad_mode import no_grad
