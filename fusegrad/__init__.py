@@ -7,7 +7,8 @@ from .tracer import Tensor
 from .tracer.creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full,
                               full_like, linspace, ones, ones_like, rand, rand_like, randint,
                               randn, randn_like, randperm, tensor, zeros, zeros_like)
-from .tracer.device import cuda, device
+from . import cuda
+from .tracer.device import device
 from .tracer.dtype import (bool_, dtype, float32, float64, get_default_dtype, int32, int64,
                            set_default_dtype)
 from .tracer.functions import (abs, add, allclose, amax, amin, argmax, argmin, bmm, broadcast_to,

@@ -26,6 +26,10 @@ class CheckpointError(FusegradError, ValueError):
     """A file that is not a fusegrad checkpoint, or is truncated or damaged."""
 
 
+class DeviceError(FusegradError, RuntimeError):
+    """Tensors on different devices met in one op, or a device cannot hold what was asked."""
+
+
 class CodegenError(FusegradError):
     """A Kernel does not follow the Schedule contract (ir/schedule.py)."""
 
@@ -35,5 +39,6 @@ def with_location(message: str, loc: str | None) -> str:
     return f"{message}\n  at {loc}" if loc else message
 
 
-__all__ = ["CaptureError", "CheckpointError", "CodegenError", "DTypeError", "FusegradError",
+__all__ = ["CaptureError", "CheckpointError", "CodegenError", "DTypeError", "DeviceError",
+           "FusegradError",
            "ShapeError", "with_location"]

@@ -45,6 +45,7 @@ import safetensors.numpy as safetensors_numpy
 from safetensors import SafetensorError
 
 from .errors import CheckpointError
+from .tracer.device import CPU, check_device, device
 from .tracer.realize import realize
 from .tracer.tensor import Tensor
 
@@ -85,17 +86,19 @@ def load(f: PathLike | IO[bytes], map_location: Any = None, weights_only: bool =
 
     Args:
         f: a path or a binary file object.
-        map_location: accepted for torch compatibility (tensors load on the CPU).
+        map_location: the device the tensors are loaded on (``'cpu'``, ``'cuda'``, a
+            ``fusegrad.device``); None: the CPU. A checkpoint holds host copies and records no
+            device, so torch's dict and callable forms (which map saved devices) are refused.
         weights_only: accepted for torch compatibility (nothing but data is ever loaded).
 
     Raises:
         CheckpointError: the file is not a fusegrad checkpoint, or is truncated or damaged.
     """
     if hasattr(f, "read"):
-        return loads(f.read(), getattr(f, "name", "<file object>"))
+        return loads(f.read(), getattr(f, "name", "<file object>"), map_location)
     path = os.fspath(f)
     with open(path, "rb") as fh:
-        return loads(fh.read(), path)
+        return loads(fh.read(), path, map_location)
 
 
 def dumps(obj: Any) -> bytes:
@@ -113,16 +116,21 @@ def dumps(obj: Any) -> bytes:
     return safetensors_numpy.save(arrays, metadata=metadata)
 
 
-def loads(data: bytes, source: str = "<bytes>") -> Any:
+def loads(data: bytes, source: str = "<bytes>", map_location: Any = None) -> Any:
     """The object in checkpoint bytes ``data`` (what ``load`` reads from a file).
 
     Args:
         data: the bytes ``dumps`` or ``save`` wrote.
         source: names the bytes in errors (``load`` passes the file name).
+        map_location: the device tensors are loaded on (see ``load``).
 
     Raises:
         CheckpointError: the bytes are not a fusegrad checkpoint, or are truncated or damaged.
     """
+    if isinstance(map_location, dict) or callable(map_location):
+        raise TypeError("fusegrad.load: map_location must name one device ('cpu', 'cuda' or a "
+                        "fusegrad.device): checkpoints hold host copies and record no device")
+    target = check_device(map_location)
     metadata = _read_metadata(data, source)
     try:
         arrays = safetensors_numpy.load(bytes(data))
@@ -141,7 +149,7 @@ def loads(data: bytes, source: str = "<bytes>") -> Any:
     except RecursionError:
         raise CheckpointError(f"{source}: damaged checkpoint structure (nested too deeply to "
                               "read)") from None
-    return _Decoder(arrays, source).decode(structure)
+    return _Decoder(arrays, source, target).decode(structure)
 
 
 # ---------------------------------------------------------------------------- writing
@@ -388,9 +396,10 @@ class _Decoder:
     Iterative (an explicit stack): how deep the structure nests is no concern of the call stack.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], source: str):
+    def __init__(self, arrays: dict[str, np.ndarray], source: str, target: device = CPU):
         self.arrays = arrays
         self.source = source
+        self.target = target
         self._loaded: dict[tuple[str, bool], Any] = {}
 
     def decode(self, root: Any) -> Any:
@@ -464,5 +473,5 @@ class _Decoder:
                 raise CheckpointError(f"{self.source}: damaged checkpoint (tensor {name!r} is "
                                       "missing)")
             arr = np.array(self.arrays[name], copy=True)
-            self._loaded[key] = Tensor(arr) if as_tensor else arr
+            self._loaded[key] = Tensor(arr, device=self.target) if as_tensor else arr
         return self._loaded[key]

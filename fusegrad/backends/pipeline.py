@@ -15,6 +15,9 @@ from ..ir.node import Node
 from ..ir.ops import ASSIGN
 
 BACKENDS = ("numba_cpu", "interpreter")
+# Programs whose buffers live on a CUDA device compile for this backend, whatever BACKENDS'
+# choice is for host memory (tracer/realize.py picks it from the leaves' devices).
+CUDA_BACKEND = "numba_cuda"
 
 
 class Runnable(Protocol):
@@ -78,7 +81,10 @@ def compile_graph(graph: Graph, backend: str) -> Compiled:
         return Compiled(prog, prog.inputs, report)
     from ..ir.passes import optimize
     from ..ir.passes.fuse import fuse
-    from .numba_cpu import compile_schedule
+    if backend == "numba_cuda":
+        from .numba_cuda import compile_schedule
+    else:
+        from .numba_cpu import compile_schedule
 
     t0 = time.perf_counter()
     values, targets = split_assigns(graph)

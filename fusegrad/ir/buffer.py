@@ -1,4 +1,5 @@
-"""Buffer: the storage behind a realized value (a flat, contiguous numpy array)."""
+"""Buffer: the storage behind a realized value (a flat, contiguous numpy array, or a CUDA device
+array: ``ir/device.py``)."""
 from __future__ import annotations
 
 import itertools
@@ -17,7 +18,7 @@ class Buffer:
     """
 
     __slots__ = ("shape", "dtype", "data", "owner", "source", "serial", "holder", "alias_of",
-                 "rng_count", "_node", "__weakref__")
+                 "rng_count", "any_device", "_node", "__weakref__")
 
     def __init__(self, shape: tuple[int, ...], dtype: str, data: np.ndarray | None = None):
         self.shape = tuple(shape)
@@ -31,6 +32,7 @@ class Buffer:
         self.holder = None  # weakref to the Tensor last bound to this buffer
         self.alias_of = None  # the Buffer whose data this one shares (a detached view)
         self.rng_count = 0  # > 0: a random key (seed, offset) covering this many numbers
+        self.any_device = False  # a host constant a program on any device may read (a table)
         self._node = None  # weakref to the IR leaf of this buffer
 
     def root(self) -> "Buffer":
@@ -51,8 +53,10 @@ class Buffer:
         return next(_serial)
 
     def numpy(self) -> np.ndarray:
+        """The value as a host array of ``shape`` (a copy when ``data`` is on a GPU)."""
         assert self.data is not None
-        return self.data.reshape(self.shape)
+        from .device import to_host
+        return to_host(self.data).reshape(self.shape)
 
     def __repr__(self) -> str:
         return f"Buffer({self.dtype}{list(self.shape)} @0x{id(self):x})"

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DTypeError, ShapeError, with_location
 from ..tracer import functions as F
-from ..tracer.creation import arange, uniform_node_tensor
+from ..tracer.creation import buffer_tensor, uniform_node_tensor
 from ..tracer.functions_ext import erf
 from ..tracer.functions_ext import log1p as _log1p
 from ..tracer.grad_mode import no_grad
@@ -455,7 +455,8 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
 
 def _class_mask(target: Tensor, num_classes: int, class_dim: int, ndim: int) -> Tensor:
     """One-hot of ``target`` along ``class_dim`` (bool), built from a comparison that fuses."""
-    classes = arange(num_classes)
+    # a constant table, not a CPU tensor: the comparison runs on the target's device
+    classes = buffer_tensor(np.arange(num_classes, dtype=np.int64))
     shape = [1] * ndim
     shape[class_dim] = num_classes
     return F.eq(F.unsqueeze(target, class_dim), F.reshape(classes, shape))

@@ -326,18 +326,22 @@ class Module:
 
     def to(self, *args: Any, **kwargs: Any) -> Module:
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(tensor)``; parameters and
-        buffers keep their identity, and only floating-point ones change dtype."""
+        buffers keep their identity (and their grads follow them to the device), and only
+        floating-point ones change dtype."""
         from ..tracer.dtype import dtype as dtype_cls
         dtype = kwargs.get("dtype")
+        target = None
         for a in args:
             if isinstance(a, dtype_cls):
                 dtype = a
             elif isinstance(a, Tensor):
-                dtype = a.dtype
+                dtype, target = a.dtype, a.device
             else:
-                check_device(a)
+                target = check_device(a)
         if kwargs.get("device") is not None:
-            check_device(kwargs["device"])
+            target = check_device(kwargs["device"])
+        if target is not None:
+            self._move(target)
         if dtype is None:
             return self
         if not dtype.is_floating_point:
@@ -345,11 +349,21 @@ class Module:
                             f"dtype={dtype}")
         return self._cast(dtype)
 
+    def _move(self, target: Any) -> None:
+        for m in self.modules():
+            for store in (m._parameters, m._buffers):
+                for t in store.values():
+                    if t is not None:
+                        tracer_state.move_storage(t, target)
+                        if t.grad is not None:
+                            tracer_state.move_storage(t.grad, target)
+
     def cpu(self) -> Module:
+        self._move(check_device("cpu"))
         return self
 
     def cuda(self, device: Any = None) -> Module:
-        check_device("cuda")
+        self._move(check_device("cuda" if device is None else device))
         return self
 
     def float(self) -> Module:

@@ -54,7 +54,7 @@ class Adagrad(Optimizer):
 
     def _init_state(self, group: dict[str, Any], p: Tensor) -> None:
         state = self.state[p]
-        state["step"] = step_counter()
+        state["step"] = step_counter(p)
         state["sum"] = zeros_state(p, group["initial_accumulator_value"])
 
     def _update(self, group: dict[str, Any], p: Tensor) -> None:

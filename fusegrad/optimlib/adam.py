@@ -56,7 +56,7 @@ class Adam(Optimizer):
         grad = p.grad if not group["maximize"] else -p.grad
         state = self.state[p]
         if not state:
-            state["step"] = step_counter()
+            state["step"] = step_counter(p)
             state["exp_avg"] = zeros_state(p)
             state["exp_avg_sq"] = zeros_state(p)
             if group["amsgrad"]:

@@ -342,12 +342,13 @@ def zeros_state(p: Tensor, fill: float = 0.0) -> Tensor:
     A buffer (rather than a traced ``zeros_like`` constant) gives the first step the same graph
     as every later one, so the optimizer compiles one program instead of two.
     """
-    return Tensor(np.full(p.node.shape, fill, dtype=p.node.dtype))
+    return Tensor(np.full(p.node.shape, fill, dtype=p.node.dtype), device=p.device)
 
 
-def step_counter() -> Tensor:
-    """``state['step']``: a 0-d float32 tensor, as in torch."""
-    return Tensor(np.zeros((), dtype=np.float32))
+def step_counter(p: Tensor | None = None) -> Tensor:
+    """``state['step']``: a 0-d float32 tensor, as in torch, on ``p``'s device (so that a step on
+    a GPU writes no host memory)."""
+    return Tensor(np.zeros((), dtype=np.float32), device=p.device if p is not None else None)
 
 
 def lerp_(t: Tensor, end: Tensor, weight: Tensor, small: bool) -> Tensor:

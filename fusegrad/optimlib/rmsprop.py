@@ -51,7 +51,7 @@ class RMSprop(Optimizer):
         grad = p.grad if not group["maximize"] else -p.grad
         state = self.state[p]
         if not state:
-            state["step"] = step_counter()
+            state["step"] = step_counter(p)
             state["square_avg"] = zeros_state(p)
             if group["momentum"] > 0:
                 state["momentum_buffer"] = zeros_state(p)

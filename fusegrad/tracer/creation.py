@@ -53,7 +53,10 @@ def _sizes(size: tuple) -> tuple[int, ...]:
 
 
 def _finish(t: Tensor, requires_grad: bool, device: Any) -> Tensor:
-    check_device(device)
+    dev = check_device(device)
+    if dev.type == "cuda" and capture.active() is None:
+        from .transfer import place
+        place(t, dev)
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -105,16 +108,21 @@ def _like(x: Tensor, dtype: Any) -> tuple[tuple[int, ...], str]:
     return x.node.shape, dt.resolve(dtype) if dtype is not None else x.node.dtype
 
 
+def _like_device(x: Tensor, device: Any) -> Any:
+    """torch's ``*_like``: the device asked for, else ``x``'s."""
+    return device if device is not None else x.device
+
+
 def zeros_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
                ) -> Tensor:
     shape, name = _like(x, dtype)
-    return full(shape, 0, dtype=name, device=device, requires_grad=requires_grad)
+    return full(shape, 0, dtype=name, device=_like_device(x, device), requires_grad=requires_grad)
 
 
 def ones_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
               ) -> Tensor:
     shape, name = _like(x, dtype)
-    return full(shape, 1, dtype=name, device=device, requires_grad=requires_grad)
+    return full(shape, 1, dtype=name, device=_like_device(x, device), requires_grad=requires_grad)
 
 
 def empty_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
@@ -125,7 +133,8 @@ def empty_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: 
 def full_like(x: Tensor, fill_value: Any, dtype: Any = None, device: Any = None,
               requires_grad: bool = False) -> Tensor:
     shape, name = _like(x, dtype)
-    return full(shape, fill_value, dtype=name, device=device, requires_grad=requires_grad)
+    return full(shape, fill_value, dtype=name, device=_like_device(x, device),
+                requires_grad=requires_grad)
 
 
 def arange(start: float, end: float | None = None, step: float = 1, dtype: Any = None,
@@ -200,6 +209,7 @@ def uniform_node_tensor(shape: tuple[int, ...], dtype: str) -> Tensor:
     from .rng import next_key
     count = math.prod(shape)
     key = Buffer.from_array(next_key(count))
+    key.any_device = True  # a GPU program reads the host key (a fresh one per replay)
     key.rng_count = max(count, 1)  # fusegrad.compile draws a fresh key on every replay
     return Tensor._from_node(ops.rand(ops.buffer(key), shape, dtype, user_location()))
 
@@ -207,4 +217,6 @@ def uniform_node_tensor(shape: tuple[int, ...], dtype: str) -> Tensor:
 def buffer_tensor(array: np.ndarray) -> Tensor:
     """A computed tensor of ``array``'s values and dtype, sharing its memory when ``array`` is
     C-contiguous (constant tables of layers: causal masks, gate constants)."""
-    return Tensor._from_node(ops.buffer(Buffer.from_array(array)))
+    buf = Buffer.from_array(array)
+    buf.any_device = True  # a constant table: a program on any device reads it
+    return Tensor._from_node(ops.buffer(buf))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import ops
+from ..ir.device import copy_array
 from ..ir.dtypes import is_float, promote, promote_scalar
 from ..ir.errors import DTypeError, ShapeError, with_location
 from ..ir.node import Node
@@ -688,7 +689,7 @@ def clone(x: Tensor) -> Tensor:
     if node.op == "buffer" and node.attrs[0].data is not None and capture.active() is None:
         from ..ir.buffer import Buffer
         buf = node.attrs[0]
-        copy = Buffer(buf.shape, buf.dtype, buf.data.copy())
+        copy = Buffer(buf.shape, buf.dtype, copy_array(buf.data))
         grad = x.requires_grad and is_grad_enabled()
         if grad:
             copy.source = node  # autograd reaches x through the copy
@@ -982,7 +983,8 @@ def _eager_index(x: Tensor, key: Any) -> Tensor | None:
     Which rows a batch takes is then data, not constants of a graph: a loop that indexes or
     slices its dataset batch by batch reuses one program instead of compiling one per batch.
     """
-    if x.node.op != "buffer" or capture._active or (x.requires_grad and is_grad_enabled()):
+    if x.node.op != "buffer" or capture._active or (x.requires_grad and is_grad_enabled()) \
+            or x.is_cuda:  # numpy indexes host memory only: on the GPU the graph does it
         return None
     items = []
     for it in key if isinstance(key, tuple) else (key,):
@@ -1098,6 +1100,8 @@ def _advanced(x: Tensor, tensor_dims: list[tuple[int, Tensor]], squeeze_dims: li
     for d, t in tensor_dims:
         size = x.node.shape[d]
         _check_index_range("index", t, size, d, loc)
+        if x.is_cuda and not t.is_cuda:
+            t = t.to(x.device)  # as torch: host index tensors may index a GPU tensor
         ti = to_dtype(t, "int64")
         ti = where(lt(ti, 0), ti + size, ti)
         flat_index = ti if flat_index is None else flat_index * size + ti
@@ -1198,6 +1202,7 @@ def _arange_buffer(n: int):
     buf = _arange_cache.get(n)
     if buf is None:
         buf = _arange_cache[n] = Buffer.from_array(np.arange(n, dtype=np.int64))
+        buf.any_device = True
     return buf
 
 

@@ -10,6 +10,7 @@ from . import dtype as dt
 from . import functions as F
 from . import functions_ext as FX
 from .autograd import RETAINED, backward
+from . import transfer
 from .device import check_device
 from .grad_mode import is_grad_enabled, no_grad
 from .primitives import FUNCTIONS as PRIMITIVES
@@ -26,18 +27,21 @@ def _inplace(fn):
 
 
 def _to(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-    """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``."""
+    """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``: ``self`` when nothing
+    changes, else a new tensor (see ``transfer.to_device`` for moves)."""
     dtype = kwargs.get("dtype")
+    target = None
     for a in args:
         if isinstance(a, Tensor):
-            dtype = a.dtype
+            dtype, target = a.dtype, a.device
         elif isinstance(a, dt.dtype) or a in (float, int, bool):
             dtype = a
         else:
-            check_device(a)
-    if "device" in kwargs:
-        check_device(kwargs["device"])
-    return F.to_dtype(self, dtype) if dtype is not None else self
+            target = check_device(a)
+    if kwargs.get("device") is not None:
+        target = check_device(kwargs["device"])
+    out = F.to_dtype(self, dtype) if dtype is not None else self
+    return transfer.to_device(out, target) if target is not None else out
 
 
 def _uniform_(self: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
@@ -69,6 +73,10 @@ def _overwrite(self: Tensor, node: Node, requires_grad: bool) -> Tensor:
 
 def _copy_(self: Tensor, src: Tensor, non_blocking: bool = False) -> Tensor:
     src = F.to_tensor(src)
+    if src.device != self.device and not src.requires_grad:
+        # as torch: a copy between devices (``load_state_dict`` of a host checkpoint into a
+        # model on the GPU); a source that requires grad still raises, the move has no gradient
+        src = transfer.to_device(src, self.device)
     node = F.broadcast_node(ops.cast(F.node_of(src), self.node.dtype), self.node.shape, None)
     return _overwrite(self, node, src.requires_grad)
 
@@ -124,9 +132,14 @@ def _invert(self: Tensor) -> Tensor:
     return F.logical_not(self)
 
 
-def _cuda(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-    check_device("cuda")
-    return self
+def _cuda(self: Tensor, device: Any = None, non_blocking: bool = False) -> Tensor:
+    """A copy on the GPU (``self`` when it is there already)."""
+    return transfer.to_device(self, check_device("cuda" if device is None else device))
+
+
+def _cpu(self: Tensor) -> Tensor:
+    """A copy in host memory (``self`` when it is there already)."""
+    return transfer.to_device(self, check_device("cpu"))
 
 
 METHODS: dict[str, Any] = {
@@ -156,7 +169,7 @@ METHODS: dict[str, Any] = {
     "index_select": F.index_select,
     "view_as": lambda self, other: F.reshape(self, other.node.shape),
     "reshape_as": lambda self, other: F.reshape(self, other.node.shape),
-    "backward": backward, "to": _to, "type": _type, "cpu": lambda self: self, "cuda": _cuda,
+    "backward": backward, "to": _to, "type": _type, "cpu": _cpu, "cuda": _cuda,
     "float": lambda self: F.to_dtype(self, "float32"),
     "double": lambda self: F.to_dtype(self, "float64"),
     "long": lambda self: F.to_dtype(self, "int64"), "int": lambda self: F.to_dtype(self, "int32"),

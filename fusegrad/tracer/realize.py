@@ -10,16 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.pipeline import (Compiled, compile_graph, default_backend, from_disk, load_cached,
-                                 recompile, store_cached)
+from ..backends.pipeline import (CUDA_BACKEND, Compiled, compile_graph, default_backend,
+                                 from_disk, load_cached, recompile, store_cached)
 from ..ir import ops
 from ..ir.buffer import Buffer
+from ..ir.device import copy_array, is_device_array
 from ..ir.errors import CaptureError, with_location
 from ..ir.graph import Graph, substitute
 from ..ir.key import structural_key
 from ..ir.node import Node
 from ..lru import LRUCache, size_from_env
 from . import capture
+from .device import CUDA_USED, node_device
 from .provenance import user_location
 from .tensor import PENDING, WRITES, Tensor
 
@@ -113,12 +115,23 @@ def realize(*tensors: Tensor) -> None:
     wanted = [t for t in tensors if t.node.op != "buffer"]
     if not wanted or capture.active() is not None:
         return  # inside a compiled function everything is realized when the trace ends
-    targets = pending_targets(wanted)
-    nodes = output_nodes(targets)
-    outputs = list(dict.fromkeys(nodes))
-    entry, leaves = prepare(outputs)
-    arrays = run_entry(entry, leaves)
-    bind_outputs(targets, nodes, dict(zip(outputs, arrays)))
+    for targets in by_device(pending_targets(wanted)):
+        nodes = output_nodes(targets)
+        outputs = list(dict.fromkeys(nodes))
+        entry, leaves = prepare(outputs)
+        arrays = run_entry(entry, leaves)
+        bind_outputs(targets, nodes, dict(zip(outputs, arrays)))
+
+
+def by_device(targets: list[Tensor]) -> list[list[Tensor]]:
+    """``targets`` in one group per device (host values first): each group is one program on
+    its device. Values reading only buffers that any device may read go with the host."""
+    if not CUDA_USED[0]:
+        return [targets]
+    groups: dict[str, list[Tensor]] = {}
+    for t in targets:
+        groups.setdefault(node_device(t.node) or "cpu", []).append(t)
+    return [groups[d] for d in sorted(groups)]
 
 
 def pending_targets(extra: list[Tensor]) -> list[Tensor]:
@@ -160,7 +173,7 @@ def bind_outputs(targets: list[Tensor], nodes: list[Node], by_node: dict) -> Non
             continue
         array = by_node[node]
         if id(array) in bound:
-            array = array.copy()
+            array = copy_array(array)
         bound.add(id(array))
         bind_value(t, array)
 
@@ -177,6 +190,8 @@ def prepare(outputs: list[Node]) -> tuple[Entry, list[Node]]:
     STATS.realizations += 1
     key, leaves = structural_key(outputs)
     name = backend()
+    if CUDA_USED[0] and any(is_device_array(n.attrs[0].data) for n in leaves):
+        name = CUDA_BACKEND  # the program runs where its buffers are
     entry = _PROGRAMS.get((name, key))
     if entry is None:
         t0 = time.perf_counter()

@@ -92,6 +92,14 @@ def make_leaf(tensor: Tensor, requires_grad: bool) -> None:
         tensor.requires_grad_(True)
 
 
+def move_storage(tensor: Tensor, target: Any) -> None:
+    """Move ``tensor``'s storage to device ``target`` in place (``Module.to(device)``): the
+    tensor keeps its identity and its buffer."""
+    from .device import check_device
+    from .transfer import move_storage as move
+    move(tensor, check_device(target))
+
+
 def scalar_tensor(value: float, dtype: str) -> Tensor:
     """A 0-d tensor of ``dtype`` holding ``value`` in a buffer of its own: a runtime input of
     every program that reads it, so changing it with :func:`set_scalar` changes no graph."""

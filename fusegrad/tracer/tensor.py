@@ -18,6 +18,7 @@ from ..ir.errors import CaptureError, FusegradError, with_location
 from ..ir.node import Node
 from . import capture
 from . import dtype as dt
+from .device import CUDA_USED, node_device, tensor_device
 from .grad_mode import is_grad_enabled
 from .provenance import user_location
 
@@ -44,10 +45,12 @@ class Tensor:
     def __init__(self, data: Any = None, dtype: Any = None, requires_grad: bool = False,
                  device: Any = None):
         from .creation import as_array
-        from .device import check_device
-        check_device(device)
-        arr = as_array(data, dtype)
-        self._bind(ops.buffer(Buffer.from_array(arr)))
+        from .device import check_device, moved
+        dev = check_device(device)
+        buf = Buffer.from_array(as_array(data, dtype))
+        if dev.type == "cuda":
+            buf.data = moved(buf.data, dev)
+        self._bind(ops.buffer(buf))
         self._grad: Tensor | None = None
         self._is_leaf = True
         self._version = 0
@@ -75,6 +78,8 @@ class Tensor:
         """Hold ``node``; ``new``: this tensor was just made (it cannot be pending yet).
 
         The tensor leaves its storage: a pending ``node`` is realized into a new buffer."""
+        if CUDA_USED[0] and node.op != "buffer":
+            node_device(node)  # two devices meeting in one op raise here, at the user's line
         self.node = node
         self._home = None
         self.seq = next(_seq)
@@ -216,12 +221,18 @@ class Tensor:
 
     @property
     def device(self):
-        from .device import CPU
-        return CPU
+        """Where the value lives (a pending value: where the buffers it reads live)."""
+        return tensor_device(self.node)
 
     @property
     def is_cuda(self) -> bool:
-        return False
+        return self.device.type == "cuda"
+
+    def _refuse_on_gpu(self) -> None:
+        dev = self.device
+        if dev.type == "cuda":
+            raise TypeError(f"can't convert {dev.type}:{dev.index or 0} device type tensor to "
+                            "numpy. Use Tensor.cpu() to copy the tensor to host memory first.")
 
     def is_floating_point(self) -> bool:
         return self.dtype.is_floating_point
@@ -293,6 +304,7 @@ class Tensor:
             raise RuntimeError(with_location(
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
                 "instead.", user_location()))
+        self._refuse_on_gpu()
         return self._value()
 
     def _value(self, what: str = "numpy()") -> np.ndarray:
@@ -344,6 +356,8 @@ class Tensor:
         extras = []
         if self.node.dtype not in ("float32", "int64", "bool"):
             extras.append(f"dtype={self.dtype!r}")
+        if self.is_cuda:
+            extras.append(f"device='{self.device}'")
         if self.requires_grad:
             extras.append("requires_grad=True")
         return f"tensor({body}{', ' if extras else ''}{', '.join(extras)})"
@@ -360,6 +374,7 @@ class Tensor:
             yield self[i]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        self._refuse_on_gpu()
         arr = self.detach()._value()
         return arr.astype(dtype) if dtype is not None else arr
 
@@ -368,7 +383,7 @@ class Tensor:
         realize(self)
         buf = self.node.attrs[0]
         t = type(self).__new__(type(self))
-        Tensor.__init__(t, buf.numpy().copy())
+        Tensor.__init__(t, buf.numpy().copy(), device=self.device)
         if self._is_leaf and self.requires_grad:
             t.requires_grad_(True)
         if capture.is_state(self):

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..ir.device import to_host
 from ..ir.node import Node
 from . import capture
 from .tensor import Tensor
@@ -44,6 +45,11 @@ def check_values(tensor: Tensor, check: Check, key: Hashable | None = None) -> N
     """
     if tensor.numel() == 0:
         return
+    if tensor.is_cuda:  # checks read host values: one copy (and synchronisation) per check
+        host_check = check
+
+        def check(values: np.ndarray) -> None:
+            host_check(to_host(values))
     source = _source_buffer(tensor.node)
     if source is None and capture.active() is None:
         tensor.realize()
@@ -53,7 +59,7 @@ def check_values(tensor: Tensor, check: Check, key: Hashable | None = None) -> N
         capture.check_values(_Source(source), check, key)
         return
     from .realize import run_graph
-    check(np.ascontiguousarray(run_graph([tensor.node])[0]).reshape(-1))
+    check(np.ascontiguousarray(to_host(run_graph([tensor.node])[0])).reshape(-1))
 
 
 class _Source(NamedTuple):
