@@ -17,6 +17,11 @@ os.environ.setdefault("FUSEGRAD_CACHE_DIR", str(Path(__file__).resolve().parent.
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))  # shared helpers (``from parity import ...``)
 
+# tests/cuda switch Numba to its CUDA simulator for the whole process they run in (CUDA would then
+# be available to every other test there), so they run in a process of their own
+# (test_cuda_suite.py), which sets FUSEGRAD_CUDA_TESTS; scripts/gpu_check.sh sets it too
+collect_ignore = [] if os.environ.get("FUSEGRAD_CUDA_TESTS") else ["cuda"]
+
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "numba: runs on the numba_cpu backend (compiles kernels)")

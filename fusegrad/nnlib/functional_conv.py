@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import ShapeError, with_location
 from ..tracer import functions as F
-from ..tracer.creation import arange, tensor, zeros
+from ..tracer.creation import buffer_tensor, zeros
 from ..tracer.provenance import user_location
 from ..tracer.tensor import Tensor
 
@@ -390,14 +390,15 @@ def max_pool(x: Tensor, d: int, kernel_size: IntOrTuple, stride: IntOrTuple | No
                                   x.ndim)
         outside = _outside_taps(spatial, kernel, st, dil, pad, out)
         if outside.any():  # padding is -inf: it never wins, and an input -inf still can
-            windows = windows + tensor(np.where(outside, -np.inf, 0.0).astype(x.dtype.name))
+            windows = windows + buffer_tensor(np.where(outside, -np.inf, 0.0).astype(x.dtype.name))
     # the first maximum of each window (in row-major order) takes the whole gradient, as in
     # torch; amax would split it between tied elements (zeros after a ReLU)
-    first_max = F.eq(F.argmax(windows, -1, keepdim=True), arange(taps))
+    first_max = F.eq(F.argmax(windows, -1, keepdim=True),
+                     buffer_tensor(np.arange(taps, dtype=np.int64)))
     values = F.sum(F.where(first_max, windows, 0.0), -1)
     if not return_indices:
         return values
-    index = tensor(_tap_indices(spatial, kernel, st, dil, pad, out))
+    index = buffer_tensor(_tap_indices(spatial, kernel, st, dil, pad, out))
     return values, F.sum(F.where(first_max, index, 0), -1)
 
 
@@ -472,7 +473,7 @@ def avg_pool(x: Tensor, d: int, kernel_size: IntOrTuple, stride: IntOrTuple | No
     counts = _window_counts(tuple(x.shape[-d:]), kernel, st, pad, out, count_include_pad)
     if np.all(counts == counts.flat[0]):
         return total / int(counts.flat[0])
-    return total / tensor(counts.astype(x.dtype.name))
+    return total / buffer_tensor(counts.astype(x.dtype.name))
 
 
 def _window_counts(spatial: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
@@ -557,7 +558,7 @@ def _averaging_matrix(size: int, out: int, like: Tensor) -> Tensor:
     for j in range(out):
         start, end = (j * size) // out, -(-((j + 1) * size) // out)
         m[start:end, j] = 1.0 / (end - start)
-    return tensor(m)
+    return buffer_tensor(m)
 
 
 def adaptive_avg_pool1d(input: Tensor, output_size: Any) -> Tensor:
