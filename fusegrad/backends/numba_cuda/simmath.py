@@ -11,32 +11,9 @@ import math as _math
 import numpy as np
 
 
-def exp(x):
-    return np.exp(x)
-
-
-def log(x):
-    return np.log(x)
-
-
-def sqrt(x):
-    return np.sqrt(x)
-
-
-def sin(x):
-    return np.sin(x)
-
-
-def cos(x):
-    return np.cos(x)
-
-
-def tanh(x):
-    return np.tanh(x)
-
-
-def pow(x, y):  # noqa: A001 - the name math gives it
-    return np.power(x, y)
+# numpy's ufuncs give IEEE results (inf, nan) where Python's math raises
+exp, log, sqrt, sin, cos, tanh = np.exp, np.log, np.sqrt, np.sin, np.cos, np.tanh
+pow = np.power  # noqa: A001 - the name math gives it
 
 
 def erf(x):
