@@ -7,12 +7,21 @@ identity.
 from __future__ import annotations
 
 import itertools
-import weakref
+from functools import partial
+from weakref import ref
 
 from .dtypes import SHORT
 
-_INTERN: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+# Structural key -> weak reference to the live node. A plain dict of weakrefs whose callbacks
+# drop the entry: about half the cost per node of a ``WeakValueDictionary`` (whose methods run
+# in Python), and tracing makes thousands of nodes per step.
+_INTERN: "dict[tuple, ref[Node]]" = {}
 _counter = itertools.count()
+
+
+def _forget(key: tuple, wr: "ref[Node]") -> None:
+    if _INTERN.get(key) is wr:
+        del _INTERN[key]
 
 
 class Node:
@@ -31,14 +40,16 @@ class Node:
     def __new__(cls, op: str, inputs: tuple["Node", ...], shape: tuple[int, ...], dtype: str,
                 attrs: tuple = (), loc: str | None = None) -> "Node":
         key = (op, inputs, shape, dtype, attrs)
-        node = _INTERN.get(key)
-        if node is not None:
-            return node
+        wr = _INTERN.get(key)
+        if wr is not None:
+            node = wr()
+            if node is not None:
+                return node
         node = object.__new__(cls)
         node.op, node.inputs, node.shape, node.dtype, node.attrs = op, inputs, shape, dtype, attrs
         node.loc = loc
         node.uid = next(_counter)
-        _INTERN[key] = node
+        _INTERN[key] = ref(node, partial(_forget, key))
         return node
 
     @classmethod

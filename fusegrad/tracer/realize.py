@@ -115,19 +115,44 @@ def realize(*tensors: Tensor) -> None:
     wanted = [t for t in tensors if t.node.op != "buffer"]
     if not wanted or capture.active() is not None:
         return  # inside a compiled function everything is realized when the trace ends
-    for targets in by_device(pending_targets(wanted)):
-        nodes = output_nodes(targets)
+    targets = pending_targets(wanted)
+    copies = [(t, src) for t in targets if (src := host_copy_source(t)) is not None]
+    if copies:
+        targets = [t for t in targets if host_copy_source(t) is None]
+        if targets:  # the program below may overwrite a source: copy its value now
+            copies = [(t, src.copy()) for t, src in copies]
+    for group in by_device(targets):
+        nodes = output_nodes(group)
         outputs = list(dict.fromkeys(nodes))
         entry, leaves = prepare(outputs)
         arrays = run_entry(entry, leaves)
-        bind_outputs(targets, nodes, dict(zip(outputs, arrays)))
+        bind_outputs(group, nodes, dict(zip(outputs, arrays)))
+    for t, src in copies:
+        home = t._storage_node()
+        np.copyto(home.attrs[0].data, src)
+        t._bind(home)
+        WRITES.pop(id(home.attrs[0].root()), None)
+
+
+def host_copy_source(t: Tensor) -> np.ndarray | None:
+    """The host array ``t``'s pending value copies whole into the host buffer ``t`` keeps
+    (``load_state_dict``, ``p.data.copy_(w)``), or None. Such a copy is done by numpy: a
+    program for it would be compiled once per model shape only to copy memory."""
+    node, home = t.node, t._storage_node()
+    if node.op != "detach" or node.inputs[0].op != "buffer" or home is None:
+        return None
+    src, dst = node.inputs[0].attrs[0], home.attrs[0]
+    if src.dtype != dst.dtype or not (
+            isinstance(src.data, np.ndarray) and isinstance(dst.data, np.ndarray)):
+        return None
+    return src.data if src.data.shape == dst.data.shape else None
 
 
 def by_device(targets: list[Tensor]) -> list[list[Tensor]]:
     """``targets`` in one group per device (host values first): each group is one program on
     its device. Values reading only buffers that any device may read go with the host."""
     if not CUDA_USED[0]:
-        return [targets]
+        return [targets] if targets else []
     groups: dict[str, list[Tensor]] = {}
     for t in targets:
         groups.setdefault(node_device(t.node) or "cpu", []).append(t)

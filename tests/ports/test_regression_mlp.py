@@ -119,7 +119,7 @@ def test_one_hand_batched_epoch_compiles_at_most_three_programs(tmp_path):
     train_regression(fusegrad, 0, tmp_path / "count.pt", stop_after=1,
                      at_epoch_boundary=lambda: marks.append(STATS.programs_compiled))
     first_epoch, second_epoch = marks[1] - marks[0], marks[2] - marks[1]
-    # the weights loaded before the loop (realized when the first forward reads them), the
-    # forward and backward, the optimizer's update (replayed on later steps), the validation
-    assert first_epoch <= 4, f"{first_epoch} programs in the first epoch"
+    # the forward and backward, the optimizer's update (replayed on later steps), the validation;
+    # the weights loaded before the loop are copied by numpy, without a program
+    assert first_epoch <= 3, f"{first_epoch} programs in the first epoch"
     assert second_epoch == 0, f"{second_epoch} programs in the second epoch"

@@ -28,6 +28,31 @@ def test_load_state_dict_copies():
     assert a.weight.detach().numpy()[0, 0] != 42.0
 
 
+def test_load_state_dict_is_copied_without_a_program():
+    from fusegrad.tracer.realize import STATS
+    import fusegrad.nnlib as nn
+    model = nn.Linear(3, 2)
+    state = {"weight": fg.tensor(np.arange(6, dtype=np.float32).reshape(2, 3)),
+             "bias": fg.tensor([7.0, 8.0])}
+    before = STATS.realizations
+    model.load_state_dict(state)
+    np.testing.assert_array_equal(model.weight.detach().numpy(), state["weight"].numpy())
+    np.testing.assert_array_equal(model.bias.detach().numpy(), [7.0, 8.0])
+    assert STATS.realizations == before
+
+
+@pytest.mark.parametrize("lib", [torch, fg], ids=["torch", "fusegrad"])
+def test_a_copy_and_the_values_around_it_realized_together(lib):
+    a, b = lib.tensor([1.0, 2.0]), lib.tensor([5.0, 6.0])
+    old_b = b * 1  # reads b before the copy overwrites it
+    with lib.no_grad():
+        b.copy_(a)
+        a.add_(10.0)  # overwrites the copy's source after the copy
+    assert old_b.tolist() == [5.0, 6.0]
+    assert b.tolist() == [1.0, 2.0]
+    assert a.tolist() == [11.0, 12.0]
+
+
 def test_relu_propagates_nan_and_has_zero_gradient_at_zero():
     x = fg.tensor([float("nan"), 0.0, -1.0, 2.0], requires_grad=True)
     y = fg.relu(x)
