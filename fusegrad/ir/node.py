@@ -7,21 +7,28 @@ identity.
 from __future__ import annotations
 
 import itertools
-from functools import partial
 from weakref import ref
 
 from .dtypes import SHORT
 
-# Structural key -> weak reference to the live node. A plain dict of weakrefs whose callbacks
-# drop the entry: about half the cost per node of a ``WeakValueDictionary`` (whose methods run
-# in Python), and tracing makes thousands of nodes per step.
-_INTERN: "dict[tuple, ref[Node]]" = {}
+
+class KeyRef(ref):
+    """A weak reference that knows its dictionary key (made without Python code, unlike
+    ``weakref.KeyedRef``)."""
+
+    __slots__ = ("key",)
+
+
+# Structural key -> weak reference to the live node; the reference's callback drops the entry.
+# A plain dict: a ``WeakValueDictionary`` runs Python code on every store, and tracing makes
+# thousands of nodes per step.
+_INTERN: "dict[tuple, KeyRef]" = {}
 _counter = itertools.count()
 
 
-def _forget(key: tuple, wr: "ref[Node]") -> None:
-    if _INTERN.get(key) is wr:
-        del _INTERN[key]
+def _forget(wr: KeyRef) -> None:
+    if _INTERN.get(wr.key) is wr:
+        del _INTERN[wr.key]
 
 
 class Node:
@@ -49,7 +56,8 @@ class Node:
         node.op, node.inputs, node.shape, node.dtype, node.attrs = op, inputs, shape, dtype, attrs
         node.loc = loc
         node.uid = next(_counter)
-        _INTERN[key] = ref(node, partial(_forget, key))
+        wr = _INTERN[key] = KeyRef(node, _forget)
+        wr.key = key
         return node
 
     @classmethod

@@ -154,11 +154,23 @@ def binary(op: str, a: TensorLike, b: TensorLike, loc: str | None = None,
            dtype: str | None = None) -> Tensor:
     """Broadcast ``a`` and ``b``, promote them to a common dtype and apply primitive ``op``."""
     loc = loc or user_location()
+    if dtype is None and isinstance(a, Tensor):
+        # the common cases, without broadcasting or promotion to work out: two tensors of one
+        # shape and dtype, a float tensor and a Python number
+        na = a.node
+        if isinstance(b, Tensor):
+            if b.node.shape == na.shape and b.node.dtype == na.dtype:
+                return wrap(ops.binary(op, node_of(a), node_of(b), loc), a, b)
+        elif type(b) in (float, int) and na.dtype in _FLOATS:
+            return wrap(ops.binary(op, node_of(a), ops.const(b, na.shape, na.dtype, loc), loc), a)
     name = {"sub": "sub", "div": "div"}.get(op, op)
     shape = broadcast_shapes(_shape(a), _shape(b), op=name, loc=loc)
     common = dtype or _result_dtype(a, b)
     node = ops.binary(op, _operand(a, shape, common, loc), _operand(b, shape, common, loc), loc)
     return wrap(node, a, b)
+
+
+_FLOATS = frozenset({"float32", "float64"})
 
 
 def _shape(x: TensorLike) -> tuple[int, ...]:
@@ -718,17 +730,19 @@ def detached_node(x: Tensor) -> Node:
     return _detached(x.node)
 
 
-def slice_dim(x: Tensor, dim: int, start: int, stop: int, step: int = 1) -> Tensor:
+def slice_dim(x: Tensor, dim: int, start: int, stop: int, step: int = 1,
+              loc: str | None = None) -> Tensor:
     """``x`` narrowed to ``start:stop:step`` along ``dim`` (normalised like Python slicing)."""
     d = _norm_dim(dim, x.ndim, "slice")
     size = x.node.shape[d]
     start, stop, step = slice(start, stop, step).indices(size)
+    loc = loc or user_location()
     if step <= 0:
-        _fail("slice", f"step must be positive, got {step}", user_location(), ValueError)
+        _fail("slice", f"step must be positive, got {step}", loc, ValueError)
     stop = builtins.max(stop, start)
     ranges = tuple((start, stop, step) if i == d else (0, s, 1)
                    for i, s in enumerate(x.node.shape))
-    return wrap(ops.slice_(node_of(x), ranges, user_location()), x)
+    return wrap(ops.slice_(node_of(x), ranges, loc), x)
 
 
 def narrow(x: Tensor, dim: int, start: int, length: int) -> Tensor:
@@ -827,6 +841,8 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     if not is_float(a.node.dtype):
         _fail("matmul", f"needs float tensors, got {a.node.dtype}", loc, DTypeError)
     na, nb = node_of(a), node_of(b)
+    if len(na.shape) == 2 == len(nb.shape) and na.shape[1] == nb.shape[0]:
+        return wrap(ops.matmul(na, nb, loc), a, b)
     a_shape = (1,) + na.shape if a.ndim == 1 else na.shape
     b_shape = nb.shape + (1,) if b.ndim == 1 else nb.shape
     if a_shape[-1] != b_shape[-2]:
@@ -846,6 +862,16 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
         out = ops.reshape(ops.matmul(a3, b3, loc), batch + (m, n), loc)
     final = batch + ((m,) if a.ndim > 1 else ()) + ((n,) if b.ndim > 1 else ())
     return wrap(ops.reshape(out, final, loc), a, b)
+
+
+def affine(x: Tensor, weight: Tensor, bias: Tensor | None, loc: str | None) -> Tensor:
+    """``x @ weight.T + bias`` for a 2-D ``x`` and ``weight`` and a 1-D ``bias`` of one dtype
+    (checked by the caller): the graph of ``matmul(x, t(weight)) + bias`` without its
+    intermediate tensors (``nn.Linear``'s path)."""
+    node = ops.matmul(node_of(x), ops.permute(node_of(weight), (1, 0), loc), loc)
+    if bias is not None:
+        node = ops.binary("add", node, broadcast_node(node_of(bias), node.shape, loc), loc)
+    return wrap(node, x, weight, bias)
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:
@@ -1071,14 +1097,15 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             start, stop, step = it.indices(size)
             if step <= 0:
                 _fail("index", "step must be greater than zero", loc, ValueError)
-            out = slice_dim(out, dim, start, builtins.max(stop, start), step)
+            if (start, stop, step) != (0, size, 1):  # a whole dim is kept as it is
+                out = slice_dim(out, dim, start, builtins.max(stop, start), step, loc)
             dim += 1
         elif isinstance(it, (int, np.integer)) or (isinstance(it, Tensor)):
             i = int(it)
             if not -size <= i < size:
                 _fail("index", f"index {i} is out of bounds for dimension {dim} with size {size}",
                       loc, IndexError)
-            out = slice_dim(out, dim, i % size, i % size + 1)
+            out = slice_dim(out, dim, i % size, i % size + 1, 1, loc)
             squeeze_dims.append(dim)
             dim += 1
         else:
@@ -1087,7 +1114,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
         out = _advanced(out, tensor_dims, squeeze_dims, loc)
     elif squeeze_dims:
         out = squeeze(out, squeeze_dims)
-    return out
+    return out if out is not x else wrap(node_of(x), x)  # x[:] is a new tensor, as in torch
 
 
 def _advanced(x: Tensor, tensor_dims: list[tuple[int, Tensor]], squeeze_dims: list[int],

@@ -40,9 +40,19 @@ def user_location() -> str | None:
     calls = 0
     while frame is not None:
         code = frame.f_code
-        filename = code.co_filename
-        if not filename.startswith(_PKG_DIR) or filename in _USER_FILES_IN_PKG:
-            here = f"{_short(filename)}:{frame.f_lineno}"
+        user = _IS_USER.get(code)
+        if user is None:
+            if len(_IS_USER) > _MEMO_SIZE:
+                _IS_USER.clear()
+                _HERE.clear()
+            filename = code.co_filename
+            user = _IS_USER[code] = not filename.startswith(_PKG_DIR) or \
+                filename in _USER_FILES_IN_PKG
+        if user:
+            key = (code, frame.f_lineno)
+            here = _HERE.get(key)
+            if here is None:
+                here = _HERE[key] = f"{_short(code.co_filename)}:{key[1]}"
             caller = frame.f_back
             if calls < 2 or (caller is not None and caller.f_code is call):
                 return here  # a forward's own line, or a module the user called directly
@@ -53,6 +63,13 @@ def user_location() -> str | None:
                 inner_call = frame
         frame = frame.f_back
     return None
+
+
+# Per code object: whether it is user code; per (code, line): its ``file:line`` (every traced op
+# asks). Emptied past ``_MEMO_SIZE`` code objects: functions made at run time come and go.
+_MEMO_SIZE = 4096
+_IS_USER: dict[CodeType, bool] = {}
+_HERE: dict[tuple[CodeType, int], str] = {}
 
 
 @functools.lru_cache(maxsize=1024)

@@ -15,7 +15,7 @@ import numpy as np
 from ..ir import ops
 from ..ir.buffer import Buffer
 from ..ir.errors import CaptureError, FusegradError, with_location
-from ..ir.node import Node
+from ..ir.node import KeyRef, Node
 from . import capture
 from . import dtype as dt
 from .device import CUDA_USED, node_device, tensor_device
@@ -23,12 +23,38 @@ from .grad_mode import is_grad_enabled
 from .provenance import user_location
 
 _seq = itertools.count()
+
+
+class WeakValues(dict):
+    """``key -> object`` for live objects only: a dict of weak references whose callbacks drop
+    their entry. Store with ``put``; ``get`` and ``values`` give the objects. A
+    ``WeakValueDictionary`` runs three Python calls on every store, and tracing stores one entry
+    per op."""
+
+    def put(self, key: int, obj: Any) -> None:
+        wr = KeyRef(obj, self._gone)
+        wr.key = key
+        dict.__setitem__(self, key, wr)
+
+    def _gone(self, wr: KeyRef) -> None:
+        if dict.get(self, wr.key) is wr:
+            dict.__delitem__(self, wr.key)
+
+    def get(self, key: int, default: Any = None) -> Any:
+        wr = dict.get(self, key)
+        obj = wr() if wr is not None else None
+        return default if obj is None else obj
+
+    def values(self) -> list:  # type: ignore[override]
+        return [obj for wr in list(dict.values(self)) if (obj := wr()) is not None]
+
+
 # Live tensors whose value is not in a buffer yet; a realization computes all of them together.
 # Keyed by id: Tensor.__eq__ is elementwise, so tensors cannot sit in sets.
-PENDING: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionary()
+PENDING = WeakValues()
 # id(root Buffer) -> the pending tensor whose realization writes into that storage: a tensor
 # sharing the storage (``t.data``, ``detach()``, ``w.data = src``) reads that pending value.
-WRITES: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionary()
+WRITES = WeakValues()
 
 
 def seq_mark() -> int:
@@ -84,7 +110,7 @@ class Tensor:
         self._home = None
         self.seq = next(_seq)
         if node.op != "buffer":
-            PENDING[id(self)] = self
+            PENDING.put(id(self), self)
         else:
             if not new:
                 PENDING.pop(id(self), None)
@@ -110,7 +136,7 @@ class Tensor:
         self._bind(node)
         self._home = home
         if home is not None:
-            WRITES[id(home.attrs[0].root())] = self
+            WRITES.put(id(home.attrs[0].root()), self)
 
     def _storage_node(self) -> Node | None:
         """The buffer leaf a realization writes this tensor's pending value into (None: a new

@@ -320,6 +320,19 @@ def test_setitem_with_a_bool_index(key):
     assert values[0] == values[1]
 
 
+@pytest.mark.parametrize("key", [slice(None), (slice(None), slice(None)), Ellipsis,
+                                 (slice(None), slice(0, 2))], ids=repr)
+def test_whole_dim_slices_give_a_new_tensor_in_the_graph(key):
+    results = []
+    for lib in (fg, torch):
+        x = lib.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
+        y = x[key]
+        assert y is not x and not y.is_leaf and y.requires_grad
+        (y * y).sum().backward()
+        results.append((y.tolist(), x.grad.tolist()))
+    assert results[0] == results[1]
+
+
 def test_bool_index_beside_non_adjacent_advanced_index_is_refused():
     with pytest.raises(IndexError, match="adjacent"):
         fg.ones(3, 4)[True, 1, None, False]
