@@ -19,7 +19,8 @@ class KeyRef(ref):
     __slots__ = ("key",)
 
 
-# Structural key -> weak reference to the live node; the reference's callback drops the entry.
+# (op, input uids, shape, dtype, attrs) -> weak reference to the live node; the reference's
+# callback drops the entry.
 # A plain dict: a ``WeakValueDictionary`` runs Python code on every store, and tracing makes
 # thousands of nodes per step.
 _INTERN: "dict[tuple, KeyRef]" = {}
@@ -46,7 +47,16 @@ class Node:
 
     def __new__(cls, op: str, inputs: tuple["Node", ...], shape: tuple[int, ...], dtype: str,
                 attrs: tuple = (), loc: str | None = None) -> "Node":
-        key = (op, inputs, shape, dtype, attrs)
+        # The inputs by uid, not by reference: a key of numbers and strings is untracked by
+        # Python's cyclic GC (one object less per node for every collection to walk), and a
+        # uid is never reused while its node is alive.
+        n = len(inputs)
+        if n == 1:
+            key = (op, inputs[0].uid, shape, dtype, attrs)
+        elif n == 2:
+            key = (op, inputs[0].uid, inputs[1].uid, shape, dtype, attrs)
+        else:
+            key = (op, tuple([i.uid for i in inputs]), shape, dtype, attrs)
         wr = _INTERN.get(key)
         if wr is not None:
             node = wr()

@@ -31,8 +31,12 @@ class WeakValues(dict):
     ``WeakValueDictionary`` runs three Python calls on every store, and tracing stores one entry
     per op."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._callback = self._gone  # one bound method, not one per entry
+
     def put(self, key: int, obj: Any) -> None:
-        wr = KeyRef(obj, self._gone)
+        wr = KeyRef(obj, self._callback)
         wr.key = key
         dict.__setitem__(self, key, wr)
 
