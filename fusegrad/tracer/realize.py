@@ -124,8 +124,16 @@ def realize(*tensors: Tensor) -> None:
     for group in by_device(targets):
         nodes = output_nodes(group)
         outputs = list(dict.fromkeys(nodes))
-        entry, leaves = prepare(outputs)
-        arrays = run_entry(entry, leaves)
+        try:
+            entry, leaves = prepare(outputs)
+            arrays = run_entry(entry, leaves)
+        except Exception:
+            # A value the program could not compute (an index out of range) must not fail every
+            # later realization too: the group stays pending but leaves PENDING, so only asking
+            # for one of its tensors again computes it (and raises again if it is the culprit).
+            for t in group:
+                PENDING.pop(id(t), None)
+            raise
         bind_outputs(group, nodes, dict(zip(outputs, arrays)))
     for t, src in copies:
         home = t._storage_node()

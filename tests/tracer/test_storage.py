@@ -154,3 +154,16 @@ def test_detach_inplace_keeps_a_pending_value():
     w.mul_(2.0)
     w.detach_()
     assert w.tolist() == [2.0, 2.0, 2.0]
+
+
+def test_a_failed_realization_does_not_fail_every_later_one():
+    w = fg.randn(4, 3, requires_grad=True)
+    before = fg.ones(3) * 2           # pending when the bad program runs
+    loss = w[fg.tensor([0, 1]) * 5].sum()   # index 5 of 4 rows: found when the program runs
+    with pytest.raises(IndexError, match="out of range"):
+        loss.item()
+    assert before.tolist() == [2.0, 2.0, 2.0]
+    assert (fg.ones(2) + 1).tolist() == [2.0, 2.0]
+    np.testing.assert_allclose((w * 1).sum().item(), w.detach().numpy().sum(), rtol=1e-6)
+    with pytest.raises(IndexError, match="out of range"):
+        loss.item()                   # the culprit raises again when asked for
