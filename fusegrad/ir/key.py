@@ -66,6 +66,17 @@ class StructuralKeys:
         return h.digest()
 
 
+class GraphKey(tuple):
+    """A graph's structural key: a tuple that hashes itself once. Program caches look a key up
+    more than once per realization, and a step's graph has thousands of items."""
+
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = self.__dict__["_hash"] = tuple.__hash__(self)
+        return h
+
+
 def structural_key(outputs: list[Node] | tuple[Node, ...]) -> tuple[tuple, list[Node]]:
     """(key, leaves): a hashable description of the graph in which each buffer leaf is replaced
     by its position in ``leaves`` (leaves in order of first appearance, inputs before users)."""
@@ -81,4 +92,4 @@ def structural_key(outputs: list[Node] | tuple[Node, ...]) -> tuple[tuple, list[
             items.append((node.op, node.shape, node.dtype, node.attrs,
                           tuple([index[x] for x in node.inputs])))
     items.append(tuple([index[o] for o in outputs]))
-    return tuple(items), leaves
+    return GraphKey(items), leaves
