@@ -806,9 +806,9 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0
         if builtins.sum(sizes) != size:
             _fail("split", f"sizes {sizes} do not sum to {size} (dim {d} of "
                   f"{list(x.node.shape)})", user_location())
-    out, start = [], 0
+    out, start, loc = [], 0, user_location()
     for s in sizes:
-        out.append(slice_dim(x, d, start, start + s))
+        out.append(slice_dim(x, d, start, start + s, 1, loc))
         start += s
     return tuple(out)
 
