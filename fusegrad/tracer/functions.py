@@ -161,16 +161,13 @@ def binary(op: str, a: TensorLike, b: TensorLike, loc: str | None = None,
         if isinstance(b, Tensor):
             if b.node.shape == na.shape and b.node.dtype == na.dtype:
                 return wrap(ops.binary(op, node_of(a), node_of(b), loc), a, b)
-        elif type(b) in (float, int) and na.dtype in _FLOATS:
+        elif type(b) in (float, int) and is_float(na.dtype):
             return wrap(ops.binary(op, node_of(a), ops.const(b, na.shape, na.dtype, loc), loc), a)
     name = {"sub": "sub", "div": "div"}.get(op, op)
     shape = broadcast_shapes(_shape(a), _shape(b), op=name, loc=loc)
     common = dtype or _result_dtype(a, b)
     node = ops.binary(op, _operand(a, shape, common, loc), _operand(b, shape, common, loc), loc)
     return wrap(node, a, b)
-
-
-_FLOATS = frozenset({"float32", "float64"})
 
 
 def _shape(x: TensorLike) -> tuple[int, ...]:

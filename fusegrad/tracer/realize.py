@@ -115,12 +115,15 @@ def realize(*tensors: Tensor) -> None:
     wanted = [t for t in tensors if t.node.op != "buffer"]
     if not wanted or capture.active() is not None:
         return  # inside a compiled function everything is realized when the trace ends
-    targets = pending_targets(wanted)
-    copies = [(t, src) for t in targets if (src := host_copy_source(t)) is not None]
-    if copies:
-        targets = [t for t in targets if host_copy_source(t) is None]
-        if targets:  # the program below may overwrite a source: copy its value now
-            copies = [(t, src.copy()) for t, src in copies]
+    targets, copies = [], []
+    for t in pending_targets(wanted):
+        src = host_copy_source(t)
+        if src is None:
+            targets.append(t)
+        else:
+            copies.append((t, src))
+    if copies and targets:  # the program below may overwrite a source: copy its value now
+        copies = [(t, src.copy()) for t, src in copies]
     for group in by_device(targets):
         nodes = output_nodes(group)
         outputs = list(dict.fromkeys(nodes))
