@@ -20,7 +20,7 @@ from ..ir.graph import Graph, substitute
 from ..ir.key import structural_key
 from ..ir.node import Node
 from ..lru import LRUCache, size_from_env
-from . import capture
+from . import capture, heap
 from .device import CUDA_USED, node_device
 from .provenance import user_location
 from .tensor import PENDING, WRITES, Tensor
@@ -251,6 +251,7 @@ def prepare(outputs: list[Node]) -> tuple[Entry, list[Node]]:
         STATS.last_report = compiled.report
     else:
         STATS.program_cache_hits += 1
+        heap.replayed(STATS.programs_compiled)
     return entry, leaves
 
 

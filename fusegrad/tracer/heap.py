@@ -1,0 +1,60 @@
+"""Keeping Python's full garbage collections off the heap a warmed-up process keeps for good.
+
+Every traced op leaves about ten objects that Python's cyclic GC tracks (nodes, their weak
+references and input tuples, tensors) alive until the step ends. They outlive the young
+collections, so they pile up in the oldest generation, and once they reach a quarter of it a
+full collection walks every tracked object in the process. After warm-up most of those belong
+to what the first steps loaded and keep for good: the compiled programs and the Numba
+dispatchers of their kernels (160,000-380,000 objects on the zoo's recurrent workloads).
+That walk took about a quarter of lstmcell_unrolled's uncompiled step.
+
+So, as vLLM does after start-up, when a process that compiled or loaded programs goes on to
+replay one from memory, fusegrad collects once and freezes what is alive (``gc.freeze``): later
+full collections skip it. Each freeze unfreezes first, so garbage among objects frozen earlier
+is collected by the next one. A freeze needs new programs since the last one and runs at most a
+tenth of the time (rate-limited by its own cost), so a process that keeps compiling, like a test
+suite, pays little. ``FUSEGRAD_GC_FREEZE=0`` (or ``set_gc_freeze(False)``) turns it off.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import time
+
+
+def _from_env() -> bool:
+    return os.environ.get("FUSEGRAD_GC_FREEZE", "1").strip().lower() not in (
+        "0", "false", "no", "off")
+
+
+_enabled = [_from_env()]
+_programs_at_freeze = [0]  # programs made ready in the process when it last froze
+_not_before = [0.0]        # perf_counter time before which no freeze runs again
+COST_SHARE = 10            # a freeze waits this many times its own duration before the next
+freezes = [0]
+
+
+def set_gc_freeze(enabled: bool) -> None:
+    """Whether fusegrad may freeze the long-lived heap after warm-up (see the module's text).
+    Turning it off unfreezes what fusegrad froze."""
+    _enabled[0] = bool(enabled)
+    if not enabled:
+        gc.unfreeze()
+
+
+def replayed(programs_ready: int) -> None:
+    """Called when a program is run from memory; ``programs_ready``: the programs compiled or
+    loaded in this process so far. Freezes the live heap if new programs were made since the
+    last freeze and the last freeze was long enough ago."""
+    if programs_ready == _programs_at_freeze[0] or not _enabled[0] or not gc.isenabled():
+        return
+    start = time.perf_counter()
+    if start < _not_before[0]:
+        return
+    _programs_at_freeze[0] = programs_ready
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    freezes[0] += 1
+    end = time.perf_counter()
+    _not_before[0] = end + COST_SHARE * (end - start)
