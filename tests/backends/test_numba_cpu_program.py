@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fusegrad.backends.numba_cpu import STATS, compile_schedule
-from fusegrad.backends.numba_cpu.program import plan_buffers
+from fusegrad.backends.numba_cpu.program import STAGE_MIN_PRODUCTS, plan_buffers
 from fusegrad.ir import ops
 
 
@@ -156,3 +156,23 @@ def test_in_range_kernel(dtype):
     assert check(np.array([], dtype), bounds)
     if dtype != "uint8":
         assert not check(np.array([3, -1], dtype), bounds)
+
+
+@pytest.mark.parametrize("products", [STAGE_MIN_PRODUCTS - 1, STAGE_MIN_PRODUCTS])
+def test_a_transposed_operand_of_many_products_is_made_contiguous_once(builder, leaf, check, rng,
+                                                                       products):
+    # an RNN's h_t = h_{t-1} @ W^T: every step reads the same transposed weight
+    w = leaf(rng.standard_normal((5, 3)).astype(np.float32))
+    wt = ops.permute(w, (1, 0))
+    xs = [leaf(rng.standard_normal((2, 3)).astype(np.float32)) for _ in range(products)]
+    b = builder([w, *xs])
+    outs = []
+    for x in xs:
+        mm = ops.matmul(x, wt)
+        b.extern("matmul", mm)
+        outs.append(mm)
+    program = check(b.schedule(outs))
+    staged = [line for line in program.run_source.splitlines() if "np.copyto(stage" in line]
+    assert len(staged) == (products >= STAGE_MIN_PRODUCTS)
+    # the products read the transposed view itself, or only the staging copy does
+    assert program.run_source.count("np.ndarray(") == (1 if staged else products)
