@@ -34,7 +34,7 @@ def _bench(args: argparse.Namespace) -> int:
         workloads=names, warmup=args.warmup, round_warmup=args.round_warmup,
         rounds=args.rounds, steps=args.steps,
         threads=args.threads, torch_compile=args.torch_compile, inference=args.inference,
-        first_step=not args.no_first_step, small=args.small)
+        first_step=not args.no_first_step, small=args.small, gap=args.gap)
     results = harness.run(settings, show_progress=not args.quiet)
     print(report.table(results, settings))
     data = report.as_json(results, settings)
@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="untimed steps of each variant at the start of every round")
     b.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     b.add_argument("--steps", type=int, default=10, help="timed steps per variant per round")
+    b.add_argument("--gap", type=float, default=0.2, metavar="SECONDS",
+                   help="idle time before each variant's turn, so that the previous worker's "
+                        "spinning BLAS/OpenMP threads are asleep when timing starts")
     b.add_argument("--threads", type=int, default=None,
                    help="threads for every library (torch, OpenBLAS, Numba)")
     b.add_argument("--torch-compile", action="store_true",

@@ -67,8 +67,8 @@ def table(results: list[WorkloadResult], settings: Settings) -> str:
                        enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     notes = [f"median of {settings.rounds} interleaved rounds x {settings.steps} steps (each "
-             f"round after {settings.round_warmup} untimed steps) after {settings.warmup} warm-up "
-             f"steps; '~': IQR/median > 0.1 (noisy)"]
+             f"round after {settings.round_warmup} untimed steps and {settings.gap:g} s idle) "
+             f"after {settings.warmup} warm-up steps; '~': IQR/median > 0.1 (noisy)"]
     for res in results:
         if not res.check_passed:
             notes.append(f"{res.name}: correctness check FAILED: {res.check_detail}")

@@ -133,3 +133,28 @@ def test_a_variant_that_cannot_start_is_reported_not_fatal(monkeypatch):
     assert res.check_passed and res.variants["fusegrad_compiled"].step is not None
     assert "no compiler" in res.variants["torch_compile"].error
     assert "no compiler" in report.table([res], settings)
+
+
+def test_every_turn_starts_after_an_idle_gap(monkeypatch):
+    """The previous worker's spinning BLAS/OpenMP threads must be asleep when a turn is timed."""
+    events = []
+
+    class Stub:
+        def __init__(self, name):
+            self.name = name
+
+        def call(self, cmd, n=None):
+            events.append((self.name, cmd, n))
+            return {"times": [0.001] * (n or 0), "losses": []}
+
+    monkeypatch.setattr(harness.time, "sleep", lambda s: events.append(("sleep", s)))
+    settings = harness.Settings(["tiny"], warmup=1, round_warmup=1, rounds=2, steps=3, gap=0.25)
+    live = {"a": Stub("a"), "b": Stub("b")}
+    result = harness.WorkloadResult("tiny", "torch", True, "", {})
+    result.variants = {v: harness.VariantResult() for v in live}
+    harness._time(live, list(live), settings, result, None)
+    timed = [i for i, e in enumerate(events) if e[1:] == ("steps", 3)]
+    assert len(timed) == 4   # two rounds of two variants
+    for i in timed:          # each turn: the gap, then the round's warm-up steps, then timing
+        assert events[i - 2] == ("sleep", 0.25) and events[i - 1] == (events[i][0], "steps", 1)
+    assert "0.25 s idle" in report.table([], settings)
