@@ -30,6 +30,10 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"fusegrad bench: unknown workload(s) {', '.join(unknown)}; the zoo has: "
               f"{', '.join(zoo.WORKLOADS)}", file=sys.stderr)
         return 2
+    if not args.gap >= 0:
+        print(f"fusegrad bench: --gap must be a number of seconds >= 0, got {args.gap}",
+              file=sys.stderr)
+        return 2
     settings = harness.Settings(
         workloads=names, warmup=args.warmup, round_warmup=args.round_warmup,
         rounds=args.rounds, steps=args.steps,

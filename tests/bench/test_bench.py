@@ -107,6 +107,11 @@ def test_unknown_workload_exits_2(capsys):
     assert "unknown workload" in capsys.readouterr().err
 
 
+def test_a_negative_gap_exits_2(capsys):
+    assert main(["bench", "tiny", "--gap", "-1"]) == 2
+    assert "--gap must be a number of seconds >= 0, got -1.0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", list(zoo.WORKLOADS))
 def test_every_zoo_workload_matches_torch_for_three_steps(name):
     """Both libraries run the same code from the same weights: the losses agree."""
