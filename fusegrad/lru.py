@@ -2,7 +2,8 @@
 
 A base module (it imports nothing of fusegrad), so every layer may use it. Each cache's default
 size is documented where it is made; ``FUSEGRAD_<NAME>_CACHE_SIZE`` environment variables
-override them at import, and :meth:`LRUCache.resize` at run time.
+override them at import, and :meth:`LRUCache.resize` at run time. Also the readers of
+``FUSEGRAD_*`` environment switches and sizes that several layers share.
 """
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+def switch_from_env(variable: str) -> bool:
+    """Whether environment variable ``variable`` leaves a switch on: everything but ``0``,
+    ``false``, ``no`` and ``off`` (any case) does, unset included."""
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def size_from_env(variable: str, default: int) -> int:

@@ -18,16 +18,11 @@ suite, pays little. ``FUSEGRAD_GC_FREEZE=0`` (or ``set_gc_freeze(False)``) turns
 from __future__ import annotations
 
 import gc
-import os
 import time
 
+from ..lru import switch_from_env
 
-def _from_env() -> bool:
-    return os.environ.get("FUSEGRAD_GC_FREEZE", "1").strip().lower() not in (
-        "0", "false", "no", "off")
-
-
-_enabled = [_from_env()]
+_enabled = [switch_from_env("FUSEGRAD_GC_FREEZE")]
 _programs_at_freeze = [0]  # programs made ready in the process when it last froze
 _not_before = [0.0]        # perf_counter time before which no freeze runs again
 COST_SHARE = 10            # a freeze waits this many times its own duration before the next

@@ -11,7 +11,7 @@ import pytest
 from parity import using_backend
 
 import fusegrad as fg
-from fusegrad.lru import LRUCache, size_from_env
+from fusegrad.lru import LRUCache, size_from_env, switch_from_env
 from fusegrad.tracer import functions, realize
 
 
@@ -38,6 +38,17 @@ def test_sizes_from_the_environment(monkeypatch):
         monkeypatch.setenv("FUSEGRAD_TEST_CACHE_SIZE", bad)
         with pytest.raises(ValueError, match="FUSEGRAD_TEST_CACHE_SIZE"):
             size_from_env("FUSEGRAD_TEST_CACHE_SIZE", 7)
+
+
+def test_switches_from_the_environment(monkeypatch):
+    monkeypatch.delenv("FUSEGRAD_TEST_SWITCH", raising=False)
+    assert switch_from_env("FUSEGRAD_TEST_SWITCH")
+    for off in ("0", "false", " No ", "OFF"):
+        monkeypatch.setenv("FUSEGRAD_TEST_SWITCH", off)
+        assert not switch_from_env("FUSEGRAD_TEST_SWITCH")
+    for on in ("1", "yes", ""):
+        monkeypatch.setenv("FUSEGRAD_TEST_SWITCH", on)
+        assert switch_from_env("FUSEGRAD_TEST_SWITCH")
 
 
 def test_program_and_kernel_cache_sizes_are_read_at_import():

@@ -42,7 +42,7 @@ from numba.core import sigutils
 from numba.core.caching import CompileResultCacheImpl, FunctionCache, _CacheLocator
 from numba.core.dispatcher import Dispatcher
 
-from ...lru import LRUCache, size_from_env
+from ...lru import LRUCache, size_from_env, switch_from_env
 from . import eviction
 from .render import KernelSource, code_lines
 
@@ -83,7 +83,7 @@ def reset_stats() -> None:
 
 def cache_enabled() -> bool:
     """False when ``FUSEGRAD_CACHE=0``: kernels are compiled in memory only."""
-    return os.environ.get("FUSEGRAD_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
+    return switch_from_env("FUSEGRAD_CACHE")
 
 
 def cache_dir() -> Path:
