@@ -90,7 +90,7 @@ def compile_graph(graph: Graph, backend: str) -> Compiled:
     values, targets = split_assigns(graph)
     optimized, records = optimize(values)
     t1 = time.perf_counter()
-    schedule = fuse(optimized)
+    schedule = fuse(optimized, concat=backend != CUDA_BACKEND)
     t2 = time.perf_counter()
     program = compile_schedule(schedule, targets)
     t3 = time.perf_counter()

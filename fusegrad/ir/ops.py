@@ -226,6 +226,24 @@ def matmul(a: Node, b: Node, loc: str | None = None) -> Node:
     return Node("matmul", (a, b), a.shape[:-1] + b.shape[-1:], a.dtype, (), loc)
 
 
+def concat(parts: tuple[Node, ...], axis: int, loc: str | None = None) -> Node:
+    """``parts`` one after another along ``axis`` (equal shapes and dtypes elsewhere).
+
+    The front end writes a concatenation as a sum of pads (``tracer.functions.cat``), which fuses
+    with what computes its pieces; fusion turns a long one into this op, a copy per piece
+    (``ir/passes/fuse_normalise.py``).
+    """
+    if not parts or len({p.dtype for p in parts}) != 1 or not 0 <= axis < len(parts[0].shape) \
+            or any(len(p.shape) != len(parts[0].shape) or
+                   p.shape[:axis] + p.shape[axis + 1:] != parts[0].shape[:axis] +
+                   parts[0].shape[axis + 1:] for p in parts):
+        _fail("concat", f"cannot concatenate {[list(p.shape) for p in parts]} along axis {axis}",
+              loc)
+    first = parts[0].shape
+    shape = first[:axis] + (sum(p.shape[axis] for p in parts),) + first[axis + 1:]
+    return Node("concat", tuple(parts), shape, parts[0].dtype, (axis,), loc)
+
+
 def allreduce(x: Node, op: str = "sum", loc: str | None = None) -> Node:
     """``x`` reduced elementwise with ``op`` over every process (``ir/collective.py``)."""
     from .collective import REDUCE_OPS

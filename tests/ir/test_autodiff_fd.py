@@ -118,6 +118,8 @@ RULES = [
     Rule("gather", "gather", lambda x, i: ops.gather(x, i, 0), (normal(3, 4), _INDEX)),
     Rule("scatter_add", "scatter_add", lambda i, s: ops.scatter_add(i, s, 0, (3, 4)),
          (_INDEX, normal(2, 4))),
+    Rule("concat", "concat", lambda a, b, c: ops.concat((a, b, c), 1),
+         (normal(2, 1, 3), normal(2, 2, 3), normal(2, 1, 3))),
     Rule("matmul_2d", "matmul", ops.matmul, (normal(3, 4), normal(4, 2))),
     Rule("matmul_3d", "matmul", ops.matmul, (normal(2, 3, 4), normal(2, 4, 2))),
     Rule("erf", "erf", _unary("erf"), (normal(2, 3) * 1.5,)),

@@ -842,3 +842,123 @@ def random_graphs(draw) -> Graph:
 @given(random_graphs())
 def test_random_graphs_run_like_the_interpreter(graph):
     fuse_and_check(*graph.outputs)
+
+
+# ----------------------------------------------------------------------------- long sums
+def _cat(parts: list[Node], axis: int) -> Node:
+    """A concatenation as the front end writes it: pads of the pieces, added left to right."""
+    total = sum(p.shape[axis] for p in parts)
+    shape = parts[0].shape[:axis] + (total,) + parts[0].shape[axis + 1:]
+    acc, start = None, 0
+    for p in parts:
+        place = tuple((start, 1) if d == axis else (0, 1) for d in range(len(shape)))
+        piece = ops.pad(p, shape, place)
+        acc = piece if acc is None else ops.binary("add", acc, piece)
+        start += p.shape[axis]
+    return acc
+
+
+def _rule_decisions(schedule: Schedule, rule: str) -> list[FusionDecision]:
+    return [d for d in of_kind(schedule, DecisionKind.NORMALISED) if d.rule == rule]
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_long_cat_is_one_concat_extern_copying_each_piece(axis):
+    from fusegrad.ir.passes.fuse_sums import CONCAT_MIN_PARTS
+    parts = [buf(tuple(1 + i % 3 if d == axis else 3 for d in range(3)), seed=i)
+             for i in range(CONCAT_MIN_PARTS)]
+    schedule = fuse_and_check(_cat(parts, axis))
+    assert not schedule.kernels
+    (ext,) = schedule.externs
+    assert ext.node.op == "concat" and ext.node.attrs == (axis,)
+    assert [ld.src for ld in ext.loads] == parts
+    (decision,) = _rule_decisions(schedule, "concat")
+    assert "tiling one axis" in decision.message
+
+
+def test_a_short_cat_stays_one_kernel_with_what_reads_it():
+    from fusegrad.ir.passes.fuse_sums import CONCAT_MIN_PARTS
+    parts = [buf((2, 3), seed=i) for i in range(CONCAT_MIN_PARTS - 1)]
+    schedule = fuse_and_check(ops.unary("exp", _cat(parts, 0)))
+    assert len(schedule.kernels) == 1 and not schedule.externs
+
+
+@pytest.mark.parametrize("case", ["gap", "overlap", "two axes", "strided", "other use"])
+def test_a_sum_of_pads_that_does_not_tile_one_axis_is_not_a_concat(case):
+    parts = [buf((2, 3), seed=i) for i in range(9)]
+    places = [((2 * i, 1), (0, 1)) for i in range(9)]
+    shape = (18, 3)
+    if case == "gap":
+        places[4] = ((19, 1), (0, 1))
+        shape = (21, 3)
+    elif case == "overlap":
+        places[4] = ((7, 1), (0, 1))
+    elif case == "two axes":
+        shape = (18, 4)
+        places[4] = ((8, 1), (1, 1))
+    elif case == "strided":
+        places[4] = ((8, 2), (0, 1))
+        shape = (19, 3)
+    pads = [ops.pad(p, shape, pl) for p, pl in zip(parts, places)]
+    acc = pads[0]
+    partial = None
+    for k, p in enumerate(pads[1:], 1):
+        acc = ops.binary("add", acc, p)
+        if k == 4:
+            partial = acc
+    outputs = (acc, partial) if case == "other use" else (acc,)
+    schedule = fuse_and_check(*outputs)
+    assert not any(e.node.op == "concat" for e in schedule.externs)
+
+
+def _products(n: int, m: int, k: int, p: int, transposed: bool = False) -> list[Node]:
+    out = []
+    for i in range(n):
+        a = ops.permute(buf((k, m), seed=2 * i), (1, 0)) if transposed else buf((m, k), seed=2 * i)
+        out.append(ops.matmul(a, buf((k, p), seed=2 * i + 1)))
+    return out
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_long_sum_of_products_is_one_product_of_joined_operands(transposed):
+    from fusegrad.ir.passes.fuse_sums import STACK_MIN_PRODUCTS
+    products = _products(STACK_MIN_PRODUCTS, 6, 2, 5, transposed)
+    total = products[0]
+    for p in products[1:]:
+        total = ops.binary("add", total, p)
+    bias = buf((6, 5), seed=99)
+    schedule = fuse_and_check(ops.binary("add", total, bias))
+    (product,) = [e for e in schedule.externs if e.node.op == "matmul"]
+    assert product.node.inputs[0].shape == (6, 2 * STACK_MIN_PRODUCTS)
+    joins = [e.node for e in schedule.externs if e.node.op == "concat"]
+    assert len(joins) == 2
+    if transposed:  # the pieces of a are joined as they are stored, then read transposed
+        assert {j.attrs for j in joins} == {(0,)}
+    assert len(_rule_decisions(schedule, "stacked-products")) == 1
+
+
+def test_too_few_products_or_deep_ones_are_summed_as_they_are():
+    from fusegrad.ir.passes.fuse_sums import STACK_MIN_PRODUCTS
+    few = _products(STACK_MIN_PRODUCTS - 1, 6, 2, 5)
+    deep = _products(STACK_MIN_PRODUCTS, 2, 40, 2)  # copying a and b moves more than summing
+    for products in (few, deep):
+        total = products[0]
+        for p in products[1:]:
+            total = ops.binary("add", total, p)
+        schedule = fuse_and_check(total)
+        assert sum(e.node.op == "matmul" for e in schedule.externs) == len(products)
+
+
+def test_without_the_concat_extern_products_are_joined_with_pads():
+    """The CUDA backend has no concat: the stacked product reads sums of pads."""
+    from fusegrad.ir.passes.fuse_sums import STACK_MIN_PRODUCTS
+    products = _products(STACK_MIN_PRODUCTS, 6, 2, 5)
+    total = products[0]
+    for p in products[1:]:
+        total = ops.binary("add", total, p)
+    graph = Graph((total,))
+    schedule = fuse(graph, concat=False)
+    check_structure(schedule, graph)
+    assert [e.node.op for e in schedule.externs] == ["matmul"]
+    (value,) = run_schedule(schedule)
+    np.testing.assert_allclose(value, evaluate([total])[0].reshape(-1), rtol=2e-5, atol=1e-6)

@@ -122,6 +122,23 @@ def test_layer_matches_torch(kind, extra, config, backend):
     check_parity(ref, ours, inputs, _forward(kind, with_state), backend)
 
 
+@pytest.mark.numba
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_long_sequence_matches_torch_with_stacked_weight_gradients(kind):
+    """From 8 time steps on, the recurrent weight's gradient is one product over the stacked
+    steps and the gradient of the projected input one concat (ir/passes/fuse_sums.py)."""
+    ref, ours = _pair(kind, input_size=3, hidden_size=4, num_layers=2)
+    rng = np.random.default_rng(3)
+    inputs = [rng.standard_normal((10, 2, 3)).astype(np.float32)]
+    check_parity(ref, ours, inputs, _forward(kind, False), "numba_cpu")
+    out, _ = ours(fg.tensor(inputs[0]))
+    out.sum().backward()
+    graph = Graph(tuple([out.node] + [p.grad.node for p in ours.parameters()]))
+    rules = [d.rule for d in fuse(optimize(graph)[0]).decisions]
+    assert rules.count("stacked-products") == 2  # W_hh of each layer
+    assert rules.count("concat") >= 2
+
+
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lstm_with_projection_matches_torch(backend):

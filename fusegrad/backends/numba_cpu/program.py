@@ -462,6 +462,10 @@ def _extern_call(item: Extern, t: int, names: dict[Node, str], namespace: dict,
         views.append(expr)
     if node.op == "matmul":
         return f"np.matmul({views[0]}, {views[1]}, out={views[2]})  # [{t}] extern {item.name}"
+    if node.op == "concat":
+        parts = "".join(f"{v}, " for v in views[:-1])
+        return (f"np.concatenate(({parts}), {node.attrs[0]}, out={views[-1]})"
+                f"  # [{t}] extern {item.name}")
     if node.op == "allreduce":
         return f"allreduce({views[0]}, {views[1]}, {node.attrs[0]!r})  # [{t}] extern {item.name}"
     if node.op == "scatter_add":

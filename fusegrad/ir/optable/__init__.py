@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from .. import ops  # noqa: F401 (must come first; see above)
 from ..node import Node
-from .spec import (NOT_DIFFERENTIABLE, TABLE, Category, NotDifferentiable, OpSpec,
+from .spec import (NOT_DIFFERENTIABLE, TABLE, VARIADIC, Category, NotDifferentiable, OpSpec,
                    elementwise_reference)
 from .views import (ALL_OPS, ASSIGN, BINARY, COMPARE, ELEMENTWISE, EXTERN, GATHER, LEAF,
                     MOVEMENT, REDUCE, STORE, TERNARY, UNARY)
 
 __all__ = ["ALL_OPS", "ASSIGN", "BINARY", "COMPARE", "ELEMENTWISE", "EXTERN", "GATHER", "LEAF",
            "MOVEMENT", "NOT_DIFFERENTIABLE", "REDUCE", "STORE", "TABLE", "TERNARY", "UNARY",
-           "Category",
+           "VARIADIC", "Category",
            "NotDifferentiable", "OpSpec", "elementwise_reference", "is_commutative", "spec_of",
            "user_facing"]
 

@@ -50,6 +50,9 @@ NOT_DIFFERENTIABLE = NotDifferentiable()
 
 DtypeRule = Literal["same", "bool", "int64", "given"]
 
+# The arity of an op that takes any number of operands (``concat``).
+VARIADIC = -1
+
 
 @dataclass(frozen=True)
 class OpSpec:
@@ -57,7 +60,7 @@ class OpSpec:
 
     Attributes:
         name: the op's name in the IR (``Node.op``).
-        arity: number of inputs a node of this op has.
+        arity: number of inputs a node of this op has; ``VARIADIC`` for any number.
         category: see ``Category``.
         accepts: operand dtypes the op is defined on (for ``where``, those of its two values).
         result: the result dtype: ``"same"`` as the operands, ``"bool"``, ``"int64"``, or

@@ -24,11 +24,12 @@ from .fuse_normalise import normalise
 __all__ = ["MAX_KERNEL_NODES", "fuse"]
 
 
-def fuse(graph: Graph) -> Schedule:
+def fuse(graph: Graph, concat: bool = True) -> Schedule:
     """Partition ``graph`` into kernels and extern calls.
 
     Args:
         graph: any valid graph, optimised or not.
+        concat: the backend runs the ``concat`` extern (``fuse_sums.py``).
 
     Returns:
         A Schedule that meets the contract in ``fusegrad.ir.schedule``. Each fusion decision
@@ -38,6 +39,6 @@ def fuse(graph: Graph) -> Schedule:
     """
     order = toposort(graph.outputs)
     labels = NodeLabels(order)
-    outputs, decisions = normalise(graph, order, labels)
+    outputs, decisions = normalise(graph, order, labels, concat)
     order = toposort(outputs)
     return build(group(order, labels), order, outputs, labels, decisions)

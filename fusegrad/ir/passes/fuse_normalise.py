@@ -6,8 +6,9 @@ size-1 axes; reshapes that only add or drop size-1 dims move after the elementwi
 reductions they feed; movement ops and gathers of constants are constants; a movement chain that
 reads its base unchanged is its base; consecutive reshapes fold; ``expand`` of a small elementwise
 expression is pushed below it (``expand(log(s))`` becomes ``log(expand(s))``), so that an epilogue
-reads a reduction's accumulator instead of a materialised kept-shape value; and a transposed
-product ``(a @ b)^T`` used nowhere else is computed as ``b^T @ a^T``. Two of the rules are
+reads a reduction's accumulator instead of a materialised kept-shape value; a transposed
+product ``(a @ b)^T`` used nowhere else is computed as ``b^T @ a^T``; and long sums of products or
+of pads become one product or one ``concat`` (``fuse_sums.py``). Two of the rules are
 simplify's own (``reduction_over_unit_axes``, ``fold_reshape_chain``).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..graph import Graph, consumers
 from ..node import Node
 from ..ops import ELEMENTWISE, MOVEMENT, REDUCE, const, expand, matmul, permute, reshape
 from ..view import View
+from .fuse_sums import concat_rule, stacked_products_rule
 from .fuse_views import Shape, compose, is_computed, is_unit_reshape, kept, reduce_axes
 from .rewrite import Rule, rebuild, rewrite
 from .simplify import fold_reshape_chain, reduction_over_unit_axes
@@ -199,32 +201,48 @@ RULES: tuple[NormaliseRule, ...] = (
                   push_expand_below_elementwise),
 )
 TRANSPOSED_PRODUCT = "transposed-product"
+CONCAT = "concat"
+STACKED_PRODUCTS = "stacked-products"
 
 
-def normalise(graph: Graph, order: list[Node], labels: NodeLabels
+def normalise(graph: Graph, order: list[Node], labels: NodeLabels, concat: bool = True
               ) -> tuple[tuple[Node, ...], list[FusionDecision]]:
-    """Rewrite ``graph`` with :data:`RULES` (and the transposed product) for grouping.
+    """Rewrite ``graph`` with :data:`RULES`, the transposed product and the long-sum rules of
+    ``fuse_sums.py`` for grouping.
 
     Args:
         graph: the graph to normalise; it is left unchanged.
         order: ``toposort(graph.outputs)``.
         labels: the numbering of ``graph``'s nodes; a node rebuilt over rewritten operands keeps
             its number, and every node a rule makes gets a new one.
+        concat: the backend runs the ``concat`` extern; without it, long sums of pads stay as
+            they are and stacked products join their operands with sums of pads.
 
     Returns:
         The normalised outputs, and one ``NORMALISED`` decision per rewrite, in the order they
         were made.
     """
-    graph_uses = {n: len(u) for n, u in consumers(order).items()}
+    users = consumers(order)
+    graph_uses = {n: len(u) for n, u in users.items()}
     for out in graph.outputs:
         graph_uses[out] += 1
+    # adds whose only use is another add: inside a sum, not its root
+    inner_adds = {n for n, u in users.items()
+                  if n.op == "add" and graph_uses[n] == 1 and u and u[0].op == "add"}
     uses: dict[Node, int] = {}  # of the rebuilt nodes, counted on the nodes they copy
+    inner: set[Node] = set()    # the rebuilt inner adds
     seen: set[Node] = set()
+    count = lambda m: uses.get(m, 0)  # noqa: E731
     transposed = NormaliseRule(TRANSPOSED_PRODUCT, "transposed product computed directly "
-                               "(b^T a^T)", frozenset({"permute"}),
-                               transposed_product(lambda m: uses.get(m, 0)))
+                               "(b^T a^T)", frozenset({"permute"}), transposed_product(count))
+    sums = [NormaliseRule(STACKED_PRODUCTS, "a sum of products computed as one product of the "
+                          "joined operands", frozenset({"add"}),
+                          stacked_products_rule(inner, count, concat))]
+    if concat:
+        sums.append(NormaliseRule(CONCAT, "a sum of pads tiling one axis copied piece by piece",
+                                  frozenset({"add"}), concat_rule(inner)))
     rules_for: dict[str, list[NormaliseRule]] = {}
-    for r in (*RULES, transposed):
+    for r in (*RULES, transposed, *sums):
         for op in r.ops:
             rules_for.setdefault(op, []).append(r)
     decisions: list[FusionDecision] = []
@@ -235,6 +253,8 @@ def normalise(graph: Graph, order: list[Node], labels: NodeLabels
             seen.add(node)
             labels.same_as(current, node)
             uses[current] = uses.get(current, 0) + graph_uses[node]
+            if node in inner_adds:
+                inner.add(current)
         for r in rules_for.get(current.op, ()):
             new = r.apply(current, current.inputs)
             if new is not None:
@@ -242,6 +262,8 @@ def normalise(graph: Graph, order: list[Node], labels: NodeLabels
                     f"{r.reason.format(op=current.op)}"
                 decisions.append(FusionDecision(DecisionKind.NORMALISED, message, (current, new),
                                                 rule=r.name))
+                if new is not current:
+                    uses[new] = uses.get(new, 0) + uses.get(current, 0)
                 return new
         return None
 
