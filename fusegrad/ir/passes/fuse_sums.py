@@ -5,13 +5,15 @@ inner adds have no other use:
 
 * **concat** -- a sum of at least ``CONCAT_MIN_PARTS`` pads that tile one axis (the front end's
   ``cat``/``stack``, and the gradient of slicing every time step of a sequence) becomes one
-  ``concat`` extern: a copy per piece. Fused, each element of the sum tests every piece (a
-  35-piece cat of (32, 1024) pieces took 4.4 ms; ``np.concatenate`` 0.45 ms).
+  ``concat`` extern: a copy per piece. Fused, each element of the sum tests every piece: a
+  compiled cat of 35 (32, 1024) pieces took 4.4 ms fused and 0.65 ms as a concat; of 8 pieces,
+  0.26 and 0.11 ms.
 * **stacked-products** -- a sum of at least ``STACK_MIN_PRODUCTS`` matrix products of one shape
   (a recurrent weight's gradient, one product per time step) becomes one product of the
   concatenated operands, ``sum_i a_i @ b_i = [a_1 .. a_n] @ [b_1; ..; b_n]``, when copying the
-  operands moves no more elements than adding the products would. One GEMM of depth 1,120 ran
-  in a fifth of the time of 35 of depth 32 and the sum of their results.
+  operands moves no more elements than adding the products would. In the zoo's 2-layer LSTM,
+  68 products of depth 32 (0.34 ms each) and their sums (4.5 ms) became two products of depth
+  1,088 (about 5 ms each) and the concats of their operands (about 1 ms each).
 
 Both keep the value; only the order in which a float sum adds its terms changes.
 """
