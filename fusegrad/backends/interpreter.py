@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir.autodiff import expand_gradients
 from ..ir.dtypes import to_numpy
 from ..ir.graph import Graph, toposort
 from ..ir.node import Node
@@ -24,6 +25,7 @@ def eval_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
 
 def evaluate(outputs: list[Node] | tuple[Node, ...]) -> list[np.ndarray]:
     """Values of ``outputs``, computed node by node (fresh contiguous arrays)."""
+    outputs = expand_gradients(outputs)
     values: dict[Node, np.ndarray] = {}
     for node in toposort(outputs):
         values[node] = eval_node(node, [values[i] for i in node.inputs])

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..ir.autodiff import expand_graph
 from ..ir.graph import Graph
 from ..ir.node import Node
 from ..ir.ops import ASSIGN
@@ -36,6 +37,7 @@ class CompileReport:
 
     backend: str
     traced: Graph
+    keyed: Graph | None = None   # the graph compiled, before its deferred gradients expanded
     passes: list[Any] = field(default_factory=list)   # ir.passes.PassRecord per pass
     schedule: Any = None                              # ir.schedule.Schedule (compiled backends)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -72,8 +74,14 @@ def default_backend() -> str:
 
 
 def compile_graph(graph: Graph, backend: str) -> Compiled:
-    """Optimize, fuse and compile ``graph`` for ``backend``."""
-    report = CompileReport(backend, graph)
+    """Optimize, fuse and compile ``graph`` for ``backend``.
+
+    Deferred gradients (``ops.grad``) are expanded first: the report's ``traced`` graph is the
+    expanded one, and ``keyed`` the graph as given (whose buffer leaves, in key order, are the
+    ones ``realize`` binds).
+    """
+    keyed, graph = graph, expand_graph(graph)
+    report = CompileReport(backend, graph, keyed=keyed)
     if backend == "interpreter":
         from .interpreter import InterpreterProgram
         prog = InterpreterProgram(graph)
@@ -189,7 +197,7 @@ def recompile(key: tuple, compiled: Compiled) -> Compiled:
     for ks in compiled.program.sources:
         cache.forget(ks)
     with cache.fresh_kernels():
-        return compile_graph(compiled.report.traced, backend)
+        return compile_graph(compiled.report.keyed or compiled.report.traced, backend)
 
 
 def full_report(report: CompileReport) -> CompileReport:
@@ -197,4 +205,4 @@ def full_report(report: CompileReport) -> CompileReport:
     graph (its kernels come from memory or the kernel cache)."""
     if not report.from_disk:
         return report
-    return compile_graph(report.traced, report.backend).report
+    return compile_graph(report.keyed or report.traced, report.backend).report

@@ -29,5 +29,7 @@ def node_flops(n: Node) -> int:
 
 
 def count_flops(outputs: list[Node] | tuple[Node, ...]) -> int:
-    """Floating-point operations needed to compute ``outputs`` (each node counted once)."""
-    return sum(node_flops(n) for n in toposort(list(outputs)))
+    """Floating-point operations needed to compute ``outputs`` (each node counted once; deferred
+    gradients counted as the graphs they stand for)."""
+    from .autodiff import expand_gradients
+    return sum(node_flops(n) for n in toposort(expand_gradients(outputs)))

@@ -244,6 +244,12 @@ def concat(parts: tuple[Node, ...], axis: int, loc: str | None = None) -> Node:
     return Node("concat", tuple(parts), shape, parts[0].dtype, (axis,), loc)
 
 
+def grad(root: Node, seed: Node, leaf: Node, loc: str | None = None) -> Node:
+    """The gradient of ``root`` weighted by ``seed`` with respect to ``leaf``, built only when
+    the graph is compiled (``autodiff.expand_gradients``)."""
+    return Node("grad", (root, seed, leaf), leaf.shape, leaf.dtype, (), loc)
+
+
 def allreduce(x: Node, op: str = "sum", loc: str | None = None) -> Node:
     """``x`` reduced elementwise with ``op`` over every process (``ir/collective.py``)."""
     from .collective import REDUCE_OPS

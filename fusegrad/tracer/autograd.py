@@ -60,7 +60,13 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
     if inputs is not None:
         allowed = {id(i) for i in inputs}
         targets = {n: [x for x in ts if id(x) in allowed] for n, ts in targets.items()}
-    grads = _differentiate(t, root, seed, sources, graph, targets, retain_graph)
+    if _deferrable(sources, targets):
+        grads = {n: ops.grad(root, seed, n, loc)
+                 for n in autodiff.reached(root, list(targets), graph)}
+        if not retain_graph:
+            _free_pending(t, graph, targets)
+    else:
+        grads = _differentiate(t, root, seed, sources, graph, targets, retain_graph)
     reached = []
     for node, g in grads.items():
         for leaf in targets[node]:
@@ -68,6 +74,17 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
             reached.append(leaf)
     for hook in list(POST_BACKWARD.values()):
         hook(reached)
+
+
+def _deferrable(sources: dict[Node, Node], targets: dict[Node, list[Tensor]]) -> bool:
+    """Whether ``backward()`` may leave deferred ``grad`` nodes (``autodiff.expand_gradients``)
+    instead of building the gradient graphs now: only for gradients of leaves of an unrealized
+    graph, without data-parallel hooks (they read each gradient as it is accumulated)."""
+    return DEFER and not sources and not POST_BACKWARD and all(n.op == "buffer" for n in targets)
+
+
+# False: every backward() builds its gradient graphs itself (tests compare both ways).
+DEFER = True
 
 
 # Called after every backward() with the leaves it accumulated gradients into

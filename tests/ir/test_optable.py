@@ -63,6 +63,12 @@ def _elementwise_node(spec: OpSpec, operand: Callable[[str], Node]) -> Node:
 _X = np.arange(6, dtype=np.float64).reshape(2, 3) / 4 + 0.5
 _INDEX = np.array([[1, 0, 1], [0, 1, 1]], dtype=np.int64)
 _KEY = np.array([7, 0], dtype=np.int64)
+def _deferred_grad() -> Node:
+    leaf = _leaf(_X)
+    root = ops.reduce("sum", ops.binary("mul", leaf, leaf), (0, 1))
+    return ops.grad(root, ops.const(1.0, root.shape, "float64"), leaf)
+
+
 NON_ELEMENTWISE_SAMPLES: dict[str, Callable[[], Node]] = {
     "buffer": lambda: _leaf(_X),
     "const": lambda: ops.const(1.5, (2, 3), "float64"),
@@ -80,6 +86,7 @@ NON_ELEMENTWISE_SAMPLES: dict[str, Callable[[], Node]] = {
     "matmul": lambda: ops.matmul(_leaf(_X), _leaf(_X.T.copy())),
     "concat": lambda: ops.concat((_leaf(_X), _leaf(_X[:1].copy()), _leaf(_X)), 0),
     "allreduce": lambda: ops.allreduce(_leaf(_X)),
+    "grad": _deferred_grad,
     "assign": lambda: ops.assign(_leaf(_X), ops.unary("neg", _leaf(_X[::-1].copy()))),
 }
 STORES = sorted(n for n, s in TABLE.items() if s.category is Category.STORE)

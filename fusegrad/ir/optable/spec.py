@@ -36,6 +36,7 @@ class Category(enum.Enum):
     GATHER = "gather"            # data-dependent reads
     EXTERN = "extern"            # a library kernel (BLAS, atomics), a fusion boundary
     STORE = "store"              # writes its value into the buffer of its first operand
+    DEFERRED = "deferred"        # stands for a subgraph built only when compiled (a gradient)
 
 
 class NotDifferentiable:

@@ -1,4 +1,5 @@
-"""Rows of the op table: writes into an existing buffer (``assign``).
+"""Rows of the op table: writes into an existing buffer (``assign``), and the deferred gradient
+(``grad``), which no backend ever sees.
 
 ``assign(target, value)`` is a graph root, never an operand: a backend runs it after every read
 of ``target`` in the same program, so the passes and fusion see only its value
@@ -10,14 +11,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..node import Node
-from .spec import ANY, NOT_DIFFERENTIABLE, Category, OpSpec, declare
+from .spec import ANY, FLOAT, NOT_DIFFERENTIABLE, Category, OpSpec, declare
 
 
 def _assign(node: Node, args: list[np.ndarray]) -> np.ndarray:
     return args[1]
 
 
+def _deferred(node: Node, args: list[np.ndarray]) -> np.ndarray:
+    raise ValueError(f"{node!r} stands for a gradient graph: expand it first "
+                     "(ir.autodiff.expand_gradients)")
+
+
 declare(
     # operands (target buffer leaf, value) of equal shape and dtype; the result is the target
     OpSpec("assign", 2, Category.STORE, ANY, "same", _assign, NOT_DIFFERENTIABLE),
+    # operands (root, seed, leaf): the gradient of root, weighted by seed, with respect to leaf,
+    # as ``backward()`` leaves it; compiling (or interpreting) a graph expands it first
+    OpSpec("grad", 3, Category.DEFERRED, FLOAT, "same", _deferred, NOT_DIFFERENTIABLE),
 )

@@ -15,6 +15,7 @@ concerns, or on the Schedule.
 from __future__ import annotations
 
 from ..fusion_decisions import NodeLabels
+from ..autodiff import expand_graph
 from ..graph import Graph, toposort
 from ..schedule import Schedule
 from .fuse_build import build
@@ -28,7 +29,7 @@ def fuse(graph: Graph, concat: bool = True) -> Schedule:
     """Partition ``graph`` into kernels and extern calls.
 
     Args:
-        graph: any valid graph, optimised or not.
+        graph: any valid graph, optimised or not (deferred gradients are expanded first).
         concat: the backend runs the ``concat`` extern (``fuse_sums.py``).
 
     Returns:
@@ -37,6 +38,7 @@ def fuse(graph: Graph, concat: bool = True) -> Schedule:
         or ``Schedule.decisions``; ``Schedule.node_ids`` numbers nodes as ``format_graph(graph)``
         does.
     """
+    graph = expand_graph(graph)
     order = toposort(graph.outputs)
     labels = NodeLabels(order)
     outputs, decisions = normalise(graph, order, labels, concat)

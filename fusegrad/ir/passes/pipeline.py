@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..autodiff import expand_graph
 from ..graph import Graph
 from .constfold import constant_folding
 from .cse import common_subexpression_elimination
@@ -62,12 +63,14 @@ def optimize(graph: Graph, passes: Sequence[tuple[str, Pass]] = PASSES) -> tuple
     stops changing, at most ``MAX_ROUNDS`` times; the others run once.
 
     Args:
-        graph: the graph to optimise; it is left unchanged.
+        graph: the graph to optimise (deferred gradients are expanded first); it is left
+            unchanged.
         passes: ``(name, pass)`` pairs, by default ``PASSES``.
 
     Returns:
         The optimised graph and one ``PassRecord`` per pass run, in the order they ran.
     """
+    graph = expand_graph(graph)
     records: list[PassRecord] = []
     for group in _groups(passes):
         rounds = MAX_ROUNDS if group[0][0] in REPEATED else 1
