@@ -55,6 +55,7 @@ _FORMAT_KEY = "fusegrad.format"
 _VERSION_KEY = "fusegrad.version"
 _STRUCTURE_KEY = "fusegrad.structure"
 _CHECKSUMS_KEY = "fusegrad.checksums"
+_METADATA_KEYS = frozenset({_FORMAT_KEY, _VERSION_KEY, _STRUCTURE_KEY, _CHECKSUMS_KEY})
 _DTYPES = {"float32", "float64", "int32", "int64", "bool"}
 _SAFETENSORS_DTYPES = {"F32": "float32", "F64": "float64", "I32": "int32", "I64": "int64",
                        "BOOL": "bool"}
@@ -333,6 +334,10 @@ def _read_metadata(data: bytes, source: str) -> dict[str, str]:
     if wrong is not None:
         raise CheckpointError(f"{source}: damaged checkpoint: metadata {wrong!r} is a "
                               f"{type(metadata[wrong]).__name__}, not a string")
+    unknown = sorted(set(metadata) - _METADATA_KEYS)
+    if unknown:  # a damaged key name would otherwise drop what it names (the checksums)
+        raise CheckpointError(f"{source}: damaged checkpoint: metadata {unknown[0]!r} is not one "
+                              "fusegrad.save writes")
     version = metadata.get(_VERSION_KEY, "")
     if not (version.isascii() and version.isdigit()) or int(version) > VERSION:
         raise CheckpointError(f"{source}: checkpoint format version {version!r} is newer than "
