@@ -25,10 +25,11 @@ VJP: dict[str, Callable[[Node, Node], Grads]] = {
 NON_DIFFERENTIABLE = frozenset(name for name, spec in TABLE.items() if not spec.differentiable)
 
 
+_FLOATS = frozenset({"float32", "float64"})
+
+
 def differentiable(node: Node) -> bool:
-    if not TABLE[node.op].differentiable:
-        return False
-    return node.dtype in ("float32", "float64")
+    return node.op in VJP and node.dtype in _FLOATS
 
 
 def _active(wrt: list[Node], order: list[Node]) -> set[Node]:
@@ -36,7 +37,7 @@ def _active(wrt: list[Node], order: list[Node]) -> set[Node]:
     targets = set(wrt)
     active: set[Node] = set()
     for n in order:
-        if n in targets or (differentiable(n) and any(i in active for i in n.inputs)):
+        if n in targets or (not active.isdisjoint(n.inputs) and differentiable(n)):
             active.add(n)
     return active
 

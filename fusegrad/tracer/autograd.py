@@ -217,10 +217,10 @@ def _free_pending(t: Tensor, graph: list[Node], targets: dict[Node, list[Tensor]
     differentiable: set[Node] = set(targets)   # nodes a gradient flows through
     saves: set[Node] = set()
     for n in graph:
-        if n.op == "detach" or not any(i in differentiable for i in n.inputs):
+        if n.op == "detach" or differentiable.isdisjoint(n.inputs):
             continue
         differentiable.add(n)
-        if n.op not in _NO_SAVED_VALUES or any(i in saves for i in n.inputs):
+        if n.op not in _NO_SAVED_VALUES or not saves.isdisjoint(n.inputs):
             saves.add(n)
     if not saves:
         return
