@@ -33,11 +33,15 @@ class CompileReport:
     ``passes`` is empty, ``schedule`` None, ``seconds`` holds the load time, and the counts and
     stage times of the compilation that wrote the entry are ``stored_counts`` and
     ``original_seconds``. ``full_report`` recompiles it for every stage.
+
+    ``traced`` is the graph compiled, deferred gradients expanded (a loaded program's is its
+    ``keyed`` graph); ``keyed`` the graph as ``realize`` keyed it, whose buffer leaves, in key
+    order, are the ones it binds.
     """
 
     backend: str
     traced: Graph
-    keyed: Graph | None = None   # the graph compiled, before its deferred gradients expanded
+    keyed: Graph                 # the graph as realize keyed it (deferred gradients unexpanded)
     passes: list[Any] = field(default_factory=list)   # ir.passes.PassRecord per pass
     schedule: Any = None                              # ir.schedule.Schedule (compiled backends)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -81,7 +85,7 @@ def compile_graph(graph: Graph, backend: str) -> Compiled:
     ones ``realize`` binds).
     """
     keyed, graph = graph, expand_graph(graph)
-    report = CompileReport(backend, graph, keyed=keyed)
+    report = CompileReport(backend, graph, keyed)
     if backend == "interpreter":
         from .interpreter import InterpreterProgram
         prog = InterpreterProgram(graph)
@@ -157,7 +161,7 @@ def load_cached(backend: str, key: tuple, graph: Graph, inputs: list[Node]
         return None
     program, slots = found
     facts = program.facts
-    report = CompileReport(backend, graph, program=program, from_disk=True,
+    report = CompileReport(backend, graph, graph, program=program, from_disk=True,
                            stored_counts=(facts["kernel_count"], facts["extern_count"]),
                            original_seconds=dict(facts["seconds"]))
     report.seconds = {"load (disk cache)": time.perf_counter() - t0}
@@ -197,7 +201,7 @@ def recompile(key: tuple, compiled: Compiled) -> Compiled:
     for ks in compiled.program.sources:
         cache.forget(ks)
     with cache.fresh_kernels():
-        return compile_graph(compiled.report.keyed or compiled.report.traced, backend)
+        return compile_graph(compiled.report.keyed, backend)
 
 
 def full_report(report: CompileReport) -> CompileReport:
@@ -205,4 +209,4 @@ def full_report(report: CompileReport) -> CompileReport:
     graph (its kernels come from memory or the kernel cache)."""
     if not report.from_disk:
         return report
-    return compile_graph(report.keyed or report.traced, report.backend).report
+    return compile_graph(report.keyed, report.backend).report

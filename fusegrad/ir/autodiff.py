@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import ops
+from .dtypes import is_float
 from .graph import Graph, substitute, toposort
 from .node import Node
 from .optable import TABLE, NotDifferentiable
@@ -25,11 +26,8 @@ VJP: dict[str, Callable[[Node, Node], Grads]] = {
 NON_DIFFERENTIABLE = frozenset(name for name, spec in TABLE.items() if not spec.differentiable)
 
 
-_FLOATS = frozenset({"float32", "float64"})
-
-
 def differentiable(node: Node) -> bool:
-    return node.op in VJP and node.dtype in _FLOATS
+    return node.op in VJP and is_float(node.dtype)
 
 
 def _active(wrt: list[Node], order: list[Node]) -> set[Node]:

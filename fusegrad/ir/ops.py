@@ -9,6 +9,7 @@ type promotion (``cast``) are explicit nodes, put in by the tracer.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 import weakref
 
 import numpy as np
@@ -226,6 +227,23 @@ def matmul(a: Node, b: Node, loc: str | None = None) -> Node:
     return Node("matmul", (a, b), a.shape[:-1] + b.shape[-1:], a.dtype, (), loc)
 
 
+def pads_sum(parts: Sequence[Node], axis: int, loc: str | None = None) -> Node:
+    """``parts`` (at least one) one after another along ``axis``, as the front end writes a
+    concatenation: each padded into place, the pads added left to right. It fuses with what
+    reads it; fusion turns a long one into ``concat``."""
+    total = sum(p.shape[axis] for p in parts)
+    shape = parts[0].shape[:axis] + (total,) + parts[0].shape[axis + 1:]
+    acc: Node | None = None
+    start = 0
+    for p in parts:
+        placement = tuple((start, 1) if d == axis else (0, 1) for d in range(len(shape)))
+        piece = pad(p, shape, placement, loc)
+        acc = piece if acc is None else binary("add", acc, piece, loc)
+        start += p.shape[axis]
+    assert acc is not None
+    return acc
+
+
 def concat(parts: tuple[Node, ...], axis: int, loc: str | None = None) -> Node:
     """``parts`` one after another along ``axis`` (equal shapes and dtypes elsewhere).
 
@@ -233,13 +251,12 @@ def concat(parts: tuple[Node, ...], axis: int, loc: str | None = None) -> Node:
     with what computes its pieces; fusion turns a long one into this op, a copy per piece
     (``ir/passes/fuse_normalise.py``).
     """
-    if not parts or len({p.dtype for p in parts}) != 1 or not 0 <= axis < len(parts[0].shape) \
-            or any(len(p.shape) != len(parts[0].shape) or
-                   p.shape[:axis] + p.shape[axis + 1:] != parts[0].shape[:axis] +
-                   parts[0].shape[axis + 1:] for p in parts):
+    first = parts[0].shape if parts else ()
+    others = {p.shape[:axis] + p.shape[axis + 1:] for p in parts if len(p.shape) == len(first)}
+    if not 0 <= axis < len(first) or len(others) != 1 or len({p.dtype for p in parts}) != 1 \
+            or any(len(p.shape) != len(first) for p in parts):
         _fail("concat", f"cannot concatenate {[list(p.shape) for p in parts]} along axis {axis}",
               loc)
-    first = parts[0].shape
     shape = first[:axis] + (sum(p.shape[axis] for p in parts),) + first[axis + 1:]
     return Node("concat", tuple(parts), shape, parts[0].dtype, (axis,), loc)
 

@@ -763,18 +763,10 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     common = tensors[0].node.dtype
     for t in tensors[1:]:
         common = promote(common, t.node.dtype)
-    total = builtins.sum(t.node.shape[d] for t in parts)
-    shape = ref.node.shape[:d] + (total,) + ref.node.shape[d + 1:]
-    acc: Node | None = None
-    offset = 0
-    for t in parts:
-        n = ops.cast(node_of(t), common, loc)
-        placement = tuple((offset, 1) if i == d else (0, 1) for i in range(len(shape)))
-        piece = ops.pad(n, shape, placement, loc)
-        acc = piece if acc is None else ops.binary("add", acc, piece, loc)
-        offset += t.node.shape[d]
-    if acc is None:
-        acc = ops.const(0, shape, common, loc)
+    if parts:
+        acc = ops.pads_sum([ops.cast(node_of(t), common, loc) for t in parts], d, loc)
+    else:
+        acc = ops.const(0, ref.node.shape[:d] + (0,) + ref.node.shape[d + 1:], common, loc)
     return wrap(acc, *tensors)
 
 

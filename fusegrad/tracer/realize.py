@@ -271,7 +271,7 @@ def run_entry(entry: Entry, leaves: list[Node]) -> list:
                       f"({type(exc).__name__}: {exc}); discarding it and compiling it again",
                       RuntimeWarning, stacklevel=3)
     compiled = recompile(entry.key, entry.compiled)
-    stand_ins = structural_key(list((compiled.report.keyed or compiled.report.traced).outputs))[1]
+    stand_ins = structural_key(list(compiled.report.keyed.outputs))[1]
     position = {n: i for i, n in enumerate(stand_ins)}
     entry.compiled, entry.slots = compiled, [position[n] for n in compiled.inputs]
     store_cached(compiled.report.backend, entry.key, compiled, entry.slots)

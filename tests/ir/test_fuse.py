@@ -845,19 +845,6 @@ def test_random_graphs_run_like_the_interpreter(graph):
 
 
 # ----------------------------------------------------------------------------- long sums
-def _cat(parts: list[Node], axis: int) -> Node:
-    """A concatenation as the front end writes it: pads of the pieces, added left to right."""
-    total = sum(p.shape[axis] for p in parts)
-    shape = parts[0].shape[:axis] + (total,) + parts[0].shape[axis + 1:]
-    acc, start = None, 0
-    for p in parts:
-        place = tuple((start, 1) if d == axis else (0, 1) for d in range(len(shape)))
-        piece = ops.pad(p, shape, place)
-        acc = piece if acc is None else ops.binary("add", acc, piece)
-        start += p.shape[axis]
-    return acc
-
-
 def _rule_decisions(schedule: Schedule, rule: str) -> list[FusionDecision]:
     return [d for d in of_kind(schedule, DecisionKind.NORMALISED) if d.rule == rule]
 
@@ -867,7 +854,7 @@ def test_a_long_cat_is_one_concat_extern_copying_each_piece(axis):
     from fusegrad.ir.passes.fuse_sums import CONCAT_MIN_PARTS
     parts = [buf(tuple(1 + i % 3 if d == axis else 3 for d in range(3)), seed=i)
              for i in range(CONCAT_MIN_PARTS)]
-    schedule = fuse_and_check(_cat(parts, axis))
+    schedule = fuse_and_check(ops.pads_sum(parts, axis))
     assert not schedule.kernels
     (ext,) = schedule.externs
     assert ext.node.op == "concat" and ext.node.attrs == (axis,)
@@ -879,7 +866,7 @@ def test_a_long_cat_is_one_concat_extern_copying_each_piece(axis):
 def test_a_short_cat_stays_one_kernel_with_what_reads_it():
     from fusegrad.ir.passes.fuse_sums import CONCAT_MIN_PARTS
     parts = [buf((2, 3), seed=i) for i in range(CONCAT_MIN_PARTS - 1)]
-    schedule = fuse_and_check(ops.unary("exp", _cat(parts, 0)))
+    schedule = fuse_and_check(ops.unary("exp", ops.pads_sum(parts, 0)))
     assert len(schedule.kernels) == 1 and not schedule.externs
 
 

@@ -25,5 +25,4 @@ GATHER = _names(Category.GATHER)
 EXTERN = _names(Category.EXTERN)
 STORE = _names(Category.STORE)
 (ASSIGN,) = STORE  # the one store op: ``assign``
-DEFERRED = _names(Category.DEFERRED)
 ALL_OPS = frozenset(TABLE)

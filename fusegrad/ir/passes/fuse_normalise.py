@@ -232,7 +232,10 @@ def normalise(graph: Graph, order: list[Node], labels: NodeLabels, concat: bool 
     uses: dict[Node, int] = {}  # of the rebuilt nodes, counted on the nodes they copy
     inner: set[Node] = set()    # the rebuilt inner adds
     seen: set[Node] = set()
-    count = lambda m: uses.get(m, 0)  # noqa: E731
+
+    def count(m: Node) -> int:
+        return uses.get(m, 0)
+
     transposed = NormaliseRule(TRANSPOSED_PRODUCT, "transposed product computed directly "
                                "(b^T a^T)", frozenset({"permute"}), transposed_product(count))
     sums = [NormaliseRule(STACKED_PRODUCTS, "a sum of products computed as one product of the "

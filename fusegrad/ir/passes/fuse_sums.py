@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..node import Node
-from ..ops import binary, concat, matmul, pad, permute
+from ..ops import binary, concat, matmul, pads_sum, permute
 from .rewrite import Rule
 
 # Fewest pieces a sum of pads needs to become a concat. A short cat stays a kernel, which also
@@ -83,19 +83,7 @@ def joined(parts: list[Node], axis: int, extern: bool) -> Node:
     the copy then reads and writes whole rows."""
     if all(p.op == "permute" and p.attrs[0] == (1, 0) for p in parts):
         return permute(joined([p.inputs[0] for p in parts], 1 - axis, extern), (1, 0))
-    if extern:
-        return concat(tuple(parts), axis)
-    total = sum(p.shape[axis] for p in parts)
-    shape = parts[0].shape[:axis] + (total,) + parts[0].shape[axis + 1:]
-    acc: Node | None = None
-    start = 0
-    for p in parts:
-        placement = tuple((start, 1) if d == axis else (0, 1) for d in range(len(shape)))
-        piece = pad(p, shape, placement)
-        acc = piece if acc is None else binary("add", acc, piece)
-        start += p.shape[axis]
-    assert acc is not None
-    return acc
+    return concat(tuple(parts), axis) if extern else pads_sum(parts, axis)
 
 
 def concat_rule(inner: set[Node]) -> Rule:
