@@ -15,67 +15,38 @@ from typing import Any
 
 import numpy as np
 
+from ...ir import ops
+from ...ir.node import Node
 from ...tracer import functions as F
 from ...tracer.creation import buffer_tensor, empty, zeros
+from ...tracer.functions import node_of, wrap
+from ...tracer.provenance import user_location
 from ...tracer.tensor import Tensor
 from .. import functional as NF
 from .. import functional_seq as FS
 from .. import init
 from ..module import Module
 from ..parameter import Parameter
+from . import rnn_steps as S
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
 # ---------------------------------------------------------------------------- one step
-def _activation(mode: str, x: Tensor) -> Tensor:
-    return F.relu(x) if mode == "RNN_RELU" else F.tanh(x)
-
-
-def _sigmoid(x: Tensor) -> Tensor:
-    """``sigmoid(x) = (1 + tanh(x/2)) / 2``: 4 traced nodes instead of the 9 of the
-    overflow-safe ``fusegrad.sigmoid`` (tanh saturates, so this is finite everywhere too) and a
-    simpler backward. It differs from ``1/(1+exp(-x))`` by at most ~6e-8 (1 ulp of 1.0)."""
-    return F.tanh(x * 0.5) * 0.5 + 0.5
-
-
-def _lstm_update(gates: Tensor, c: Tensor, half: Tensor, offset: Tensor
-                 ) -> tuple[Tensor, Tensor]:
-    """(h', c') from the pre-activations ``gates`` (N, 4H) in torch's order i, f, g, o.
-
-    All four activations are one ``tanh(gates * half) * half + offset`` over the 4H columns
-    (see ``_lstm_gate_constants``): sigmoid on i, f, o and tanh on g, with one transcendental
-    per element, few traced nodes, and one (N, 4H) kernel where the four gate gradients meet.
-    """
-    i, f, g, o = F.chunk(F.tanh(gates * half) * half + offset, 4, -1)
-    c = f * c + i * g
-    return o * F.tanh(c), c
-
-
 @functools.lru_cache(maxsize=32)
 def _lstm_gate_constants(hidden: int, dtype: str) -> tuple[Tensor, Tensor]:
-    """Per-column (half, offset): (0.5, 0.5) on the sigmoid gates i, f, o, (1, 0) on g. Kept
-    per size: an ``LSTMCell`` unrolled in Python reads the same two leaves at every step rather
-    than two new ones (a graph of 60 steps had 240 more program inputs)."""
+    """Per-column (half, offset) of ``rnn_steps.lstm_update``: (0.5, 0.5) on the sigmoid gates
+    i, f, o, (1, 0) on g. Kept per size: an ``LSTMCell`` unrolled in Python reads the same two
+    leaves at every step rather than two new ones (a graph of 60 steps had 240 more program
+    inputs)."""
     sigmoid_columns = np.repeat(np.array([True, True, False, True]), hidden)
     half = np.where(sigmoid_columns, 0.5, 1.0).astype(dtype)
     offset = np.where(sigmoid_columns, 0.5, 0.0).astype(dtype)
     return buffer_tensor(half), buffer_tensor(offset)
 
 
-def _gru_update(x_rz: Tensor, x_n: Tensor, h_gates: Tensor, h: Tensor, b_hn: Tensor | None
-                ) -> Tensor:
-    """h' from the input pre-activations of the r, z gates (N, 2H) and of n (N, H) and the
-    hidden ones (N, 3H), in torch's order r, z, n.
-
-    ``n = tanh(x_n + r * (h_n + b_hn))``: the hidden part of n is gated by r, so its bias
-    ``b_hn`` cannot be folded into the input projection like the others.
-    """
-    hidden = h.shape[-1]
-    h_rz, h_n = F.split(h_gates, [2 * hidden, hidden], -1)
-    r, z = F.chunk(_sigmoid(x_rz + h_rz), 2, -1)  # one sigmoid for both gates
-    n = F.tanh(x_n + r * (h_n + b_hn if b_hn is not None else h_n))
-    return n + z * (h - n)
+def _nodes(*tensors: Tensor | None) -> list[Node | None]:
+    return [None if t is None else node_of(t) for t in tensors]
 
 
 # ---------------------------------------------------------------------------- layers
@@ -247,11 +218,14 @@ class RNNBase(Module):
                        time_dim: int, reverse: bool, zero_start: bool = False
                        ) -> tuple[Tensor, tuple[Tensor, ...]]:
         """The hidden state at every step (in time order, stacked on ``time_dim``), and the last
-        state, of one layer in one direction (``zero_start``: the initial state is zeros)."""
+        state, of one layer in one direction (``zero_start``: the initial state is zeros).
+
+        The time loop builds its nodes directly (``rnn_steps``): the layer's checks ran."""
         w_ih, w_hh = weights[0], weights[1]
         b_ih, b_hh = (weights[2], weights[3]) if self.bias else (None, None)
         w_hr = weights[-1] if self.proj_size else None
         hidden = self.hidden_size
+        loc = user_location()
         # every step's input projection at once, with the biases that are not gated folded in
         x_proj = F.matmul(x, F.t(w_ih))
         if self.mode == "GRU":
@@ -268,32 +242,48 @@ class RNNBase(Module):
                 x_parts = [x_parts[0] + (b_ih_rz + b_hh_rz), x_parts[1] + b_in]
             else:
                 x_parts = [x_proj + (b_ih + b_hh)]
-        w_hh_t = F.t(w_hh)
-        w_hr_t = F.t(w_hr) if w_hr is not None else None
         length, batch = x.shape[time_dim], x.shape[1 - time_dim]
+        # the tensors the steps read: what the outputs' requires_grad comes from
+        used: list[Tensor] = [*x_parts, *state]
+        if length > 1 or not zero_start:
+            used.append(w_hh)
+        if w_hr is not None:
+            used.append(w_hr)
+        if b_hn is not None:
+            used.append(b_hn)
+        parts = _nodes(*x_parts)
+        states = _nodes(*state)
+        w_hh_t, = _nodes(F.t(w_hh))
+        w_hr_t = _nodes(F.t(w_hr))[0] if w_hr is not None else None
+        bias_n = _nodes(b_hn)[0]
+        half, offset = _nodes(*_lstm_gate_constants(hidden, x.dtype.name)) \
+            if self.mode == "LSTM" else (None, None)
         gates_shape = (batch, w_hh.shape[0])
-        gate_constants = _lstm_gate_constants(hidden, x.dtype.name) if self.mode == "LSTM" \
-            else ()
-        hs: list[Tensor | None] = [None] * length
+        hs: list[Node | None] = [None] * length
         for t in (range(length - 1, -1, -1) if reverse else range(length)):
-            x_t = [F.reshape(F.slice_dim(part, time_dim, t, t + 1), (batch, part.shape[-1]))
-                   for part in x_parts]
-            h = state[0]
+            x_t = []
+            for part in parts:
+                ranges = tuple((t, t + 1, 1) if d == time_dim else (0, n, 1)
+                               for d, n in enumerate(part.shape))
+                x_t.append(ops.reshape(ops.slice_(part, ranges, loc),
+                                       (batch, part.shape[-1]), loc))
+            h = states[0]
             # a zero initial state needs no product (nor its gradient's) at the first step
-            h_gates = zeros(*gates_shape, dtype=h.dtype.name) if zero_start else \
-                F.matmul(h, w_hh_t)
+            h_gates = ops.const(0, gates_shape, h.dtype, loc) if zero_start else \
+                ops.matmul(h, w_hh_t, loc)
             zero_start = False
             if self.mode == "LSTM":
-                h, c = _lstm_update(x_t[0] + h_gates, state[1], *gate_constants)
+                h, c = S.lstm_update(ops.binary("add", x_t[0], h_gates, loc), states[1], half,
+                                     offset, loc)
                 if w_hr_t is not None:
-                    h = F.matmul(h, w_hr_t)
-                state = (h, c)
+                    h = ops.matmul(h, w_hr_t, loc)
+                states = [h, c]
             elif self.mode == "GRU":
-                state = (_gru_update(x_t[0], x_t[1], h_gates, h, b_hn),)
+                states = [S.gru_update(x_t[0], x_t[1], h_gates, h, bias_n, loc)]
             else:
-                state = (_activation(self.mode, x_t[0] + h_gates),)
-            hs[t] = state[0]
-        return F.stack(hs, time_dim), state
+                states = [S.activation(self.mode, ops.binary("add", x_t[0], h_gates, loc), loc)]
+            hs[t] = states[0]
+        return wrap(S.stack(hs, time_dim, loc), *used), tuple(wrap(n, *used) for n in states)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -415,12 +405,16 @@ class RNNCellBase(Module):
             out.append(s if batched else F.unsqueeze(s, 0))
         return x, out, batched
 
-    def _gates(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        x_gates = F.matmul(x, F.t(self.weight_ih))
-        h_gates = F.matmul(h, F.t(self.weight_hh))
-        if self.bias:
-            x_gates, h_gates = x_gates + self.bias_ih, h_gates + self.bias_hh
-        return x_gates, h_gates
+    def _gates(self, x: Tensor, h: Tensor, loc: str | None) -> tuple[Node, Node]:
+        """The input and hidden pre-activations ``x @ W_ih^T + b_ih``, ``h @ W_hh^T + b_hh``."""
+        x, h, b_ih, b_hh = _nodes(x, h, self.bias_ih, self.bias_hh)
+        w_ih, w_hh = (ops.permute(w, (1, 0), loc) for w in _nodes(self.weight_ih,
+                                                                   self.weight_hh))
+        return S.affine(x, w_ih, b_ih, loc), S.affine(h, w_hh, b_hh, loc)
+
+    def _used(self, *tensors: Tensor) -> list[Tensor]:
+        """``tensors`` and the parameters: what a step's outputs require grad from."""
+        return [*tensors, *self.parameters()]
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -448,10 +442,12 @@ class RNNCell(RNNCellBase):
         self.nonlinearity = nonlinearity
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        loc = user_location()
         x, (h,), batched = self._check(input, (hx,))
-        x_gates, h_gates = self._gates(x, h)
+        x_gates, h_gates = self._gates(x, h, loc)
         mode = "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
-        return _unbatch(_activation(mode, x_gates + h_gates), batched)
+        out = S.activation(mode, ops.binary("add", x_gates, h_gates, loc), loc)
+        return _unbatch(wrap(out, *self._used(x, h)), batched)
 
 
 class LSTMCell(RNNCellBase):
@@ -466,11 +462,14 @@ class LSTMCell(RNNCellBase):
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             FS.fail("LSTMCell", f"hx must be a tuple (h, c), got {type(hx).__name__}",
                     TypeError)
+        loc = user_location()
         x, (h, c), batched = self._check(input, tuple(hx) if hx is not None else (None, None))
-        x_gates, h_gates = self._gates(x, h)
-        h, c = _lstm_update(x_gates + h_gates, c,
-                            *_lstm_gate_constants(self.hidden_size, x.dtype.name))
-        return _unbatch(h, batched), _unbatch(c, batched)
+        x_gates, h_gates = self._gates(x, h, loc)
+        half, offset = _nodes(*_lstm_gate_constants(self.hidden_size, x.dtype.name))
+        h_next, c_next = S.lstm_update(ops.binary("add", x_gates, h_gates, loc), node_of(c), half,
+                                       offset, loc)
+        used = self._used(x, h, c)
+        return _unbatch(wrap(h_next, *used), batched), _unbatch(wrap(c_next, *used), batched)
 
 
 class GRUCell(RNNCellBase):
@@ -481,7 +480,9 @@ class GRUCell(RNNCellBase):
         super().__init__(input_size, hidden_size, bias, 3, device, dtype)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        loc = user_location()
         x, (h,), batched = self._check(input, (hx,))
-        x_gates, h_gates = self._gates(x, h)
-        x_rz, x_n = F.split(x_gates, [2 * self.hidden_size, self.hidden_size], -1)
-        return _unbatch(_gru_update(x_rz, x_n, h_gates, h, None), batched)
+        x_gates, h_gates = self._gates(x, h, loc)
+        x_rz, x_n = S.split_columns(x_gates, [2 * self.hidden_size, self.hidden_size], loc)
+        out = S.gru_update(x_rz, x_n, h_gates, node_of(h), None, loc)
+        return _unbatch(wrap(out, *self._used(x, h)), batched)
