@@ -23,6 +23,7 @@ from ..tracer.grad_mode import no_grad
 from ..tracer.provenance import user_location
 from ..tracer.tensor import Tensor
 from ..tracer.value_checks import check_values, in_range_test
+from . import functional_nll as NLL
 
 sigmoid = F.sigmoid
 tanh = F.tanh
@@ -455,33 +456,44 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
     return _reduce(loss, reduction)
 
 
-def _class_mask(target: Tensor, num_classes: int, class_dim: int, ndim: int) -> Tensor:
+def _class_mask(target: Tensor, num_classes: int, class_dim: int, ndim: int,
+                loc: str | None) -> Tensor:
     """One-hot of ``target`` along ``class_dim`` (bool), built from a comparison that fuses."""
-    # a constant table, not a CPU tensor: the comparison runs on the target's device
-    classes = buffer_tensor(np.arange(num_classes, dtype=np.int64))
-    shape = [1] * ndim
-    shape[class_dim] = num_classes
-    return F.eq(F.unsqueeze(target, class_dim), F.reshape(classes, shape))
+    return F.wrap(NLL.class_mask(F.node_of(target), num_classes, class_dim, ndim, loc))
+
+
+def _check_class_weight(op: str, weight: Tensor | None, num_classes: int,
+                        loc: str | None) -> None:
+    """``weight`` (if any) must have one entry per class."""
+    if weight is not None and (weight.ndim != 1 or weight.shape[0] != num_classes):
+        raise ShapeError(with_location(
+            f"{op}: weight tensor should be defined either for all {num_classes} classes or no "
+            f"classes but got weight tensor of shape: {list(weight.shape)}", loc))
 
 
 def _class_weight(op: str, weight: Tensor | None, num_classes: int, class_dim: int, ndim: int,
                   loc: str | None) -> Tensor | None:
     """``weight`` reshaped to broadcast along ``class_dim``; it must have one entry per class."""
+    _check_class_weight(op, weight, num_classes, loc)
     if weight is None:
         return None
-    if weight.ndim != 1 or weight.shape[0] != num_classes:
-        raise ShapeError(with_location(
-            f"{op}: weight tensor should be defined either for all {num_classes} classes or no "
-            f"classes but got weight tensor of shape: {list(weight.shape)}", loc))
     shape = [1] * ndim
     shape[class_dim] = num_classes
     return F.reshape(weight, shape)
 
 
-def _weighted_mean(total: Tensor, denom: Tensor) -> Tensor:
+def _weighted_mean(total: Tensor, denom: Tensor, loc: str | None) -> Tensor:
     """``total / denom``: nan when every target is ignored, yet a zero gradient then (torch's)."""
-    empty = F.eq(denom, 0.0)
-    return F.where(empty, float("nan"), total / F.where(empty, 1.0, denom))
+    node = NLL.weighted_mean(F.node_of(total), F.node_of(denom), loc)
+    return F.wrap(node, total, denom)
+
+
+def _nll(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int,
+         reduction: str, loc: str | None) -> Tensor:
+    """``nll_loss`` of checked arguments, built as nodes (``functional_nll``)."""
+    w = F.node_of(weight) if weight is not None else None
+    node = NLL.nll(F.node_of(input), F.node_of(target), w, ignore_index, reduction, loc)
+    return F.wrap(node, input, weight)
 
 
 def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
@@ -490,22 +502,10 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
     loc = user_location()
     _check_reduction(reduction)
     _check_class_target("nll_loss", input, target, loc)
-    class_dim = 1 if input.ndim > 1 else 0
-    num_classes = input.shape[class_dim]
+    num_classes = input.shape[1 if input.ndim > 1 else 0]
     _check_target_range("nll_loss", target, num_classes, ignore_index, loc)
-    w = _class_weight("nll_loss", weight, num_classes, class_dim, input.ndim, loc)
-    mask = _class_mask(target, num_classes, class_dim, input.ndim)
-    # where, not mask * input: a -inf log-probability of another class must not give nan
-    picked = F.where(mask, input, 0.0) if w is None else F.where(mask, input * w, 0.0)
-    keep = F.to_dtype(F.ne(target, ignore_index), input.dtype)
-    loss = -F.sum(picked, class_dim) * keep
-    if reduction == "mean":
-        if w is None:
-            denom = F.sum(keep)
-        else:
-            denom = F.sum(F.sum(F.where(mask, w, 0.0), class_dim) * keep)
-        return _weighted_mean(F.sum(loss), denom)
-    return _reduce(loss, reduction)
+    _check_class_weight("nll_loss", weight, num_classes, loc)
+    return _nll(input, target, weight, ignore_index, reduction, loc)
 
 
 def _check_class_target(op: str, input: Tensor, target: Tensor, loc: str | None) -> None:
@@ -567,7 +567,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
         return _reduce(-F.sum(per, class_dim), reduction)
     _check_class_target("cross_entropy", input, target, loc)
     _check_target_range("cross_entropy", target, num_classes, ignore_index, loc)
-    loss = nll_loss(logp, target, weight, ignore_index, reduction)
+    loss = _nll(logp, target, weight, ignore_index, reduction, loc)
     if not label_smoothing:
         return loss
     # torch's smoothing term: the sum over classes of -w_c logp_c, reduced like the nll term
@@ -577,9 +577,9 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
         if w is None:
             denom = F.sum(keep)
         else:
-            mask = _class_mask(target, num_classes, class_dim, input.ndim)
+            mask = _class_mask(target, num_classes, class_dim, input.ndim, loc)
             denom = F.sum(F.sum(F.where(mask, w, 0.0), class_dim) * keep)
-        smooth = _weighted_mean(F.sum(smooth), denom)
+        smooth = _weighted_mean(F.sum(smooth), denom, loc)
     else:
         smooth = _reduce(smooth, reduction)
     return loss * (1 - label_smoothing) + smooth * (label_smoothing / num_classes)
