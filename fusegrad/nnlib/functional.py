@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import DTypeError, ShapeError, with_location
 from ..tracer import functions as F
+from ..tracer import nll as NLL
 from ..tracer.creation import buffer_tensor, uniform_node_tensor
 from ..tracer.functions_ext import erf
 from ..tracer.functions_ext import log1p as _log1p
@@ -23,7 +24,6 @@ from ..tracer.grad_mode import no_grad
 from ..tracer.provenance import user_location
 from ..tracer.tensor import Tensor
 from ..tracer.value_checks import check_values, in_range_test
-from . import functional_nll as NLL
 
 sigmoid = F.sigmoid
 tanh = F.tanh
@@ -459,7 +459,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
 def _class_mask(target: Tensor, num_classes: int, class_dim: int, ndim: int,
                 loc: str | None) -> Tensor:
     """One-hot of ``target`` along ``class_dim`` (bool), built from a comparison that fuses."""
-    return F.wrap(NLL.class_mask(F.node_of(target), num_classes, class_dim, ndim, loc))
+    return NLL.one_hot_mask(target, num_classes, class_dim, ndim, loc)
 
 
 def _check_class_weight(op: str, weight: Tensor | None, num_classes: int,
@@ -484,16 +484,13 @@ def _class_weight(op: str, weight: Tensor | None, num_classes: int, class_dim: i
 
 def _weighted_mean(total: Tensor, denom: Tensor, loc: str | None) -> Tensor:
     """``total / denom``: nan when every target is ignored, yet a zero gradient then (torch's)."""
-    node = NLL.weighted_mean(F.node_of(total), F.node_of(denom), loc)
-    return F.wrap(node, total, denom)
+    return NLL.masked_mean(total, denom, loc)
 
 
 def _nll(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int,
          reduction: str, loc: str | None) -> Tensor:
-    """``nll_loss`` of checked arguments, built as nodes (``functional_nll``)."""
-    w = F.node_of(weight) if weight is not None else None
-    node = NLL.nll(F.node_of(input), F.node_of(target), w, ignore_index, reduction, loc)
-    return F.wrap(node, input, weight)
+    """``nll_loss`` of checked arguments, built as nodes (``tracer.nll``)."""
+    return NLL.nll_loss(input, target, weight, ignore_index, reduction, loc)
 
 
 def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,

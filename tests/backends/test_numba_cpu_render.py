@@ -33,7 +33,7 @@ def test_a_hand_built_nest_prints_as_numba():
                     True, ("kernel k0_demo",), [Assign("seed0", Lit(7, "int64"))],
                     [Accumulator("acc3", "float64", 0, 4), outer, store], False)
     assert _function_lines(render_module(nest)) == [
-        '@njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc"})',
+        '@njit(cache=True, error_model="numpy", parallel=True)',
         "def k_demo(out0, in0):",
         "    seed0 = np.int64(7)",
         "    acc3 = np.full(4, np.float64(0.0), np.float64)",

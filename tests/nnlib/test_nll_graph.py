@@ -1,5 +1,5 @@
 """``nll_loss`` and ``cross_entropy`` build their class-index loss as nodes
-(nnlib/functional_nll.py): the graph must be the one the same loss written with Tensor ops
+(tracer/nll.py): the graph must be the one the same loss written with Tensor ops
 builds. The oracle below is the Tensor-level code the losses ran before; the graphs are compared
 by structural key (the oracle makes a new class table per call, the nodes share one).
 """

@@ -1,4 +1,4 @@
-"""The recurrent layers build their time steps as nodes (nnlib/modules/rnn_steps.py): the graph
+"""The recurrent layers build their time steps as nodes (tracer/recurrent.py): the graph
 must be the one the same steps written with Tensor ops build, node for node.
 
 The oracle below is the Tensor-level code the layers ran before: nodes are hash-consed, so two

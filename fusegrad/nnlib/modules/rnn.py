@@ -15,11 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ...ir import ops
-from ...ir.node import Node
 from ...tracer import functions as F
+from ...tracer import recurrent
 from ...tracer.creation import buffer_tensor, empty, zeros
-from ...tracer.functions import node_of, wrap
 from ...tracer.provenance import user_location
 from ...tracer.tensor import Tensor
 from .. import functional as NF
@@ -27,7 +25,6 @@ from .. import functional_seq as FS
 from .. import init
 from ..module import Module
 from ..parameter import Parameter
-from . import rnn_steps as S
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
@@ -35,7 +32,7 @@ _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 # ---------------------------------------------------------------------------- one step
 @functools.lru_cache(maxsize=32)
 def _lstm_gate_constants(hidden: int, dtype: str) -> tuple[Tensor, Tensor]:
-    """Per-column (half, offset) of ``rnn_steps.lstm_update``: (0.5, 0.5) on the sigmoid gates
+    """Per-column (half, offset) of ``tracer.recurrent.lstm_update``: (0.5, 0.5) on the sigmoid gates
     i, f, o, (1, 0) on g. Kept per size: an ``LSTMCell`` unrolled in Python reads the same two
     leaves at every step rather than two new ones (a graph of 60 steps had 240 more program
     inputs)."""
@@ -43,10 +40,6 @@ def _lstm_gate_constants(hidden: int, dtype: str) -> tuple[Tensor, Tensor]:
     half = np.where(sigmoid_columns, 0.5, 1.0).astype(dtype)
     offset = np.where(sigmoid_columns, 0.5, 0.0).astype(dtype)
     return buffer_tensor(half), buffer_tensor(offset)
-
-
-def _nodes(*tensors: Tensor | None) -> list[Node | None]:
-    return [None if t is None else node_of(t) for t in tensors]
 
 
 # ---------------------------------------------------------------------------- layers
@@ -220,7 +213,7 @@ class RNNBase(Module):
         """The hidden state at every step (in time order, stacked on ``time_dim``), and the last
         state, of one layer in one direction (``zero_start``: the initial state is zeros).
 
-        The time loop builds its nodes directly (``rnn_steps``): the layer's checks ran."""
+        The time loop builds its nodes directly (``tracer.recurrent``): the checks ran."""
         w_ih, w_hh = weights[0], weights[1]
         b_ih, b_hh = (weights[2], weights[3]) if self.bias else (None, None)
         w_hr = weights[-1] if self.proj_size else None
@@ -242,7 +235,7 @@ class RNNBase(Module):
                 x_parts = [x_parts[0] + (b_ih_rz + b_hh_rz), x_parts[1] + b_in]
             else:
                 x_parts = [x_proj + (b_ih + b_hh)]
-        length, batch = x.shape[time_dim], x.shape[1 - time_dim]
+        length = x.shape[time_dim]
         # the tensors the steps read: what the outputs' requires_grad comes from
         used: list[Tensor] = [*x_parts, *state]
         if length > 1 or not zero_start:
@@ -251,39 +244,9 @@ class RNNBase(Module):
             used.append(w_hr)
         if b_hn is not None:
             used.append(b_hn)
-        parts = _nodes(*x_parts)
-        states = _nodes(*state)
-        w_hh_t, = _nodes(F.t(w_hh))
-        w_hr_t = _nodes(F.t(w_hr))[0] if w_hr is not None else None
-        bias_n = _nodes(b_hn)[0]
-        half, offset = _nodes(*_lstm_gate_constants(hidden, x.dtype.name)) \
-            if self.mode == "LSTM" else (None, None)
-        gates_shape = (batch, w_hh.shape[0])
-        hs: list[Node | None] = [None] * length
-        for t in (range(length - 1, -1, -1) if reverse else range(length)):
-            x_t = []
-            for part in parts:
-                ranges = tuple((t, t + 1, 1) if d == time_dim else (0, n, 1)
-                               for d, n in enumerate(part.shape))
-                x_t.append(ops.reshape(ops.slice_(part, ranges, loc),
-                                       (batch, part.shape[-1]), loc))
-            h = states[0]
-            # a zero initial state needs no product (nor its gradient's) at the first step
-            h_gates = ops.const(0, gates_shape, h.dtype, loc) if zero_start else \
-                ops.matmul(h, w_hh_t, loc)
-            zero_start = False
-            if self.mode == "LSTM":
-                h, c = S.lstm_update(ops.binary("add", x_t[0], h_gates, loc), states[1], half,
-                                     offset, loc)
-                if w_hr_t is not None:
-                    h = ops.matmul(h, w_hr_t, loc)
-                states = [h, c]
-            elif self.mode == "GRU":
-                states = [S.gru_update(x_t[0], x_t[1], h_gates, h, bias_n, loc)]
-            else:
-                states = [S.activation(self.mode, ops.binary("add", x_t[0], h_gates, loc), loc)]
-            hs[t] = states[0]
-        return wrap(S.stack(hs, time_dim, loc), *used), tuple(wrap(n, *used) for n in states)
+        constants = _lstm_gate_constants(hidden, x.dtype.name) if self.mode == "LSTM" else ()
+        return recurrent.run_direction(self.mode, x_parts, state, w_hh, w_hr, b_hn, constants,
+                                       time_dim, reverse, zero_start, used, loc)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -405,12 +368,13 @@ class RNNCellBase(Module):
             out.append(s if batched else F.unsqueeze(s, 0))
         return x, out, batched
 
-    def _gates(self, x: Tensor, h: Tensor, loc: str | None) -> tuple[Node, Node]:
-        """The input and hidden pre-activations ``x @ W_ih^T + b_ih``, ``h @ W_hh^T + b_hh``."""
-        x, h, b_ih, b_hh = _nodes(x, h, self.bias_ih, self.bias_hh)
-        w_ih, w_hh = (ops.permute(w, (1, 0), loc) for w in _nodes(self.weight_ih,
-                                                                   self.weight_hh))
-        return S.affine(x, w_ih, b_ih, loc), S.affine(h, w_hh, b_hh, loc)
+    def _step(self, mode: str, x: Tensor, state: tuple[Tensor, ...], loc: str | None
+              ) -> tuple[Tensor, ...]:
+        """The cell's step on the checked, batched ``x`` and ``state``."""
+        constants = _lstm_gate_constants(self.hidden_size, x.dtype.name) if mode == "LSTM" \
+            else ()
+        return recurrent.cell(mode, x, state, self.weight_ih, self.weight_hh, self.bias_ih,
+                              self.bias_hh, constants, self._used(x, *state), loc)
 
     def _used(self, *tensors: Tensor) -> list[Tensor]:
         """``tensors`` and the parameters: what a step's outputs require grad from."""
@@ -444,10 +408,8 @@ class RNNCell(RNNCellBase):
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         loc = user_location()
         x, (h,), batched = self._check(input, (hx,))
-        x_gates, h_gates = self._gates(x, h, loc)
         mode = "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
-        out = S.activation(mode, ops.binary("add", x_gates, h_gates, loc), loc)
-        return _unbatch(wrap(out, *self._used(x, h)), batched)
+        return _unbatch(self._step(mode, x, (h,), loc)[0], batched)
 
 
 class LSTMCell(RNNCellBase):
@@ -464,12 +426,8 @@ class LSTMCell(RNNCellBase):
                     TypeError)
         loc = user_location()
         x, (h, c), batched = self._check(input, tuple(hx) if hx is not None else (None, None))
-        x_gates, h_gates = self._gates(x, h, loc)
-        half, offset = _nodes(*_lstm_gate_constants(self.hidden_size, x.dtype.name))
-        h_next, c_next = S.lstm_update(ops.binary("add", x_gates, h_gates, loc), node_of(c), half,
-                                       offset, loc)
-        used = self._used(x, h, c)
-        return _unbatch(wrap(h_next, *used), batched), _unbatch(wrap(c_next, *used), batched)
+        h_next, c_next = self._step("LSTM", x, (h, c), loc)
+        return _unbatch(h_next, batched), _unbatch(c_next, batched)
 
 
 class GRUCell(RNNCellBase):
@@ -482,7 +440,4 @@ class GRUCell(RNNCellBase):
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         loc = user_location()
         x, (h,), batched = self._check(input, (hx,))
-        x_gates, h_gates = self._gates(x, h, loc)
-        x_rz, x_n = S.split_columns(x_gates, [2 * self.hidden_size, self.hidden_size], loc)
-        out = S.gru_update(x_rz, x_n, h_gates, node_of(h), None, loc)
-        return _unbatch(wrap(out, *self._used(x, h)), batched)
+        return _unbatch(self._step("GRU", x, (h,), loc)[0], batched)

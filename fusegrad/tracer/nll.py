@@ -6,7 +6,8 @@ Nearly every classifier's step ends in this loss. Written with Tensor ops it tra
 15 us each for the user-line lookup, the Tensor and its autograd flags: 0.25 ms of a 1.7 ms MLP
 step. Built here, with the user's line looked up once by the caller, it builds the nodes those
 Tensor ops would (the tests compare the graphs), so values, gradients, fusion and the program
-cache see no difference. The callers check shapes, dtypes and the target range first.
+cache see no difference. The callers (``nnlib/functional.py``) check shapes, dtypes and the
+target range first.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import numpy as np
 from ..ir import ops
 from ..ir.dtypes import promote
 from ..ir.node import Node
-from ..tracer.creation import buffer_tensor
-from ..tracer.functions import broadcast_node, broadcast_shapes
+from .creation import buffer_tensor
+from .functions import broadcast_node, broadcast_shapes, node_of, wrap
+from .tensor import Tensor
 
 
 @functools.lru_cache(maxsize=64)
@@ -100,3 +102,22 @@ def nll(logp: Node, target: Node, weight: Node | None, ignore_index: int, reduct
         per_target = _sum(_where_zero(mask, weight, loc), (class_dim,), loc)
         denom = _sum(_binary("mul", per_target, keep, loc), (), loc)
     return weighted_mean(_sum(loss, (), loc), denom, loc)
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int,
+             reduction: str, loc: str | None) -> Tensor:
+    """``nll`` of checked Tensors: ``input`` log-probabilities, ``target`` class indices."""
+    w = node_of(weight) if weight is not None else None
+    return wrap(nll(node_of(input), node_of(target), w, ignore_index, reduction, loc), input,
+                weight)
+
+
+def one_hot_mask(target: Tensor, num_classes: int, class_dim: int, ndim: int,
+                 loc: str | None) -> Tensor:
+    """``class_mask`` of a Tensor of class indices."""
+    return wrap(class_mask(node_of(target), num_classes, class_dim, ndim, loc))
+
+
+def masked_mean(total: Tensor, denom: Tensor, loc: str | None) -> Tensor:
+    """``weighted_mean`` of two Tensors."""
+    return wrap(weighted_mean(node_of(total), node_of(denom), loc), total, denom)
