@@ -204,3 +204,77 @@ def test_float_sums_add_in_index_order_whatever_the_kernel(builder, leaf, check,
         for k in range(11):
             want += data[:, i, k].astype(np.float64)
     np.testing.assert_array_equal(got[0], want.astype(np.float32))
+
+
+def _in_order(values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """The float32 sums over ``axes`` that a float64 accumulator adding one term after another
+    in index order gives (the order every kernel keeps)."""
+    kept = [d for d in range(values.ndim) if d not in axes]
+    moved = np.moveaxis(values.astype(np.float64), kept, list(range(len(kept))))
+    flat = moved.reshape(moved.shape[:len(kept)] + (-1,))
+    return np.cumsum(flat, axis=-1)[..., -1].astype(np.float32)
+
+
+def test_relu_gradient_channel_sum_stores_the_gradient_first_and_jams(builder, leaf, check, rng):
+    """A relu gradient that is both an output and summed per channel (a conv's bias gradient):
+    the gradient is stored in a pass of its own (its ``where`` a vector select there, not a
+    branch in the sum) and the sum reads it back, four channels per pass. The sums keep their
+    index order bit for bit."""
+    from fusegrad.backends.lowering import lower
+    from fusegrad.backends.numba_cpu import kernel_source
+    shape = (3, 8, 10, 10)
+    flags, values = rng.random(shape) < 0.5, rng.standard_normal(shape).astype(np.float32)
+    mask, g = leaf(flags), leaf(values)
+    grad = ops.where(mask, ops.const(0.0, shape, "float32"), g)
+    s = ops.reduce("sum", grad, (0, 2, 3))
+    b = builder([mask, g])
+    k = b.kernel("k_relu_grad_sum", [grad, s], shape, (0, 2, 3))
+    program = check(b.schedule([grad, s]))
+    source = next(c.source.source for c in program.kernels if c.kernel is k)
+    assert "stored first" in source and "jammed: loop i1" in source
+    first, reduction = source.index("# full-shape outputs the reductions read"), source.index("= sum(")
+    assert first < reduction and source.count(" if ") == 4     # the select only where it is stored
+    got = program.run([mask.attrs[0].data, g.attrs[0].data])
+    want = np.where(flags, np.float32(0), values)
+    np.testing.assert_array_equal(got[0].reshape(shape), want)
+    np.testing.assert_array_equal(got[1].reshape(-1), _in_order(want, (0, 2, 3)))
+    assert kernel_source(k, False).source == source
+    # a GPU renderer lowers without ``cpu``: the sum computes the where itself
+    assert not any("stored first" in line for line in lower(k, False).listing)
+
+
+@pytest.mark.parametrize("rows", [8, 12])
+def test_jammed_row_reductions_match_one_row_at_a_time(builder, leaf, check, rng, rows):
+    """Rows of 300: a softmax (a max, then a sum that needs it, then an epilogue), an argmax
+    with NaNs and ties, and an int sum run four rows per pass; each row's result is the one a
+    row at a time gives, bit for bit."""
+    data = (rng.standard_normal((rows, 300)) * 4).astype(np.float32)
+    data[1, 17] = np.nan
+    data[2, [5, 250]] = 99.0
+    x = leaf(data)
+    ints = rng.integers(-9, 9, (rows, 300)).astype(np.int64)
+    n = leaf(ints)
+    y, s = _softmax(x, 1)
+    sq = ops.reduce("sum", ops.binary("mul", x, x), (1,))
+    a = ops.argmax(x, 1)
+    isum = ops.reduce("sum", n, (1,))
+    b = builder([x, n])
+    k1 = b.kernel("k_softmax_rows", [y, s, sq], (rows, 300), (1,))
+    k2 = b.kernel("k_argmax_rows", [a, isum], (rows, 300), (1,))
+    program = check(b.schedule([y, s, sq, a, isum]))
+    for k in (k1, k2):
+        source = next(c.source.source for c in program.kernels if c.kernel is k)
+        assert "jammed: loop i0" in source and f"range({rows // 4})" in source
+    got = program.run([x.attrs[0].data, n.attrs[0].data])
+    np.testing.assert_array_equal(got[2].reshape(-1), _in_order(data * data, (1,)))
+    np.testing.assert_array_equal(got[3].reshape(-1), np.argmax(data, 1))
+    np.testing.assert_array_equal(got[4].reshape(-1), ints.sum(1))
+
+
+def test_short_or_odd_reductions_are_not_jammed(builder, leaf):
+    from fusegrad.backends.numba_cpu import kernel_source
+    b = builder([leaf(np.ones((8, 100), np.float32)), leaf(np.ones((6, 300), np.float32))])
+    short = b.kernel("k_short", [ops.reduce("sum", b.inputs[0], (1,))], (8, 100), (1,))
+    odd = b.kernel("k_odd", [ops.reduce("sum", b.inputs[1], (1,))], (6, 300), (1,))
+    for kernel in (short, odd):
+        assert "jammed" not in kernel_source(kernel, parallel=False).source

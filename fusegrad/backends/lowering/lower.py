@@ -35,20 +35,23 @@ class LoweringError(FusegradError):
     """A Kernel does not follow the Schedule contract (ir/schedule.py)."""
 
 
-def lower(kernel: Kernel, parallel: bool, tile: bool = False) -> LoopNest:
+def lower(kernel: Kernel, parallel: bool, cpu: bool = False) -> LoopNest:
     """The loop nest of ``kernel``.
 
     Args:
         kernel: a Kernel of a Schedule (see ir/schedule.py for the contract).
         parallel: make the outermost loop parallel. Ignored when the kernel has no outer loop
             (a reduction to a single value) or its reduced loops go outermost.
-        tile: let an elementwise kernel that reads memory transposed walk it in tiles (see
-            ``_Lowerer.transpose_tile``): for a CPU's caches.
+        cpu: shape the nest for one CPU core's caches and branch predictor: an elementwise
+            kernel that reads memory transposed walks it in tiles (``_Lowerer.tiled_loops``),
+            and a reduction's full-shape outputs are stored before the reductions, which read
+            them back (``_Lowerer.stored_first``). A GPU renderer maps loops to threads and
+            leaves both off.
 
     Raises:
         LoweringError: the kernel breaks the Schedule contract.
     """
-    return _Lowerer(kernel, parallel, tile).nest()
+    return _Lowerer(kernel, parallel, cpu).nest()
 
 
 TILE = 16  # elements of the source's contiguous axis a transposing kernel reads in a row
@@ -163,9 +166,9 @@ def flat_index(offset: int, axes: list[tuple[Value, int, int, tuple[int, int, in
 class _Lowerer:
     """Builds the LoopNest of one kernel; see ``lower``."""
 
-    def __init__(self, kernel: Kernel, parallel: bool, tile: bool = False):
+    def __init__(self, kernel: Kernel, parallel: bool, cpu: bool = False):
         self.k = kernel
-        self.tile = tile
+        self.cpu = cpu
         self.notes: list[str] = []
         self.shape = kernel.shape
         self.reduced = set(kernel.reduce_axes)
@@ -436,8 +439,48 @@ class _Lowerer:
         axes = r.attrs[0] if r.op != "argmax" else (r.attrs[0],)
         return Comment(f"%{self.ids[r]} = {r.op}(%{self.ids[r.inputs[0]]}) over axes {tuple(axes)}")
 
-    def stage(self, reds: list[Node]) -> None:
-        """One pass over the reduced axes updating the accumulators of ``reds``."""
+    def stored_first(self) -> dict[Node, Value]:
+        """With ``cpu``: the full-shape outputs that need no reduction and that a reduction
+        reads, written in a pass of their own before the reductions, which read them back from
+        the output (the usual nesting computes them twice, in the reduction and in the
+        epilogue). The pass has no reduction to chain, so it vectorises; a ``where`` in it is a
+        vector select, where inside the reduction it is a branch that a relu's mask mispredicts
+        half the time (a relu gradient's channel sum over 32x32x32: 9.4 -> 2.5 ms). Returns the
+        value reading each one back."""
+        if not self.cpu:
+            return {}
+        read = set().union(*(self._in_kernel_closure(r.inputs[0])
+                             for r in self.k.body if r.op in REDUCE))
+        first = [o for o in self.outputs if self.level(o) == "full" and o in read
+                 and not self.reductions_under(o)]
+        if not first:
+            return {}
+        self.emit(Comment("full-shape outputs the reductions read: stored first"))
+        self.open_loops(self.red_loops)
+        memo: dict[Node, Value] = {}
+        for out in first:
+            self.write_output(out, memo)
+        stored: dict[Node, Value] = {}
+        for out in first:
+            access = self.index(View.contiguous(out.shape), "full")
+            assert access is not None
+            stored[out] = Read(self.arg_names[out], access[0], out.dtype)
+        self.close_loops(self.red_loops)
+        self.notes.append("stored first: " + ", ".join(
+            f"%{self.ids[o]} -> {self.arg_names[o]}" for o in first)
+            + " (written before the reductions, which read it back)")
+        return stored
+
+    def _in_kernel_closure(self, node: Node) -> set[Node]:
+        """``node`` and every node of this kernel its value is computed from."""
+        seen: set[Node] = set()
+        for n in post_order(node, self._in_kernel_inputs, seen.__contains__):
+            seen.add(n)
+        return seen
+
+    def stage(self, reds: list[Node], stored: dict[Node, Value] | None = None) -> None:
+        """One pass over the reduced axes updating the accumulators of ``reds``; ``stored``:
+        the values already in an output (``stored_first``)."""
         updates = []
         for r in reds:
             acc = self.fresh("acc")
@@ -454,7 +497,7 @@ class _Lowerer:
                 self.emit(Accumulator(acc, "int64", 0))
             updates.append((r, acc, best))
         self.open_loops(self.red_loops)
-        memo: dict[Node, Value] = {}
+        memo: dict[Node, Value] = dict(stored or {})
         for r, acc, best in updates:
             x = self.value(r.inputs[0], memo)
             self.emit(self._update(r, x, AccRef(acc), best))
@@ -514,7 +557,7 @@ class _Lowerer:
         per line. A (32, 64, 1024) -> (32, 1024, 64) copy went from 7.6 to 2.0 ms. Also returns
         the tiled loop's variable, which the innermost loop sets from the two (None if none)."""
         loops = self.kept_loops
-        if not self.tile or len(loops) < 2 or loops[-1].extent < TILE:
+        if not self.cpu or len(loops) < 2 or loops[-1].extent < TILE:
             return loops, None
         last = loops[-1].dims[-1]
         for acc in self.accesses:
@@ -622,21 +665,22 @@ class _Lowerer:
 
     def reduce_body(self) -> None:
         reductions_under = self.reductions_under
+        stored = self.stored_first()
         pending: list[Node] = []
         for node in self.k.body:
             if node.op in REDUCE:
                 if reductions_under(node.inputs[0]) & set(pending):
-                    self.stage(pending)
+                    self.stage(pending, stored)
                     pending = []
                 pending.append(node)
             elif self.level(node) == "kept":
                 if pending:
-                    self.stage(pending)
+                    self.stage(pending, stored)
                     pending = []
                 self.value(node, self.kept)
         if pending:
-            self.stage(pending)
-        full = [o for o in self.outputs if self.level(o) == "full"]
+            self.stage(pending, stored)
+        full = [o for o in self.outputs if self.level(o) == "full" and o not in stored]
         if full:
             self.emit(Comment("epilogue: full-shape outputs"))
             self.open_loops(self.red_loops)

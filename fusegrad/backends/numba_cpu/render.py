@@ -17,6 +17,7 @@ from ...ir.node import Node
 from ...ir.random import SCALAR_SOURCE
 from ...ir.schedule import Kernel
 from ..lowering import LoopNest, lower
+from ..lowering.jam import jam
 from ..lowering.loopnest import (AccRef, Accumulate, Accumulator, Apply, Assign, AtLeast, Below,
                                  CheckIndex, Comment, Conjunction, Convert, Divisible, Flag,
                                  Index, Lit, Loop, Never, Read, Ref, Stmt, Store, Term, Uniform,
@@ -56,7 +57,7 @@ def kernel_source(kernel: Kernel, parallel: bool) -> KernelSource:
         parallel: put ``prange`` on the outermost loop and compile with ``parallel=True``. Ignored
             when the kernel has no outer loop (a reduction to a single value).
     """
-    nest = lower(kernel, parallel, tile=True)
+    nest = jam(lower(kernel, parallel, cpu=True))
     source = render_module(nest)
     return KernelSource(kernel.name, source, nest.function, source_hash(source), nest.parallel,
                         tuple((p.node, p.base) for p in nest.params))
