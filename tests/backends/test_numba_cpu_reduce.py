@@ -62,7 +62,7 @@ def test_softmax_with_kept_nodes_and_epilogue(builder, leaf, check, rng, axis):
     b.kernel(f"k_softmax_{axis}", [y, log_s], (5, 7), (axis,))
     program = check(b.schedule([y, log_s]))
     src = program.sources[0].source
-    assert src.count("np.exp(") == 2                     # recomputed in the sum stage and epilogue
+    assert src.count("= _fg_exp32(") == 2                # recomputed in the sum stage and epilogue
     assert "# epilogue" in src
 
 
@@ -278,3 +278,20 @@ def test_short_or_odd_reductions_are_not_jammed(builder, leaf):
     odd = b.kernel("k_odd", [ops.reduce("sum", b.inputs[1], (1,))], (6, 300), (1,))
     for kernel in (short, odd):
         assert "jammed" not in kernel_source(kernel, parallel=False).source
+
+
+def test_an_output_of_a_later_stage_is_stored_before_it_and_computed_once(builder, leaf, check,
+                                                                          rng):
+    """exp(x - max) is an output (a cross-entropy keeps it for its gradient) and the operand of
+    the sum that follows the max: it is stored after the max, before the sum, which reads it
+    back, so each exp is computed once."""
+    x = leaf((rng.standard_normal((8, 40)) * 4).astype(np.float32))
+    m = ops.reduce("max", x, (1,))
+    e = ops.unary("exp", ops.binary("sub", x, ops.expand(m, x.shape)))
+    s = ops.reduce("sum", e, (1,))
+    b = builder([x])
+    b.kernel("k_exp_sum", [e, s], (8, 40), (1,))
+    program = check(b.schedule([e, s]))
+    src = program.sources[0].source
+    assert src.count("= _fg_exp32(") == 1 and "# note: stored first:" in src
+    assert src.index("= max(") < src.index("stored first\n") < src.index("= sum(")

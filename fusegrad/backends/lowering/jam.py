@@ -47,10 +47,10 @@ def jam(nest: LoopNest) -> LoopNest:
 
 
 def _target(stmts: list[Stmt]) -> Loop | None:
-    """The serial loop whose body declares scalar accumulators that a loop inside it fills
+    """The loop (serial or parallel) whose body declares scalar accumulators that a loop inside it fills
     over at least ``JAM_MIN`` elements, with an extent ``JAM`` divides."""
     for s in walk(stmts):
-        if not isinstance(s, Loop) or s.parallel or s.extent % JAM or s.extent < JAM:
+        if not isinstance(s, Loop) or s.extent % JAM or s.extent < JAM:
             continue
         accs = [a for a in s.body if isinstance(a, Accumulator)]
         if not accs or any(a.count is not None for a in accs):

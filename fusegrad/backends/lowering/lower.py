@@ -439,37 +439,33 @@ class _Lowerer:
         axes = r.attrs[0] if r.op != "argmax" else (r.attrs[0],)
         return Comment(f"%{self.ids[r]} = {r.op}(%{self.ids[r.inputs[0]]}) over axes {tuple(axes)}")
 
-    def stored_first(self) -> dict[Node, Value]:
-        """With ``cpu``: the full-shape outputs that need no reduction and that a reduction
-        reads, written in a pass of their own before the reductions, which read them back from
-        the output (the usual nesting computes them twice, in the reduction and in the
-        epilogue). The pass has no reduction to chain, so it vectorises; a ``where`` in it is a
-        vector select, where inside the reduction it is a branch that a relu's mask mispredicts
-        half the time (a relu gradient's channel sum over 32x32x32: 9.4 -> 2.5 ms). Returns the
-        value reading each one back."""
+    def store_first(self, reds: list[Node], done: set[Node], stored: dict[Node, Value]) -> None:
+        """With ``cpu``: before the pass of ``reds``, the full-shape outputs they read that need
+        no reduction but those in ``done`` are written in a pass of their own, and ``stored``
+        gets the value reading each one back from its output. Otherwise the reduction computes
+        them and the epilogue computes them again (a log-softmax over 10000 classes computed
+        its 10M ``exp`` twice). The pass chains no additions, so it vectorises: a ``where`` in
+        it is a vector select, where inside a sum it is a branch that a relu's mask mispredicts
+        half the time (a relu gradient's channel sum over 32x32x32: 9.4 -> 2.5 ms)."""
         if not self.cpu:
-            return {}
-        read = set().union(*(self._in_kernel_closure(r.inputs[0])
-                             for r in self.k.body if r.op in REDUCE))
+            return
+        read = set().union(*(self._in_kernel_closure(r.inputs[0]) for r in reds))
         first = [o for o in self.outputs if self.level(o) == "full" and o in read
-                 and not self.reductions_under(o)]
+                 and o not in stored and self.reductions_under(o) <= done]
         if not first:
-            return {}
+            return
         self.emit(Comment("full-shape outputs the reductions read: stored first"))
         self.open_loops(self.red_loops)
         memo: dict[Node, Value] = {}
         for out in first:
             self.write_output(out, memo)
-        stored: dict[Node, Value] = {}
-        for out in first:
             access = self.index(View.contiguous(out.shape), "full")
             assert access is not None
             stored[out] = Read(self.arg_names[out], access[0], out.dtype)
         self.close_loops(self.red_loops)
         self.notes.append("stored first: " + ", ".join(
             f"%{self.ids[o]} -> {self.arg_names[o]}" for o in first)
-            + " (written before the reductions, which read it back)")
-        return stored
+            + " (written before the reductions that read it, which read it back)")
 
     def _in_kernel_closure(self, node: Node) -> set[Node]:
         """``node`` and every node of this kernel its value is computed from."""
@@ -665,21 +661,27 @@ class _Lowerer:
 
     def reduce_body(self) -> None:
         reductions_under = self.reductions_under
-        stored = self.stored_first()
+        stored: dict[Node, Value] = {}
+        done: set[Node] = set()
         pending: list[Node] = []
+
+        def run_stage() -> None:
+            self.store_first(pending, done, stored)
+            self.stage(pending, stored)
+            done.update(pending)
+            pending.clear()
+
         for node in self.k.body:
             if node.op in REDUCE:
                 if reductions_under(node.inputs[0]) & set(pending):
-                    self.stage(pending, stored)
-                    pending = []
+                    run_stage()
                 pending.append(node)
             elif self.level(node) == "kept":
                 if pending:
-                    self.stage(pending, stored)
-                    pending = []
+                    run_stage()
                 self.value(node, self.kept)
         if pending:
-            self.stage(pending, stored)
+            run_stage()
         full = [o for o in self.outputs if self.level(o) == "full" and o not in stored]
         if full:
             self.emit(Comment("epilogue: full-shape outputs"))

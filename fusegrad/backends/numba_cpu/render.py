@@ -22,7 +22,7 @@ from ..lowering.loopnest import (AccRef, Accumulate, Accumulator, Apply, Assign,
                                  CheckIndex, Comment, Conjunction, Convert, Divisible, Flag,
                                  Index, Lit, Loop, Never, Read, Ref, Stmt, Store, Term, Uniform,
                                  Value, walk)
-from .scalar_ops import TANH32_SOURCE, literal, op_expr
+from .scalar_ops import EXP32_SOURCE, TANH32_SOURCE, literal, op_expr
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ def render_module(nest: LoopNest) -> str:
              "import numpy as np",
              "from numba import njit" + (", prange" if nest.parallel else ""),
              "", ""]
-    for used, helper in ((nest.random, SCALAR_SOURCE), (_uses_tanh32(nest), TANH32_SOURCE)):
+    for used, helper in ((nest.random, SCALAR_SOURCE), (_uses(nest, "tanh"), TANH32_SOURCE),
+                         (_uses(nest, "exp"), EXP32_SOURCE)):
         if used:
             parts.extend([helper.strip("\n"), "", ""])
     parts.extend(f"# {line}" for line in nest.listing)
@@ -93,10 +94,10 @@ def render_module(nest: LoopNest) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _uses_tanh32(nest: LoopNest) -> bool:
-    """Whether ``op_expr`` calls ``_fg_tanh32`` for some value of the nest."""
+def _uses(nest: LoopNest, op: str) -> bool:
+    """Whether some value of the nest is a float32 ``op`` (whose helper ``op_expr`` calls)."""
     return any(isinstance(s, Assign) and isinstance(s.value, Apply)
-               and s.value.node.op == "tanh" and s.value.node.dtype == "float32"
+               and s.value.node.op == op and s.value.node.dtype == "float32"
                for s in walk(nest.body))
 
 
