@@ -1,6 +1,8 @@
 """Reduce kernels of the Numba backend against the interpreter."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -295,3 +297,19 @@ def test_an_output_of_a_later_stage_is_stored_before_it_and_computed_once(builde
     src = program.sources[0].source
     assert src.count("= _fg_exp32(") == 1 and "# note: stored first:" in src
     assert src.index("= max(") < src.index("stored first\n") < src.index("= sum(")
+
+
+def test_jammed_rows_keep_the_flags_of_masks_on_the_kept_loop(builder, leaf, check, rng):
+    """A padded row (a mask on the kept axis) has its condition hoisted into the kept loop:
+    jammed, each of the 4 positions computes its own flag."""
+    data = rng.standard_normal((6, 300)).astype(np.float32)
+    x = leaf(data)
+    padded = ops.pad(x, (8, 300), ((1, 1), (0, 1)))
+    s = ops.reduce("sum", padded, (1,))
+    b = builder([x])
+    k = b.kernel("k_padded_rows", [s], (8, 300), (1,))
+    program = check(b.schedule([s]))
+    source = next(c.source.source for c in program.kernels if c.kernel is k)
+    assert "jammed: loop i0" in source and re.search(r"c\d+_3 = i0_3 >= 1", source)
+    got = program.run([x.attrs[0].data])[0].reshape(-1)
+    np.testing.assert_array_equal(got, np.concatenate([[0], _in_order(data, (1,)), [0]]))

@@ -34,11 +34,13 @@ def jam(nest: LoopNest) -> LoopNest:
     loop = _target(nest.body)
     if loop is None:
         return nest
-    defined = {s.name for s in walk(loop.body) if isinstance(s, (Assign, Accumulator))}
+    defined = {s.name for s in walk(loop.hoisted + loop.body)
+               if isinstance(s, (Assign, Accumulator))}
     names = [{n: f"{n}_{u}" for n in defined | {loop.var}} for u in range(JAM)]
     outer = f"{loop.var}j"
     body: list[Stmt] = [Assign(f"{loop.var}_{u}", Index(u, (Term(Ref(outer), JAM),)))
                         for u in range(JAM)]
+    body += [_renamed(h, m) for m in names for h in loop.hoisted]  # its flags, per position
     body += _jammed(loop.body, names)
     new = Loop(outer, loop.extent // JAM, loop.parallel, body)
     note = (f"note: jammed: loop {loop.var} runs {JAM} positions per pass ({loop.var}_0.."
