@@ -245,11 +245,14 @@ def test_relu_gradient_channel_sum_stores_the_gradient_first_and_jams(builder, l
     assert not any("stored first" in line for line in lower(k, False).listing)
 
 
-@pytest.mark.parametrize("rows", [8, 12])
-def test_jammed_row_reductions_match_one_row_at_a_time(builder, leaf, check, rng, rows):
+@pytest.mark.parametrize("rows,parallel", [(8, False), (12, False), (8, True)])
+def test_jammed_row_reductions_match_one_row_at_a_time(builder, leaf, check, rng, monkeypatch,
+                                                       rows, parallel):
     """Rows of 300: a softmax (a max, then a sum that needs it, then an epilogue), an argmax
-    with NaNs and ties, and an int sum run four rows per pass; each row's result is the one a
-    row at a time gives, bit for bit."""
+    with NaNs and ties, and an int sum run four rows per pass (in a ``prange`` too); each row's
+    result is the one a row at a time gives, bit for bit."""
+    if parallel:
+        monkeypatch.setenv("FUSEGRAD_PARALLEL_THRESHOLD", "16")
     data = (rng.standard_normal((rows, 300)) * 4).astype(np.float32)
     data[1, 17] = np.nan
     data[2, [5, 250]] = 99.0
@@ -266,7 +269,8 @@ def test_jammed_row_reductions_match_one_row_at_a_time(builder, leaf, check, rng
     program = check(b.schedule([y, s, sq, a, isum]))
     for k in (k1, k2):
         source = next(c.source.source for c in program.kernels if c.kernel is k)
-        assert "jammed: loop i0" in source and f"range({rows // 4})" in source
+        loop = "prange" if parallel else "range"
+        assert "jammed: loop i0" in source and f"for i0j in {loop}({rows // 4})" in source
     got = program.run([x.attrs[0].data, n.attrs[0].data])
     np.testing.assert_array_equal(got[2].reshape(-1), _in_order(data * data, (1,)))
     np.testing.assert_array_equal(got[3].reshape(-1), np.argmax(data, 1))
