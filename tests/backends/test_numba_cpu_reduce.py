@@ -208,6 +208,10 @@ def test_float_sums_add_in_index_order_whatever_the_kernel(builder, leaf, check,
     np.testing.assert_array_equal(got[0], want.astype(np.float32))
 
 
+def _source(program, kernel) -> str:
+    return next(c.source.source for c in program.kernels if c.kernel is kernel)
+
+
 def _in_order(values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """The float32 sums over ``axes`` that a float64 accumulator adding one term after another
     in index order gives (the order every kernel keeps)."""
@@ -248,9 +252,10 @@ def test_relu_gradient_channel_sum_stores_the_gradient_first_and_jams(builder, l
 @pytest.mark.parametrize("rows,parallel", [(8, False), (12, False), (8, True)])
 def test_jammed_row_reductions_match_one_row_at_a_time(builder, leaf, check, rng, monkeypatch,
                                                        rows, parallel):
-    """Rows of 300: a softmax (a max, then a sum that needs it, then an epilogue), an argmax
-    with NaNs and ties, and an int sum run four rows per pass (in a ``prange`` too); each row's
-    result is the one a row at a time gives, bit for bit."""
+    """Rows of 300: a centred sum of squares (a max, then a sum that needs it, then an
+    epilogue), an argmax with NaNs and ties, an int sum and a sum of squares run four rows per
+    pass (in a ``prange`` too); each row's result is the one a row at a time gives, bit for
+    bit."""
     if parallel:
         monkeypatch.setenv("FUSEGRAD_PARALLEL_THRESHOLD", "16")
     data = (rng.standard_normal((rows, 300)) * 4).astype(np.float32)
@@ -259,30 +264,46 @@ def test_jammed_row_reductions_match_one_row_at_a_time(builder, leaf, check, rng
     x = leaf(data)
     ints = rng.integers(-9, 9, (rows, 300)).astype(np.int64)
     n = leaf(ints)
-    y, s = _softmax(x, 1)
+    m = ops.reduce("max", x, (1,))
+    centred = ops.binary("sub", x, ops.expand(m, x.shape))
+    s = ops.reduce("sum", ops.binary("mul", centred, centred), (1,))
+    y = ops.binary("mul", centred, ops.expand(s, x.shape))        # an epilogue
     sq = ops.reduce("sum", ops.binary("mul", x, x), (1,))
     a = ops.argmax(x, 1)
     isum = ops.reduce("sum", n, (1,))
     b = builder([x, n])
-    k1 = b.kernel("k_softmax_rows", [y, s, sq], (rows, 300), (1,))
-    k2 = b.kernel("k_argmax_rows", [a, isum], (rows, 300), (1,))
+    k1 = b.kernel("k_centred_rows", [y, s], (rows, 300), (1,))
+    k2 = b.kernel("k_argmax_rows", [a, isum, sq], (rows, 300), (1,))
     program = check(b.schedule([y, s, sq, a, isum]))
+    assert "= max(" in _source(program, k1) and "# epilogue" in _source(program, k1)
     for k in (k1, k2):
         source = next(c.source.source for c in program.kernels if c.kernel is k)
         loop = "prange" if parallel else "range"
         assert "jammed: loop i0" in source and f"for i0j in {loop}({rows // 4})" in source
     got = program.run([x.attrs[0].data, n.attrs[0].data])
+    centred_np = data - np.max(data, axis=1, keepdims=True)
+    np.testing.assert_array_equal(got[1].reshape(-1), _in_order(centred_np * centred_np, (1,)))
     np.testing.assert_array_equal(got[2].reshape(-1), _in_order(data * data, (1,)))
     np.testing.assert_array_equal(got[3].reshape(-1), np.argmax(data, 1))
     np.testing.assert_array_equal(got[4].reshape(-1), ints.sum(1))
 
 
-def test_short_or_odd_reductions_are_not_jammed(builder, leaf):
+def test_short_odd_or_long_reductions_are_not_jammed(builder, leaf):
+    """Not jammed: 100 elements per row (the core overlaps rows by itself), 6 rows (4 does not
+    divide them), a softmax (its exp helper would be inlined 4 times: compile time) and a body
+    of more than ``JAM_MAX_STATEMENTS`` statements."""
     from fusegrad.backends.numba_cpu import kernel_source
-    b = builder([leaf(np.ones((8, 100), np.float32)), leaf(np.ones((6, 300), np.float32))])
+    x = leaf(np.ones((8, 300), np.float32))
+    b = builder([leaf(np.ones((8, 100), np.float32)), leaf(np.ones((6, 300), np.float32)), x])
     short = b.kernel("k_short", [ops.reduce("sum", b.inputs[0], (1,))], (8, 100), (1,))
     odd = b.kernel("k_odd", [ops.reduce("sum", b.inputs[1], (1,))], (6, 300), (1,))
-    for kernel in (short, odd):
+    y, _ = _softmax(x, 1)
+    softmax = b.kernel("k_softmax_rows", [y], (8, 300), (1,))
+    long = x
+    for _ in range(9):
+        long = ops.binary("mul", ops.binary("add", long, x), x)
+    longer = b.kernel("k_long", [ops.reduce("sum", long, (1,))], (8, 300), (1,))
+    for kernel in (short, odd, softmax, longer):
         assert "jammed" not in kernel_source(kernel, parallel=False).source
 
 

@@ -26,6 +26,9 @@ from .loopnest import (Accumulate, Accumulator, AccRef, Apply, Assign, Comment, 
 JAM = 4            # kept positions per pass
 JAM_MIN = 256      # reduced elements per position below which the out-of-order core overlaps
                    # consecutive positions' chains by itself
+JAM_MAX_STATEMENTS = 20  # a longer body is not copied: Numba's compile time grows with the
+                         # copies (a log-softmax kernel's 1.6 s became 6.2 s), and a cold first
+                         # step pays for every kernel
 
 
 def jam(nest: LoopNest) -> LoopNest:
@@ -59,11 +62,23 @@ def _target(stmts: list[Stmt]) -> Loop | None:
             continue
         if any(isinstance(a, Accumulator) and a.count is not None for a in walk(s.body)):
             return None
+        if _too_long(s):
+            return None
         if max((_elements(loop) for loop in s.body if isinstance(loop, Loop)
                 and _accumulates(loop)), default=0) >= JAM_MIN:
             return s
         return None
     return None
+
+
+def _too_long(loop: Loop) -> bool:
+    """Whether copying ``loop``'s body ``JAM`` times would cost more compile time than the
+    overlap saves: more than ``JAM_MAX_STATEMENTS`` statements, or a call the renderer inlines
+    (a transcendental helper, tens of statements each)."""
+    stmts = [s for s in walk(loop.hoisted + loop.body) if not isinstance(s, Comment)]
+    return len(stmts) > JAM_MAX_STATEMENTS or any(
+        isinstance(s, Assign) and isinstance(s.value, Apply)
+        and s.value.node.op in ("exp", "tanh", "erf", "log", "sin", "cos") for s in stmts)
 
 
 def _elements(loop: Loop) -> int:
