@@ -14,6 +14,9 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 os.environ.setdefault("FUSEGRAD_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".fusegrad-cache"))
+# the suite runs one pytest worker per CPU already: compile worker processes would only compete
+# with them (tests/backends/test_compile_workers.py turns them on where it tests them)
+os.environ.setdefault("FUSEGRAD_COMPILE_WORKERS", "0")
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))  # shared helpers (``from parity import ...``)
 

@@ -16,8 +16,10 @@ def describe(fn: Any) -> str:
     for entries in fn.entries.values():
         for e in entries:
             lines.append(describe_entry(e))
+    by_workers = (f" ({KSTATS.kernels_by_workers} of them compiled by compile workers)"
+                  if KSTATS.kernels_by_workers else "")
     lines.append(f"kernels this process: {KSTATS.kernels_compiled} compiled, "
-                 f"{KSTATS.kernels_loaded} loaded from the disk cache")
+                 f"{KSTATS.kernels_loaded} loaded from the disk cache{by_workers}")
     return "\n".join(lines)
 
 

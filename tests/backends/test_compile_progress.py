@@ -33,6 +33,17 @@ def test_one_line_once_when_kernels_compile(capsys, monkeypatch, tmp_path):
     assert capsys.readouterr().err == line + "\n"
 
 
+def test_compiling_with_workers_says_how_many_processes_once(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("FUSEGRAD_QUIET", raising=False)
+    progress = CompileProgress(30, tmp_path)
+    line = progress.starting(23, processes=2)
+    assert line == f"fusegrad: compiling 23 kernels in 2 processes... (first run only; " \
+                   f"cached at {tmp_path})"
+    assert progress.prepared(compiled=True) is None  # said once
+    assert CompileProgress(30, None).starting(MIN_KERNELS - 1, 2) is None
+    assert capsys.readouterr().err == line + "\n"
+
+
 @pytest.mark.parametrize("total", [MIN_KERNELS - 1, 0])
 def test_a_short_compile_says_nothing(capsys, monkeypatch, total):
     monkeypatch.delenv("FUSEGRAD_QUIET", raising=False)

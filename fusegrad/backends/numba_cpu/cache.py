@@ -58,6 +58,9 @@ class CacheStats:
         compile_seconds: wall time spent compiling.
         load_seconds: wall time spent loading cached kernels.
         damaged_entries: cache entries found damaged, deleted and rebuilt.
+        kernels_by_workers: kernels compiled into the disk cache by compile worker processes
+            (``workers.compile_ahead``), then loaded here (also counted in ``kernels_loaded``).
+        worker_seconds: the workers' time spent compiling them.
     """
 
     kernels_compiled: int = 0
@@ -66,6 +69,8 @@ class CacheStats:
     compile_seconds: float = 0.0
     load_seconds: float = 0.0
     damaged_entries: int = 0
+    kernels_by_workers: int = 0
+    worker_seconds: float = 0.0
 
     def reset(self) -> None:
         """Set every counter back to zero."""
@@ -144,6 +149,15 @@ _FROM_DISK: set[str] = set()     # hashes of the kernels loaded from Numba's obj
 def in_memory(ks: KernelSource, arg_dtypes: tuple[str, ...]) -> bool:
     """Whether ``load_kernel(ks, arg_dtypes)`` would return a kernel already in memory."""
     return (ks.hash, arg_dtypes) in _LOADED
+
+
+def on_disk(ks: KernelSource) -> bool:
+    """Whether the disk cache seems to hold Numba's objects of ``ks`` (its module and an index;
+    a load may still find the entry damaged or for other argument types, and compile)."""
+    folder = kernel_dir()
+    stem = entry_name(ks)
+    return (folder / f"{stem}.py").is_file() and \
+        any((folder / "__pycache__").glob(f"{stem}.*.nbi"))
 
 
 def load_kernel(ks: KernelSource, arg_dtypes: tuple[str, ...]) -> Dispatcher:

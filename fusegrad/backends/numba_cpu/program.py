@@ -33,6 +33,7 @@ from .program_assigns import (AssignDecision, AssignReason, assign_lines, inputs
                               plan_assigns)
 from .progress import CompileProgress
 from .render import KernelSource, kernel_source
+from .workers import MIN_KERNELS, compile_ahead
 
 # Measured on the 2-core CI machines: a prange kernel beside OpenBLAS threads ran a 200k-element
 # SGD update 50x slower than serial (threads spin-waiting against each other), so parallel
@@ -267,6 +268,11 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
     dtypes = {t: tuple(n.dtype for n, _ in ks.operands) for t, ks in sources.items()}
     new = {(ks.hash, dtypes[t]) for t, ks in sources.items() if not in_memory(ks, dtypes[t])}
     progress = CompileProgress(len(new), kernel_dir() if cache_enabled() else None)
+    if len(new) >= MIN_KERNELS:
+        first = {}
+        for t, ks in sources.items():
+            first.setdefault((ks.hash, dtypes[t]), (ks, dtypes[t]))
+        compile_ahead([first[k] for k in first if k in new], progress)
     for t, item in enumerate(schedule.items):
         if isinstance(item, Kernel):
             ks = sources[t]

@@ -31,13 +31,26 @@ class CompileProgress:
         self.folder = folder
         self.said = False
 
+    def starting(self, count: int, processes: int) -> str | None:
+        """Say that ``count`` kernels are about to be compiled by ``processes`` processes (this one
+        and compile workers, ``workers.compile_ahead``); the line printed, if any."""
+        if self.said or count < MIN_KERNELS or quiet():
+            return None
+        self.said = True
+        by = f" in {processes} processes" if processes > 1 else ""
+        line = f"fusegrad: compiling {count} kernels{by}... (first run only; {self._where()})"
+        print(line, file=sys.stderr, flush=True)
+        return line
+
+    def _where(self) -> str:
+        return f"cached at {self.folder}" if self.folder is not None else "the disk cache is off"
+
     def prepared(self, compiled: bool) -> str | None:
         """Record one kernel prepared (``compiled``: not loaded); the line printed, if any."""
         left, self.left = self.left, self.left - 1
         if self.said or not compiled or left < MIN_KERNELS or quiet():
             return None
         self.said = True
-        where = f"cached at {self.folder}" if self.folder is not None else "the disk cache is off"
-        line = f"fusegrad: compiling up to {left} kernels... (first run only; {where})"
+        line = f"fusegrad: compiling up to {left} kernels... (first run only; {self._where()})"
         print(line, file=sys.stderr, flush=True)
         return line
