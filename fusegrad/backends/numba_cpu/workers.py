@@ -3,9 +3,10 @@
 Numba compiles one function at a time per process (a global compiler lock), at 0.1-0.5 s per
 kernel, so a cold first step of a model with dozens of kernels spends seconds on one core. When a
 program has at least ``MIN_KERNELS`` kernels that neither memory nor the disk cache holds, they go
-on a board that this process and ``compile_workers()`` worker processes take from: the workers
-from one end, this process from the other, so each kernel is compiled once and nobody waits for a
-worker that is still starting. A worker compiles into the disk cache; this process then loads
+on a board, the costliest first (``cost``). ``compile_workers()`` worker processes take from its
+front whenever they are free, this process from its back, so each kernel is compiled once and
+nobody waits for a worker that is still starting: this process compiles the cheap kernels
+while the workers start, and they the costly ones. A worker compiles into the disk cache; this process then loads
 what the workers compiled (a few ms each) through the usual ``cache.load_kernel``.
 
 The workers are plain subprocesses (``python -m fusegrad.backends.numba_cpu.workers``) fed JSON
@@ -235,8 +236,9 @@ def shutdown() -> None:
 
 def compile_batch(jobs: list[Job], compile_here: Callable[[Job], None], workers: int
                   ) -> BatchReport:
-    """Compile ``jobs`` into the disk cache with up to ``workers`` worker processes, this process
-    compiling (``compile_here``) what they have not taken; returns once none is in progress."""
+    """Compile ``jobs`` into the disk cache with up to ``workers`` worker processes taking from
+    the front and this process (``compile_here``) from the back; returns once none is left or
+    in progress."""
     report = BatchReport()
     t0 = time.perf_counter()
     report.workers = len(_running(workers)) if workers > 0 else 0
@@ -247,6 +249,14 @@ def compile_batch(jobs: list[Job], compile_here: Callable[[Job], None], workers:
     _BOARD.wait_idle()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def cost(job: Job) -> int:
+    """A kernel's compile time, roughly: its lines of code, three times over with ``prange``
+    (NUMBA-NOTES: parallel=True triples compile time)."""
+    lines = sum(1 for line in job.source.splitlines()
+                if line.strip() and not line.lstrip().startswith("#"))
+    return lines * (3 if job.parallel else 1)
 
 
 def compile_ahead(kernels: list[tuple[KernelSource, tuple[str, ...]]],
@@ -266,8 +276,8 @@ def compile_ahead(kernels: list[tuple[KernelSource, tuple[str, ...]]],
     if len(todo) < MIN_KERNELS or cache.folder_access() != "write":
         return None
     folder = str(cache.cache_dir())
-    jobs = [Job(ks.name, ks.source, ks.function, ks.hash, ks.parallel, dtypes, folder)
-            for ks, dtypes in todo.values()]
+    jobs = sorted((Job(ks.name, ks.source, ks.function, ks.hash, ks.parallel, dtypes, folder)
+                   for ks, dtypes in todo.values()), key=cost, reverse=True)
     workers = min(workers, len(jobs) - 1)
     progress.starting(len(jobs), 1 + workers)
 
