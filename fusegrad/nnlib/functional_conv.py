@@ -1,12 +1,13 @@
 """Convolution and pooling (``torch.nn.functional`` semantics), composed from Tensor ops.
 
-There is no conv or pool primitive in the IR: everything here is strided slices, ``cat`` with
-zeros (which the passes turn into ``pad``), sums, ``argmax``/``where`` and ``matmul``, so autodiff
-gives the backward pass and the fuser turns both passes into a few kernels.
+There is no conv or pool primitive in the IR: everything here is strided slices, zero padding,
+sums, ``argmax``/``where`` and ``matmul``, so autodiff gives the backward pass and the fuser turns
+both passes into a few kernels.
 
-The shared piece is :func:`sliding_windows` (im2col): every window of the input laid out along
-a new axis, built as one fused kernel that reads the unpadded input through index arithmetic
-(padding is masked, never written). On top of it:
+The shared piece is :func:`sliding_windows` (im2col, built as IR nodes in
+``tracer/windows.py``): every window of the input laid out along a new axis, built as one fused
+kernel that reads the unpadded input through index arithmetic (padding is masked, never
+written). On top of it:
 
 - convolution: the windows of a channels-last input, reshaped to (N*positions, C*K), times the
   weight reshaped to (C*K, O): one GEMM (batched over groups). Backward: two GEMMs and one col2im
@@ -25,7 +26,6 @@ the backward pass needs no col2im sum either.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from functools import reduce
@@ -35,9 +35,10 @@ import numpy as np
 
 from ..errors import ShapeError, with_location
 from ..tracer import functions as F
-from ..tracer.creation import buffer_tensor, zeros
+from ..tracer.creation import buffer_tensor
 from ..tracer.provenance import user_location
 from ..tracer.tensor import Tensor
+from ..tracer.windows import sliding_windows
 
 IntOrTuple = int | Sequence[int]
 
@@ -81,68 +82,6 @@ def _check_rank(x: Tensor, d: int, op: str) -> bool:
         _fail(f"{op}: expected a {d + 1}-D (unbatched) or {d + 2}-D (batched) input, got "
               f"{x.ndim}-D input of shape {list(x.shape)}")
     return x.ndim == d + 2
-
-
-# ----------------------------------------------------------------------------- windows
-def sliding_windows(x: Tensor, first: int, kernel: Sequence[int], stride: Sequence[int],
-                    dilation: Sequence[int], pad_lo: Sequence[int], out: Sequence[int],
-                    stack_dim: int) -> Tensor:
-    """Every window of ``x`` laid out along ``stack_dim`` (im2col), zeros where it is padding.
-
-    ``x``'s spatial dims are ``first .. first + len(kernel) - 1`` and its size along
-    ``stack_dim`` is 1. The result has spatial dim ``i`` of size ``out[i]`` and ``stack_dim`` of
-    size ``prod(kernel)``: at output position ``o`` and kernel offset ``k`` (row-major over the
-    kernel dims) it holds ``x`` at ``o * stride + k * dilation - pad_lo`` along each spatial
-    dim, or 0 where that index falls outside ``x``.
-
-    Each offset's view is built as pad-to-its-place-along-``stack_dim``, strided slices, then
-    zero padding back to ``out``: the first op differs between offsets, so no view shares an
-    intermediate node with another. In the backward pass the gradients of all views then meet
-    only at ``x``, and their sum (col2im) is one kernel that reads the windows' gradient through
-    index arithmetic; a shared intermediate would be summed and written out on its own.
-    """
-    taps = math.prod(kernel)
-    total: Tensor | None = None
-    for tap, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
-        view, pads = _pad_dim(x, stack_dim, tap, taps - 1 - tap), []
-        for i, k in enumerate(offsets):
-            size, s, n = x.shape[first + i], stride[i], out[i]
-            shift = k * dilation[i] - pad_lo[i]          # input index read by output 0
-            lo = min(n, max(0, -(shift // s)))            # first output inside the input
-            hi = min(n, max(0, -(-(size - shift) // s)))  # one past the last
-            if hi <= lo:
-                view = None  # this offset only ever reads padding
-                break
-            start = lo * s + shift
-            if start or hi - lo != size:  # else the slice would be the identity
-                view = F.slice_dim(view, first + i, start, start + (hi - lo - 1) * s + 1, s)
-            if lo or hi < n:
-                pads.append((first + i, lo, n - hi))
-        if view is None:
-            continue
-        for dim, before, after in pads:
-            view = _pad_dim(view, dim, before, after)
-        total = view if total is None else total + view
-    if total is None:
-        shape = list(x.shape)
-        shape[stack_dim] = taps
-        for i, n in enumerate(out):
-            shape[first + i] = n
-        return zeros(shape, dtype=x.dtype)
-    return total
-
-
-def _pad_dim(x: Tensor, dim: int, before: int, after: int) -> Tensor:
-    """``x`` with ``before``/``after`` zeros around it along ``dim`` (a cat of zeros, which the
-    passes turn into one pad)."""
-    if not before and not after:
-        return x
-    parts = []
-    for n in (before, after):
-        shape = list(x.shape)
-        shape[dim] = n
-        parts.append(zeros(shape, dtype=x.dtype) if n else None)
-    return F.cat([p for p in (parts[0], x, parts[1]) if p is not None], dim)
 
 
 def _outside_taps(spatial: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],

@@ -274,6 +274,24 @@ def test_conv_fuses_into_few_kernels():
     assert report.kernel_count <= 5, report.kernel_count
 
 
+def test_windows_trace_one_pad_per_zero_padding():
+    """im2col of a padded 3x3 conv is traced as nodes: per tap at most a pad along the window
+    axis, a slice and a pad per spatial dim, and the add into the sum; no zero constants (the
+    ``cat`` with zeros it once traced made 4 more nodes per padding)."""
+    from fusegrad.ir.graph import toposort
+    x = fg.randn(2, 5, 5, 3, 1)
+    fg.realize(x)
+    cols = fgF.sliding_windows(x, 1, (3, 3), (1, 1), (1, 1), (1, 1), (5, 5), 4)
+    nodes = toposort([cols.node])
+    assert cols.shape == (2, 5, 5, 3, 9)
+    assert not [n for n in nodes if n.op == "const"]
+    assert len(nodes) <= 1 + 9 * 6, len(nodes)
+    ref = np.zeros((2, 7, 7, 3))
+    ref[:, 1:6, 1:6] = x.numpy()[..., 0]
+    expected = np.stack([ref[:, i:i + 5, j:j + 5] for i in range(3) for j in range(3)], -1)
+    np.testing.assert_array_equal(cols.numpy(), expected)
+
+
 # ---------------------------------------------------------------------------- errors
 def _line_of(marker: str) -> int:
     with open(__file__) as f:
