@@ -140,31 +140,65 @@ def argmax(x: Node, axis: int, loc: str | None = None) -> Node:
 
 
 # ----------------------------------------------------------------------------- movement
+# The movement ops' checks, remembered by their arguments: a traced step builds the same few
+# reshapes, permutes and expands again and again, and the generic checks cost more than the
+# node. Entries are small tuples of ints; the tables are cleared when they grow large.
+_MOVES: dict[tuple, tuple] = {}
+_MOVES_LIMIT = 4096
+
+
+def _remember(key: tuple, value: tuple) -> tuple:
+    if len(_MOVES) > _MOVES_LIMIT:
+        _MOVES.clear()
+    _MOVES[key] = value
+    return value
+
+
 def reshape(x: Node, shape: Shape, loc: str | None = None) -> Node:
-    shape = tuple(int(d) for d in shape)
-    if prod(shape) != x.size:
-        _fail("reshape", f"cannot view shape {list(x.shape)} as {list(shape)}", loc)
-    if shape == x.shape:
+    key = ("reshape", x.shape, shape)
+    checked = _MOVES.get(key) if type(shape) is tuple else None
+    if checked is None:
+        checked = tuple(int(d) for d in shape)
+        if prod(checked) != x.size:
+            _fail("reshape", f"cannot view shape {list(x.shape)} as {list(checked)}", loc)
+        if type(shape) is tuple:
+            _remember(key, checked)
+    if checked == x.shape:
         return x
-    return Node("reshape", (x,), shape, x.dtype, (), loc)
+    return Node("reshape", (x,), checked, x.dtype, (), loc)
 
 
 def permute(x: Node, perm: tuple[int, ...], loc: str | None = None) -> Node:
-    perm = tuple(int(p) for p in perm)
-    if sorted(perm) != list(range(len(x.shape))):
-        _fail("permute", f"{list(perm)} is not a permutation of the dims of {list(x.shape)}", loc)
-    if perm == tuple(range(len(perm))):
+    key = ("permute", x.shape, perm)
+    checked = _MOVES.get(key) if type(perm) is tuple else None
+    if checked is None:
+        norm = tuple(int(p) for p in perm)
+        if sorted(norm) != list(range(len(x.shape))):
+            _fail("permute", f"{list(norm)} is not a permutation of the dims of "
+                  f"{list(x.shape)}", loc)
+        # (the permuted shape, the dims as ints), or () for the identity
+        checked = () if norm == tuple(range(len(norm))) else \
+            (tuple(x.shape[p] for p in norm), norm)
+        if type(perm) is tuple:
+            _remember(key, checked)
+    if not checked:
         return x
-    return Node("permute", (x,), tuple(x.shape[p] for p in perm), x.dtype, (perm,), loc)
+    return Node("permute", (x,), checked[0], x.dtype, (checked[1],), loc)
 
 
 def expand(x: Node, shape: Shape, loc: str | None = None) -> Node:
-    shape = tuple(int(d) for d in shape)
-    if len(shape) != len(x.shape) or any(s != d and s != 1 for s, d in zip(x.shape, shape)):
-        _fail("expand", f"cannot expand shape {list(x.shape)} to {list(shape)}", loc)
-    if shape == x.shape:
+    key = ("expand", x.shape, shape)
+    checked = _MOVES.get(key) if type(shape) is tuple else None
+    if checked is None:
+        checked = tuple(int(d) for d in shape)
+        if len(checked) != len(x.shape) or any(
+                s != d and s != 1 for s, d in zip(x.shape, checked)):
+            _fail("expand", f"cannot expand shape {list(x.shape)} to {list(checked)}", loc)
+        if type(shape) is tuple:
+            _remember(key, checked)
+    if checked == x.shape:
         return x
-    return Node("expand", (x,), shape, x.dtype, (), loc)
+    return Node("expand", (x,), checked, x.dtype, (), loc)
 
 
 def slice_(x: Node, ranges: tuple[tuple[int, int, int], ...], loc: str | None = None) -> Node:
