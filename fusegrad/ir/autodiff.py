@@ -34,9 +34,10 @@ def _active(wrt: list[Node], order: list[Node]) -> set[Node]:
     """The nodes a gradient may flow through: ``wrt`` and every differentiable node reading one."""
     targets = set(wrt)
     active: set[Node] = set()
+    add, reads_none = active.add, active.isdisjoint   # bound once: this runs on every backward()
     for n in order:
-        if n in targets or (not active.isdisjoint(n.inputs) and differentiable(n)):
-            active.add(n)
+        if n in targets or (not reads_none(n.inputs) and differentiable(n)):
+            add(n)
     return active
 
 
@@ -48,9 +49,12 @@ def reached(root: Node, wrt: list[Node], order: list[Node]) -> list[Node]:
     if root not in active:
         return []
     flows = {root}
+    add = flows.add
     for n in reversed(order):
         if n in flows:
-            flows.update(i for i in n.inputs if i in active)
+            for i in n.inputs:
+                if i in active:
+                    add(i)
     return [w for w in wrt if w in flows]
 
 

@@ -46,9 +46,11 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
              create_graph: bool = False, inputs: list[Tensor] | None = None) -> None:
     """Accumulate d(t)/d(leaf), weighted by ``gradient``, into ``leaf.grad`` for every leaf."""
     loc = user_location()
-    root, seed, sources = _root("backward", t, gradient, create_graph, loc)
+    graph = toposort([t.node])
+    root, seed, sources = _root("backward", t, gradient, create_graph, loc, graph)
+    if sources:
+        graph = toposort([root])
     targets: dict[Node, list[Tensor]] = {}
-    graph = toposort([root])
     for n in graph:
         if n.op == "buffer" and n.attrs[0].owner is not None:
             owner = n.attrs[0].owner()
@@ -154,10 +156,11 @@ def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
     return tuple(result)
 
 
-def _root(op: str, t: Tensor, gradient: Tensor | None, create_graph: bool, loc: str | None
-          ) -> tuple[Node, Node, dict[Node, Node]]:
+def _root(op: str, t: Tensor, gradient: Tensor | None, create_graph: bool, loc: str | None,
+          order: list[Node] | None = None) -> tuple[Node, Node, dict[Node, Node]]:
     """The node to differentiate (realized values standing as their expressions), its seed,
-    and the realized buffers the graph reaches with their expressions."""
+    and the realized buffers the graph reaches with their expressions (``order``: the nodes
+    of ``t``'s graph, if the caller has them)."""
     if create_graph:
         raise RuntimeError(with_location(
             f"{op}(create_graph=True): higher-order gradients are not supported", loc))
@@ -179,7 +182,7 @@ def _root(op: str, t: Tensor, gradient: Tensor | None, create_graph: bool, loc: 
                 f"shape {list(t.node.shape)}", loc))
         seed = ops.cast(gradient.detach().node, t.node.dtype, loc)
     root = t.node
-    sources = _realized_sources(root)
+    sources = _realized_sources(root, order)
     if sources:
         # Differentiate through values that were realized since they were traced.
         root = substitute([root], sources)[0]
@@ -216,12 +219,14 @@ def _free_pending(t: Tensor, graph: list[Node], targets: dict[Node, list[Tensor]
     retained the graph. Tensors computed afterwards from the same leaves are new graphs."""
     differentiable: set[Node] = set(targets)   # nodes a gradient flows through
     saves: set[Node] = set()
+    flows, reads_no_flow = differentiable.add, differentiable.isdisjoint
+    save, reads_no_save = saves.add, saves.isdisjoint
     for n in graph:
-        if n.op == "detach" or differentiable.isdisjoint(n.inputs):
+        if n.op == "detach" or reads_no_flow(n.inputs):
             continue
-        differentiable.add(n)
-        if n.op not in _NO_SAVED_VALUES or not saves.isdisjoint(n.inputs):
-            saves.add(n)
+        flows(n)
+        if n.op not in _NO_SAVED_VALUES or not reads_no_save(n.inputs):
+            save(n)
     if not saves:
         return
     t._graph_freed = True
@@ -230,8 +235,13 @@ def _free_pending(t: Tensor, graph: list[Node], targets: dict[Node, list[Tensor]
             pending._graph_freed = True
 
 
-def _realized_sources(root: Node) -> dict[Node, Node]:
-    """Buffer node -> the expression it realized, for every such buffer the graph reaches."""
+def _realized_sources(root: Node, order: list[Node] | None = None) -> dict[Node, Node]:
+    """Buffer node -> the expression it realized, for every such buffer the graph reaches
+    (``order``: the nodes of ``root``'s graph, if known; a graph without such a buffer, the
+    usual case, is then only scanned)."""
+    if order is not None and not any(
+            n.op == "buffer" and n.attrs[0].source is not None for n in order):
+        return {}
     found: dict[Node, Node] = {}
     stack, seen = [root], set()
     while stack:
