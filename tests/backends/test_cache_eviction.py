@@ -22,10 +22,11 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def _schedules(builder, leaf, n: int):
-    """``n`` one-kernel schedules with different code."""
+    """``n`` one-kernel schedules with different code, of about one size on disk (float32
+    ``exp``, whose helper makes its entry a fifth larger, comes last)."""
     x = leaf(np.linspace(0.5, 1, 8, dtype=np.float32))
     schedules = []
-    for op in ("exp", "neg", "sqrt", "log", "sin", "cos")[:n]:
+    for op in ("neg", "sqrt", "log", "sin", "cos", "exp")[:n]:
         y = ops.unary(op, x)
         b = builder([x])
         b.kernel(f"k_{op}_of_x", [y], (8,))

@@ -19,9 +19,60 @@ def test_fused_chain_is_one_flat_loop(builder, leaf, check, rng):
     k = b.kernel("k_mul_add_tanh_4x6", [y], (4, 6))
     program = check(b.schedule([y]))
     src = program.sources[0].source
-    assert "for i0 in range(24):" in src and "range(6)" not in src
+    # every operand is read at the loop position: the length is an argument (size-free code)
+    assert "for i0 in range(n):" in src and "range(6)" not in src
+    assert program.sources[0].extent == 24 and "def k_mul_add_tanh_n(" in src
     assert "np.float32(0.5)" in src and "model.py:4" in src
     assert kernel_source(k, False).hash == program.sources[0].hash
+
+
+def _update(leaf, rng, shape, swap: bool):
+    """``p - lr * (g + wd * p)`` over ``shape``, its commutative operands built in one order
+    or the other (as structural keys of different shapes order them)."""
+    p = leaf(rng.standard_normal(shape).astype(np.float32))
+    g = leaf(rng.standard_normal(shape).astype(np.float32))
+    lr, wd = leaf(np.array([0.1], np.float32)), leaf(np.array([0.01], np.float32))
+
+    def scalar(s):
+        return ops.expand(ops.reshape(s, (1,) * len(shape)), shape)
+
+    def add(a, b):
+        return ops.binary("add", b, a) if swap else ops.binary("add", a, b)
+
+    def mul(a, b):
+        return ops.binary("mul", b, a) if swap else ops.binary("mul", a, b)
+
+    step = mul(scalar(lr), add(g, mul(scalar(wd), p)))
+    return [p, g, lr, wd], ops.binary("sub", p, step)
+
+
+def test_one_computation_at_any_size_and_operand_order_is_one_kernel(builder, check, leaf, rng):
+    from fusegrad.backends.numba_cpu import STATS
+    sources = []
+    for shape, swap in (((4, 6), False), ((7,), True), ((2, 3, 5), False)):
+        leaves, y = _update(leaf, rng, shape, swap)
+        b = builder(leaves)
+        b.kernel(f"k_sgd_{'x'.join(map(str, shape))}", [y], shape)
+        before = STATS.kernels_compiled + STATS.kernels_loaded + STATS.kernels_reused
+        program = check(b.schedule([y]))
+        assert STATS.kernels_compiled + STATS.kernels_loaded + STATS.kernels_reused == before + 1
+        sources.append(program.sources[0])
+    assert len({s.hash for s in sources}) == 1, [s.source for s in sources]
+    assert [s.extent for s in sources] == [24, 7, 30]
+    body = sources[0].source.split("for i0 in range(n):")[1].splitlines()
+    stores = [k for k, line in enumerate(body) if line.lstrip().startswith("out")]
+    reads = [k for k, line in enumerate(body) if "= in" in line]
+    assert stores and max(reads) < min(stores)   # an output may be an input's buffer
+
+
+def test_kernels_reading_off_the_loop_position_keep_their_sizes(builder, check, leaf, rng):
+    x = leaf(rng.standard_normal((3, 5)).astype(np.float32))
+    bias = leaf(rng.standard_normal((1, 5)).astype(np.float32))
+    y = ops.binary("add", x, ops.expand(bias, (3, 5)))
+    b = builder([x, bias])
+    b.kernel("k_bias_3x5", [y], (3, 5))
+    source = check(b.schedule([y])).sources[0]
+    assert source.extent is None and "range(n)" not in source.source
 
 
 def test_broadcast_loads_read_stride_zero(builder, leaf, check, rng):

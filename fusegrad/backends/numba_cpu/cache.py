@@ -44,7 +44,7 @@ from numba.core.dispatcher import Dispatcher
 
 from ...lru import LRUCache, size_from_env, switch_from_env
 from . import eviction
-from .render import KernelSource, code_lines
+from .render import LENGTH_DTYPE, KernelSource, code_lines
 
 
 @dataclass
@@ -130,7 +130,8 @@ def entry_name(ks: KernelSource) -> str:
 
 
 def _signature(arg_dtypes: tuple[str, ...]) -> tuple:
-    return tuple(numba.types.Array(numba.from_dtype(np.dtype(dt)), 1, "C") for dt in arg_dtypes)
+    return tuple(numba.types.intp if dt == LENGTH_DTYPE else
+                 numba.types.Array(numba.from_dtype(np.dtype(dt)), 1, "C") for dt in arg_dtypes)
 
 
 # Errors that mean the generated code itself is wrong: recompiling would fail the same way.

@@ -265,7 +265,7 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
     calls: dict[int, _CompiledKernel] = {}
     sources = {t: kernel_source(item, parallel=kernel_work(item) > threshold)
                for t, item in enumerate(schedule.items) if isinstance(item, Kernel)}
-    dtypes = {t: tuple(n.dtype for n, _ in ks.operands) for t, ks in sources.items()}
+    dtypes = {t: ks.arg_dtypes for t, ks in sources.items()}
     new = {(ks.hash, dtypes[t]) for t, ks in sources.items() if not in_memory(ks, dtypes[t])}
     progress = CompileProgress(len(new), kernel_dir() if cache_enabled() else None)
     if len(new) >= MIN_KERNELS:
@@ -372,7 +372,8 @@ def _run_body(schedule: Schedule, targets: dict[int, Node], base_names: dict[Nod
     for t, item in enumerate(schedule.items):
         if isinstance(item, Kernel):
             ck = calls[t]
-            args = ", ".join(operand(n, base) for n, base in ck.source.operands)
+            args = ", ".join([operand(n, base) for n, base in ck.source.operands]
+                             + ([] if ck.source.extent is None else [str(ck.source.extent)]))
             body.append(f"{ck.call_name}({args})  # [{t}]")
             continue
         for load in item.loads:

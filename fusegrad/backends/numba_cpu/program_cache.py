@@ -38,7 +38,7 @@ from . import externs
 from . import eviction
 from .cache import (STATS, _write_atomic, cache_dir, cache_enabled, cache_key, folder_access,
                     kernel_dir, load_kernel)
-from .render import KernelSource, source_hash
+from .render import LENGTH_DTYPE, KernelSource, source_hash
 from .program import NumbaProgram, _CompiledKernel, bind_run, parallel_threshold
 from .program_assigns import assign_lines, inputs_share_memory
 
@@ -182,7 +182,7 @@ def encode(digest: str, program: NumbaProgram, slots: list[int], seconds: dict[s
         "kernels": [{"name": k.source.name, "source": k.source.source,
                      "function": k.source.function, "hash": k.source.hash,
                      "parallel": k.source.parallel, "call": k.call_name,
-                     "arg_dtypes": [n.dtype for n, _ in k.source.operands]}
+                     "arg_dtypes": list(k.source.arg_dtypes)}
                     for k in program.kernels],
         "views": {name: _view_json(v) for name, v in views.items()},
         "facts": {"kernel_count": len(schedule.kernels), "extern_count": len(schedule.externs),
@@ -297,7 +297,9 @@ def rebuild(body: dict, leaf_count: int) -> tuple[StoredProgram, list[int]]:
                and ks.function.isidentifier() and k["call"].isidentifier()
                and source_hash(ks.source) == ks.hash, "bad kernel")
         dtypes = k["arg_dtypes"]
-        _check(isinstance(dtypes, list) and all(d in DTYPES for d in dtypes), "bad dtypes")
+        _check(isinstance(dtypes, list) and all(d in DTYPES for d in dtypes[:-1])
+               and (not dtypes or dtypes[-1] in DTYPES or dtypes[-1] == LENGTH_DTYPE),
+               "bad dtypes")
         _check(k["call"] not in namespace, "kernel name taken twice")
         namespace[k["call"]] = load_kernel(ks, tuple(dtypes))
         kernels.append(_CompiledKernel(None, ks, k["call"]))
