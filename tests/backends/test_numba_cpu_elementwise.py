@@ -245,3 +245,17 @@ def test_copies_that_gain_nothing_from_tiles_are_not_tiled(builder, leaf, check,
     b.kernel("k_t", [y], y.shape)
     program = check(b.schedule([y]))
     assert "tiled" not in program.sources[0].source
+
+
+def test_a_long_size_free_chain_is_rendered(builder, check, leaf, rng):
+    """A chain longer than canonical.MAX_STATEMENTS keeps the lowering's order (the rewrite
+    recurses along chains) and still computes the same values."""
+    from fusegrad.backends.numba_cpu.canonical import MAX_STATEMENTS
+    x = leaf(rng.standard_normal((6,)).astype(np.float32) * 0.1)
+    y = x
+    for _ in range(MAX_STATEMENTS + 10):
+        y = ops.unary("neg", ops.binary("add", y, x))
+    b = builder([x])
+    b.kernel("k_long_6", [y], (6,))
+    source = check(b.schedule([y])).sources[0]
+    assert source.extent == 6 and "range(n)" in source.source

@@ -162,7 +162,7 @@ class _Canon:
         # every store after every read, as the lowering has it: an output may be the buffer
         # of an input (an update in place)
         stored = [(out_name[s.array], value(s.value))
-                  for s in sorted(self.stores, key=lambda s: out_name[s.array])]
+                  for s in sorted(self.stores, key=lambda s: int(out_name[s.array][3:]))]
         inside.extend(Store(name, Index(0, (Term(Ref(var), 1),)), v) for name, v in stored)
         params = [replace(p, name=out_name[p.name]) for p in outputs]
         by_new = {new: old for old, new in in_name.items()}
@@ -174,13 +174,17 @@ class _Canon:
         return replace(self.nest, params=tuple(params), body=before + [loop])
 
 
+# Longer nests keep the lowering's text: the rewrite recurses along chains of values.
+MAX_STATEMENTS = 120
+
+
 def canonical(nest: LoopNest) -> LoopNest:
     """``nest`` (size-free: see ``render.size_free_extent``) with its names and orders made
     from what it computes; the comment statements are dropped (the IR listing stays)."""
     loop = next(s for s in nest.body if isinstance(s, Loop))
     if any(isinstance(s, Comment) for s in loop.body) or any(
             p.output and not any(isinstance(s, Store) and s.array == p.name for s in loop.body)
-            for p in nest.params):
+            for p in nest.params) or len(nest.body) + len(loop.body) > MAX_STATEMENTS:
         return nest
     return _Canon(nest, loop).rewrite()
 
