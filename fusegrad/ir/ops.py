@@ -9,7 +9,7 @@ type promotion (``cast``) are explicit nodes, put in by the tracer.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import weakref
 
 import numpy as np
@@ -142,60 +142,65 @@ def argmax(x: Node, axis: int, loc: str | None = None) -> Node:
 # ----------------------------------------------------------------------------- movement
 # The movement ops' checks, remembered by their arguments: a traced step builds the same few
 # reshapes, permutes and expands again and again, and the generic checks cost more than the
-# node. Entries are small tuples of ints; the tables are cleared when they grow large.
+# node. Entries are small tuples of ints; the table is cleared when it grows large.
 _MOVES: dict[tuple, tuple] = {}
 _MOVES_LIMIT = 4096
 
 
-def _remember(key: tuple, value: tuple) -> tuple:
-    if len(_MOVES) > _MOVES_LIMIT:
-        _MOVES.clear()
-    _MOVES[key] = value
-    return value
+def _checked(check: Callable[[Node, tuple, str | None], tuple], x: Node, arg: tuple,
+             loc: str | None) -> tuple:
+    """``check(x, arg, loc)`` (which raises for bad arguments), remembered by ``x``'s shape and
+    ``arg`` when ``arg`` is a tuple."""
+    if type(arg) is not tuple:
+        return check(x, arg, loc)
+    key = (check, x.shape, arg)
+    found = _MOVES.get(key)
+    if found is None:
+        found = check(x, arg, loc)
+        if len(_MOVES) > _MOVES_LIMIT:
+            _MOVES.clear()
+        _MOVES[key] = found
+    return found
+
+
+def _reshape_to(x: Node, shape: Shape, loc: str | None) -> tuple[int, ...]:
+    checked = tuple(int(d) for d in shape)
+    if prod(checked) != x.size:
+        _fail("reshape", f"cannot view shape {list(x.shape)} as {list(checked)}", loc)
+    return checked
+
+
+def _permutation(x: Node, perm: tuple[int, ...], loc: str | None) -> tuple:
+    """(the permuted shape, the dims as ints), or () for the identity."""
+    norm = tuple(int(p) for p in perm)
+    if sorted(norm) != list(range(len(x.shape))):
+        _fail("permute", f"{list(norm)} is not a permutation of the dims of {list(x.shape)}", loc)
+    return () if norm == tuple(range(len(norm))) else (tuple(x.shape[p] for p in norm), norm)
+
+
+def _expand_to(x: Node, shape: Shape, loc: str | None) -> tuple[int, ...]:
+    checked = tuple(int(d) for d in shape)
+    if len(checked) != len(x.shape) or any(s != d and s != 1 for s, d in zip(x.shape, checked)):
+        _fail("expand", f"cannot expand shape {list(x.shape)} to {list(checked)}", loc)
+    return checked
 
 
 def reshape(x: Node, shape: Shape, loc: str | None = None) -> Node:
-    key = ("reshape", x.shape, shape)
-    checked = _MOVES.get(key) if type(shape) is tuple else None
-    if checked is None:
-        checked = tuple(int(d) for d in shape)
-        if prod(checked) != x.size:
-            _fail("reshape", f"cannot view shape {list(x.shape)} as {list(checked)}", loc)
-        if type(shape) is tuple:
-            _remember(key, checked)
+    checked = _checked(_reshape_to, x, shape, loc)
     if checked == x.shape:
         return x
     return Node("reshape", (x,), checked, x.dtype, (), loc)
 
 
 def permute(x: Node, perm: tuple[int, ...], loc: str | None = None) -> Node:
-    key = ("permute", x.shape, perm)
-    checked = _MOVES.get(key) if type(perm) is tuple else None
-    if checked is None:
-        norm = tuple(int(p) for p in perm)
-        if sorted(norm) != list(range(len(x.shape))):
-            _fail("permute", f"{list(norm)} is not a permutation of the dims of "
-                  f"{list(x.shape)}", loc)
-        # (the permuted shape, the dims as ints), or () for the identity
-        checked = () if norm == tuple(range(len(norm))) else \
-            (tuple(x.shape[p] for p in norm), norm)
-        if type(perm) is tuple:
-            _remember(key, checked)
+    checked = _checked(_permutation, x, perm, loc)
     if not checked:
         return x
     return Node("permute", (x,), checked[0], x.dtype, (checked[1],), loc)
 
 
 def expand(x: Node, shape: Shape, loc: str | None = None) -> Node:
-    key = ("expand", x.shape, shape)
-    checked = _MOVES.get(key) if type(shape) is tuple else None
-    if checked is None:
-        checked = tuple(int(d) for d in shape)
-        if len(checked) != len(x.shape) or any(
-                s != d and s != 1 for s, d in zip(x.shape, checked)):
-            _fail("expand", f"cannot expand shape {list(x.shape)} to {list(checked)}", loc)
-        if type(shape) is tuple:
-            _remember(key, checked)
+    checked = _checked(_expand_to, x, shape, loc)
     if checked == x.shape:
         return x
     return Node("expand", (x,), checked, x.dtype, (), loc)

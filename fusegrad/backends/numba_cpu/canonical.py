@@ -32,6 +32,11 @@ from .scalar_ops import literal, op_expr
 _ROUNDS = 3
 
 
+def position(var: str) -> Index:
+    """The flat index of element ``var`` (a loop variable) of a contiguous array."""
+    return Index(0, (Term(Ref(var), 1),))
+
+
 def _digest(*parts: object) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
 
@@ -39,7 +44,7 @@ def _digest(*parts: object) -> str:
 class _Canon:
     def __init__(self, nest: LoopNest, loop: Loop):
         self.nest, self.loop = nest, loop
-        self.at_loop = Index(0, (Term(Ref(loop.var), 1),))
+        self.at_loop = position(loop.var)
         self.defs: dict[str, Value] = {}
         self.invariant: set[str] = set()
         for s in nest.body:
@@ -144,7 +149,7 @@ class _Canon:
                 return Ref(define(v.name))
             if isinstance(v, Read):
                 name = in_name.setdefault(v.array, f"in{len(in_name)}")
-                index = Index(0, (Term(Ref(var), 1),)) if v.index == self.at_loop else v.index
+                index = position(var) if v.index == self.at_loop else v.index
                 return Read(name, index, v.dtype)
             if isinstance(v, Convert):
                 return Convert(value(v.value), v.dtype)
@@ -163,7 +168,7 @@ class _Canon:
         # of an input (an update in place)
         stored = [(out_name[s.array], value(s.value))
                   for s in sorted(self.stores, key=lambda s: int(out_name[s.array][3:]))]
-        inside.extend(Store(name, Index(0, (Term(Ref(var), 1),)), v) for name, v in stored)
+        inside.extend(Store(name, position(var), v) for name, v in stored)
         params = [replace(p, name=out_name[p.name]) for p in outputs]
         by_new = {new: old for old, new in in_name.items()}
         params += [replace(self.params[by_new[f"in{k}"]], name=f"in{k}")
