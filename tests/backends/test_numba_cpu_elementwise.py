@@ -193,6 +193,28 @@ def test_float32_tanh_within_1e6_of_numpy(builder, leaf, check):
     assert "_fg_tanh32(" in program.sources[0].source
 
 
+def test_float64_tanh_within_2_ulp_of_numpy(builder, leaf, check):
+    """The vectorising float64 tanh (``_fg_tanh64``, Cephes' two branches without jumps): within
+    2 ulp of np.tanh on both sides of its switch at |x| = 0.625, and NaN, infinities, signed
+    zeros and subnormals as numpy gives them."""
+    sweep = np.concatenate([np.linspace(-25, 25, 200_001), np.linspace(-0.7, 0.7, 100_001),
+                            np.geomspace(1e-300, 30, 20_001), -np.geomspace(1e-300, 30, 20_001)])
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 0.625, -0.625,
+                        np.nextafter(0.625, 0), 19.1, 20.0, 20.5, 1e308, 5e-324, -5e-324])
+    grid = np.concatenate([sweep, special])
+    x = leaf(grid)
+    y = ops.unary("tanh", x)
+    b = builder([x])
+    b.kernel("k_tanh64", [y], x.shape)
+    program = check(b.schedule([y]), rtol=5e-16, atol=0)
+    assert "_fg_tanh64(" in program.sources[0].source and "np.tanh" not in program.sources[0].source
+    got, want = program.run([grid])[0], np.tanh(grid)
+    finite = np.isfinite(want) & (want != 0)
+    assert np.max(np.abs(got[finite] - want[finite]) / np.spacing(np.abs(want[finite]))) <= 2
+    np.testing.assert_array_equal(got[-len(special):], want[-len(special):])
+    assert np.signbit(got[-len(special) + 4]) and not np.signbit(got[-len(special) + 3])
+
+
 def test_float32_exp_within_2e7_of_exact(builder, leaf, check):
     """The vectorising float32 exp (``_fg_exp32``): within 2e-7 relative of the exact value over
     [-110, 90] where it is a normal float (numpy's float32 exp is within 2.1e-7), and NaN, infinities, signed zeros,

@@ -32,7 +32,7 @@ from ..lowering.loopnest import (AccRef, Accumulate, Accumulator, Apply, Assign,
                                  Index, Lit, Loop, Never, Read, Ref, Stmt, Store, Term, Uniform,
                                  Value, walk)
 from .canonical import canonical, position
-from .scalar_ops import EXP32_SOURCE, TANH32_SOURCE, literal, op_expr
+from .scalar_ops import EXP32_SOURCE, TANH32_SOURCE, TANH64_SOURCE, literal, op_expr
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,7 @@ def render_module(nest: LoopNest, sized: bool = False) -> str:
              "from numba import njit" + (", prange" if nest.parallel else ""),
              "", ""]
     for used, helper in ((nest.random, SCALAR_SOURCE), (_uses(nest, "tanh"), TANH32_SOURCE),
+                         (_uses(nest, "tanh", "float64"), TANH64_SOURCE),
                          (_uses(nest, "exp"), EXP32_SOURCE)):
         if used:
             parts.extend([helper.strip("\n"), "", ""])
@@ -159,10 +160,11 @@ def render_module(nest: LoopNest, sized: bool = False) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _uses(nest: LoopNest, op: str) -> bool:
-    """Whether some value of the nest is a float32 ``op`` (whose helper ``op_expr`` calls)."""
+def _uses(nest: LoopNest, op: str, dtype: str = "float32") -> bool:
+    """Whether some value of the nest is an ``op`` of ``dtype`` (whose helper ``op_expr``
+    calls)."""
     return any(isinstance(s, Assign) and isinstance(s.value, Apply)
-               and s.value.node.op == op and s.value.node.dtype == "float32"
+               and s.value.node.op == op and s.value.node.dtype == dtype
                for s in walk(nest.body))
 
 

@@ -58,6 +58,43 @@ def _fg_tanh32(x):
     return x if abs(x) < np.float32(0.0004) else xc * p / q
 '''
 
+# float64 tanh (Cephes' tanh, with Cephes' exp inlined): libm's scalar tanh does not vectorise
+# (about 17-20 ns per element here, 18 ns inside the unrolled LSTMCell's gate kernels); this one
+# computes both of Cephes' branches without jumps, so the loop vectorises: 4.4 ns per element, and
+# over 6M points in [-25, 25] (geometric down to 1e-300) it stays within 2 ulp of np.tanh, with NaN,
+# +-inf, -0.0 and subnormals as numpy gives them. |x| >= 0.625: 1 - 2 / (exp(2|x|) + 1), where
+# exp(w) = (q + p) / (q - p) * 2^n (w capped at 40: tanh is 1.0 in float64 beyond |x| = 19.1),
+# one division for both; below: x + x^3 P(x^2) / Q(x^2).
+TANH64_SOURCE = '''
+from fusegrad.backends.numba_cpu.intrinsics import f64_from_bits
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _fg_tanh64(x):
+    z = abs(x)
+    w = np.float64(40.0) if z > np.float64(20.0) else np.float64(2.0) * z
+    fn = np.floor(w * np.float64(1.4426950408889634073599) + np.float64(0.5))
+    r = w - fn * np.float64(6.93145751953125e-1)
+    r = r - fn * np.float64(1.42860682030941723212e-6)
+    rr = r * r
+    p = ((np.float64(1.26177193074810590878e-4) * rr + np.float64(3.02994407707441961300e-2))
+         * rr + np.float64(9.99999999999999999910e-1)) * r
+    q = ((np.float64(3.00198505138664455042e-6) * rr + np.float64(2.52448340349684104192e-3))
+         * rr + np.float64(2.27265548208155028766e-1)) * rr + np.float64(2.00000000000000000009e0)
+    n = np.int64(fn if fn == fn else np.float64(0.0))
+    d = q - p
+    big = np.float64(1.0) - np.float64(2.0) * d / (
+        (q + p) * f64_from_bits((n + np.int64(1023)) << np.int64(52)) + d)
+    big = -big if x < np.float64(0.0) else big
+    s = x * x
+    num = ((np.float64(-9.64399179425052238628e-1) * s + np.float64(-9.92877231001918586564e1))
+           * s + np.float64(-1.61468768441708447952e3))
+    den = (((s + np.float64(1.12811678491632931402e2)) * s + np.float64(2.23548839060100448583e3))
+           * s + np.float64(4.84406305325125486048e3))
+    small = x + x * s * (num / den) if s != np.float64(0.0) else x
+    return small if z < np.float64(0.625) else (big if z == z else x)
+'''
+
 # float32 exp (Cephes' expf: x = n ln2 + r, a degree-7 polynomial in r, 2^n from its bits, in two
 # factors so that gradual underflow rounds once per factor): libm's scalar expf does not
 # vectorise; this one ran 3.2x faster on 10M elements, and over 20M points in [-110, 90] stays
@@ -129,7 +166,7 @@ def _exp(node: Node, args: list[str]) -> str:
 
 
 def _tanh(node: Node, args: list[str]) -> str:
-    return f"_fg_tanh32({args[0]})" if node.dtype == "float32" else f"np.tanh({args[0]})"
+    return f"_fg_tanh32({args[0]})" if node.dtype == "float32" else f"_fg_tanh64({args[0]})"
 
 
 def _neg(node: Node, args: list[str]) -> str:
