@@ -281,3 +281,49 @@ def test_a_long_size_free_chain_is_rendered(builder, check, leaf, rng):
     b.kernel("k_long_6", [y], (6,))
     source = check(b.schedule([y])).sources[0]
     assert source.extent == 6 and "range(n)" in source.source
+
+
+def test_a_concatenation_of_pads_runs_as_one_loop_per_part(builder, leaf, check, rng):
+    """Four (3, 10) parts placed along the last axis of (3, 40) and scaled (an LSTM's gate
+    gradients): the innermost loop runs as four segments, each reading its one part with a plain
+    load and the others as zeros, with the values of the masked loop."""
+    parts = [leaf(rng.standard_normal((3, 10)).astype(np.float32)) for _ in range(4)]
+    scale = leaf(rng.standard_normal((40,)).astype(np.float32))
+    y = ops.binary("mul", ops.pads_sum(parts, 1), ops.expand(ops.reshape(scale, (1, 40)), (3, 40)))
+    b = builder([*parts, scale])
+    b.kernel("k_gates", [y], (3, 40))
+    program = check(b.schedule([y]), rtol=0, atol=0)
+    source = program.sources[0].source
+    assert "note: split: loop i1 runs as 4 segments [0, 10) [10, 20) [20, 30) [30, 40)" in source
+    code = [line for line in source.splitlines() if not line.lstrip().startswith("#")]
+    assert sum("range(10, 20)" in line for line in code) == 1
+    assert not any(" if " in line for line in code), "no read is conditional any more"
+
+
+def test_a_split_loop_keeps_a_reduction_in_index_order(builder, leaf, check, rng):
+    """A sum over a padded row (a part of each segment is zeros): the segments add in index
+    order, so the float64 row sums are the one-after-another sums bit for bit."""
+    x = leaf(rng.standard_normal((5, 7)))
+    padded = ops.pad(x, (5, 16), ((0, 1), (4, 1)))                     # columns 4..10 hold x
+    s = ops.reduce("sum", ops.binary("mul", padded, padded), (1,))
+    b = builder([x])
+    b.kernel("k_padded_sum", [s], (5, 16), (1,))
+    program = check(b.schedule([s]))
+    assert "note: split: loop i1 runs as 3 segments [0, 4) [4, 11) [11, 16)" in program.sources[0].source
+    data = x.attrs[0].data
+    rows = data.reshape(5, 7)
+    want = np.zeros(5)
+    for j in range(7):
+        want += rows[:, j] * rows[:, j]
+    np.testing.assert_array_equal(program.run([data])[0], want)
+
+
+def test_a_loop_of_many_parts_stays_one_loop(builder, leaf, check, rng):
+    """Nine parts (a 3x3 im2col's taps along its innermost loop) would copy the body nine
+    times: compile time the split does not buy back, so the loop keeps its masks."""
+    parts = [leaf(rng.standard_normal((2, 1)).astype(np.float32)) for _ in range(9)]
+    y = ops.pads_sum(parts, 1)
+    b = builder(parts)
+    b.kernel("k_taps", [y], (2, 9))
+    program = check(b.schedule([y]), rtol=0, atol=0)
+    assert "note: split" not in program.sources[0].source

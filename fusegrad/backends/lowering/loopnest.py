@@ -234,7 +234,8 @@ class Comment:
 
 @dataclass
 class Loop:
-    """``var`` runs over ``range(extent)``; ``parallel``: iterations may run at the same time.
+    """``var`` runs over ``range(extent)`` (``range(start, extent)`` for a segment of a split
+    loop, ``lowering/split.py``); ``parallel``: iterations may run at the same time.
 
     ``hoisted`` runs at the start of each iteration, before ``body``: the flags of conditions
     that depend on no inner loop.
@@ -245,6 +246,7 @@ class Loop:
     parallel: bool = False
     body: list[Stmt] = field(default_factory=list)
     hoisted: list[Assign] = field(default_factory=list)
+    start: int = 0
 
 
 Stmt = Union[Assign, Store, Accumulator, Accumulate, CheckIndex, Comment, Loop]

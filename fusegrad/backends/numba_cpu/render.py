@@ -27,6 +27,7 @@ from ...ir.random import SCALAR_SOURCE
 from ...ir.schedule import Kernel
 from ..lowering import LoopNest, lower
 from ..lowering.jam import jam
+from ..lowering.split import split
 from ..lowering.loopnest import (AccRef, Accumulate, Accumulator, Apply, Assign, AtLeast, Below,
                                  CheckIndex, Comment, Conjunction, Convert, Divisible, Flag,
                                  Index, Lit, Loop, Never, Read, Ref, Stmt, Store, Term, Uniform,
@@ -84,6 +85,8 @@ def kernel_source(kernel: Kernel, parallel: bool) -> KernelSource:
     if extent is not None:
         nest = canonical(replace(nest, function=re.sub(r"(_\d+(x\d+)*)?$", "_n", nest.function,
                                                        count=1)))
+    else:
+        nest = split(nest)
     source = render_module(nest, sized=extent is not None)
     return KernelSource(kernel.name, source, nest.function, source_hash(source), nest.parallel,
                         tuple((p.node, p.base) for p in nest.params), extent)
@@ -174,7 +177,8 @@ def _block(stmts: list[Stmt], depth: int, out: list[str], sized: bool = False) -
     for s in stmts:
         if isinstance(s, Loop):
             rng = "prange" if s.parallel else "range"
-            out.append(f"{pad}for {s.var} in {rng}({'n' if sized else s.extent}):")
+            bounds = "n" if sized else f"{s.start}, {s.extent}" if s.start else str(s.extent)
+            out.append(f"{pad}for {s.var} in {rng}({bounds}):")
             _block(list(s.hoisted) + s.body, depth + 1, out)
         else:
             out.extend(pad + line for line in _statement(s))
