@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.numba,
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # pydot on pyparsing 3.3
 
 STAGE_CHOICES = [None, *([s] for s in STAGES)]   # None: every stage
-PLACED = {"started", "fused", "fused-kept", "epilogue", "reduction", "extern"}
+PLACED = {"started", "fused", "fused-kept", "epilogue", "reduction", "extern", "recomputed"}
 _DUMPS: dict[str, Dump] = {}
 _DOT_GRAPHS: dict[str, nx.MultiDiGraph] = {}
 

@@ -92,3 +92,19 @@ def test_mlp_training_step_kernel_count():
         placed = [d.nodes[0] for d in item.decisions if d.kind in PLACED]
         assert sorted(map(id, placed)) == sorted(map(id, [item.node] if isinstance(item, Extern)
                                                      else item.body))
+
+
+def test_cross_entropy_recomputes_its_one_hot_mask_instead_of_storing_it():
+    """The one-hot mask ``target[i] == class[j]`` is read by the loss's kernel and by the
+    gradient's; it reads 16 + 200 values to make 3,200, so the gradient's kernel computes it
+    again and no kernel writes it."""
+    logits = fg.randn(16, 200, requires_grad=True)
+    target = fg.tensor(np.random.default_rng(0).integers(0, 200, 16))
+    loss = nn.functional.cross_entropy(logits, target)
+    loss.backward()
+    fg.realize(loss, logits.grad)
+    kernels = _last_report().schedule.kernels
+    assert not [n for k in kernels for n in k.outputs if n.dtype == "bool"]
+    recomputed = [d for k in kernels for d in k.decisions if d.kind is DecisionKind.RECOMPUTED]
+    assert [d.nodes[0].op for d in recomputed] == ["eq"]
+    assert "it reads 216 elements to make 3200" in recomputed[0].message

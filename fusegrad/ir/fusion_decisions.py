@@ -27,6 +27,7 @@ class DecisionKind(Enum):
     REDUCTION = "reduction"        # a reduction joins the kernel that computes its operand
     MERGED = "merged"              # the kernel of another operand merged in at a node reading both
     MATERIALISED = "materialised"  # a node given its own buffer (``readers``: who reads it)
+    RECOMPUTED = "recomputed"      # a cheap node computed again by a kernel that reads it, not loaded
     OUTPUT_VIEW = "output-view"    # a graph output is its base's buffer read unchanged: no copy
 
 

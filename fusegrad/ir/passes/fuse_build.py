@@ -91,6 +91,7 @@ class _Builder:
 
     def _kernel_loads(self, item: _Item, group: Group) -> None:
         members = set(group.members)
+        self._recompute(item, group, members)
         for node in item.body:
             for ref, must_load in operand_refs(node):
                 if ref in item.loads or ref.op == "const" or ref in members:
@@ -100,6 +101,26 @@ class _Builder:
                         item.loads[ref.inputs[0]] = self._load(ref.inputs[0], item, "random key")
                 elif must_load or not self.grouping.is_accumulator(ref, [group], group.shape):
                     item.loads[ref] = self._load(ref, item, "gather source" if must_load else "")
+
+    def _recompute(self, item: _Item, group: Group, members: set[Node]) -> None:
+        """Put into ``item`` the cheap full-shape operands it would read from another kernel
+        (``recomputable``), adding them to ``members``: it computes them itself instead of
+        loading them, and their kernel need not store them for it."""
+        extra: list[Node] = []
+        for node in item.body:
+            for ref, must_load in operand_refs(node):
+                if must_load or ref in members or ref.shape != item.shape \
+                        or self.grouping.group_of.get(ref) in (None, group) \
+                        or self.grouping.group_of[ref].extern or not recomputable(ref):
+                    continue
+                members.add(ref)
+                extra.append(ref)
+                item.decisions.append(FusionDecision(
+                    DecisionKind.RECOMPUTED, f"recomputed {self.labels(ref)} here instead of "
+                    f"loading it: it reads {source_elements(ref)} elements to make {ref.size}",
+                    (ref,)))
+        if extra:
+            item.body = sorted(item.body + extra, key=self.pos.__getitem__)
 
     def _extern_load(self, ref: Node, item: _Item) -> Load:
         view = compose(ref)[1]
@@ -197,6 +218,28 @@ class _Builder:
                 DecisionKind.MATERIALISED,
                 f"materialised {self.labels(node)} {node.type_str}: " + "; ".join(parts), (node,),
                 readers=tuple(names[user] if user is not None else "" for _, user in reasons)))
+
+
+# Elementwise ops cheaper to compute again than to read back: no transcendental, no division.
+CHEAP = frozenset({"eq", "ne", "lt", "le", "where", "cast", "add", "sub", "mul", "neg", "abs",
+                   "maximum", "minimum"})
+# How many times the elements a recomputed node reads must fit into the elements it makes.
+RECOMPUTE_RATIO = 8
+
+
+def recomputable(node: Node) -> bool:
+    """Whether a kernel that reads ``node`` at its full shape should compute it again rather
+    than read it from memory: a cheap elementwise op whose operands are constants or small
+    values broadcast to its shape (together ``RECOMPUTE_RATIO`` times smaller), such as a
+    cross-entropy's one-hot mask, ``target[i] == class[j]``, which attn's program stored as
+    10M bools and read back in the gradient's kernel."""
+    return node.op in CHEAP and source_elements(node) * RECOMPUTE_RATIO <= node.size
+
+
+def source_elements(node: Node) -> int:
+    """How many elements ``node``'s operands hold before they are broadcast or viewed
+    (constants hold none: they are inlined)."""
+    return sum(movement_chain(i)[0].size for i in node.inputs if i.op != "const")
 
 
 def _name(index: int, item: _Item) -> str:
