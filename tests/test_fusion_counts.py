@@ -108,3 +108,23 @@ def test_cross_entropy_recomputes_its_one_hot_mask_instead_of_storing_it():
     recomputed = [d for k in kernels for d in k.decisions if d.kind is DecisionKind.RECOMPUTED]
     assert [d.nodes[0].op for d in recomputed] == ["eq"]
     assert "it reads 216 elements to make 3200" in recomputed[0].message
+
+
+def test_a_linear_on_3d_input_adds_its_bias_where_its_rows_are_read():
+    """``nn.Linear`` on (2, 5, 8) adds its bias to the (10, 300) product before taking the
+    leading dims back, so ``logits.reshape(-1, 300)`` cancels that reshape and the add joins the
+    log-softmax's kernel: no kernel of its own writes the (2, 5, 300) logits."""
+    rng = np.random.default_rng(0)
+    lin = nn.Linear(8, 300)
+    x = fg.tensor(rng.standard_normal((2, 5, 8)).astype(np.float32))
+    target = fg.tensor(rng.integers(0, 300, 10))
+    logits = lin(x)
+    loss = nn.functional.cross_entropy(logits.reshape(-1, 300), target)
+    fg.realize(loss)
+    kernels = _last_report().schedule.kernels
+    assert not [k for k in kernels if k.shape == (2, 5, 300)]
+    (softmax,) = [k for k in kernels if k.shape == (10, 300) and k.reduce_axes == (1,)]
+    assert "add" in [n.op for n in softmax.body]
+    w, b = lin.weight.detach().numpy(), lin.bias.detach().numpy()
+    want = x.numpy() @ w.T + b
+    np.testing.assert_allclose(logits.detach().numpy(), want, rtol=1e-5, atol=1e-6)

@@ -132,7 +132,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"expects {weight.shape[-1]} (weight shape {list(weight.shape)})", loc))
     F.check_same_dtype("linear", (("input", x), ("weight", weight), ("bias", bias)), loc,
                        F.MODEL_DTYPE_HINT)
-    if x.ndim == 2 and weight.ndim == 2 and (bias is None or bias.ndim == 1):
+    if x.ndim >= 1 and weight.ndim == 2 and (bias is None or bias.ndim == 1):
         return F.affine(x, weight, bias, loc)
     out = F.matmul(x, F.t(weight))
     return out + bias if bias is not None else out

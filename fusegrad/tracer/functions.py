@@ -854,12 +854,23 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 
 
 def affine(x: Tensor, weight: Tensor, bias: Tensor | None, loc: str | None) -> Tensor:
-    """``x @ weight.T + bias`` for a 2-D ``x`` and ``weight`` and a 1-D ``bias`` of one dtype
-    (checked by the caller): the graph of ``matmul(x, t(weight)) + bias`` without its
-    intermediate tensors (``nn.Linear``'s path)."""
-    node = ops.matmul(node_of(x), ops.permute(node_of(weight), (1, 0), loc), loc)
+    """``x @ weight.T + bias`` for an ``x`` of at least one dim, a 2-D ``weight`` and a 1-D
+    ``bias`` of one dtype (checked by the caller): the graph of ``matmul(x, t(weight)) + bias``
+    without its intermediate tensors (``nn.Linear``'s path). The leading dims of ``x`` are
+    flattened into the rows of one product, as ``matmul`` does, and the bias is added to that
+    product before it takes them back: a reshape the caller then makes (a language model's
+    ``logits.reshape(-1, vocab)``) cancels, and the add fuses with what reads the rows
+    (attn's log-softmax over (1024, 10000) read a separate (16, 64, 10000) bias kernel's
+    output before)."""
+    nx = node_of(x)
+    lead = nx.shape[:-1]
+    if len(lead) != 1:
+        nx = ops.reshape(nx, (math.prod(lead), nx.shape[-1]), loc)
+    node = ops.matmul(nx, ops.permute(node_of(weight), (1, 0), loc), loc)
     if bias is not None:
         node = ops.binary("add", node, broadcast_node(node_of(bias), node.shape, loc), loc)
+    if len(lead) != 1:
+        node = ops.reshape(node, lead + (node.shape[-1],), loc)
     return wrap(node, x, weight, bias)
 
 
