@@ -128,3 +128,15 @@ def test_a_linear_on_3d_input_adds_its_bias_where_its_rows_are_read():
     w, b = lin.weight.detach().numpy(), lin.bias.detach().numpy()
     want = x.numpy() @ w.T + b
     np.testing.assert_allclose(logits.detach().numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_product_over_an_inner_dim_of_one_gives_the_bits_of_blas():
+    """``x_t @ W_ih^T`` of an LSTMCell with one input feature: one kernel, no BLAS call, and
+    the same bits (each element is one product)."""
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.standard_normal(s) for s in ((16, 1), (1, 204), (16, 204)))
+    out = fg.tensor(a) @ fg.tensor(b) + fg.tensor(c)
+    out.realize()
+    report = _last_report()
+    assert (report.extern_count, report.kernel_count) == (0, 1)
+    np.testing.assert_array_equal(out.numpy(), np.matmul(a, b) + c)

@@ -711,7 +711,9 @@ def test_externs_are_their_own_items():
     ("view-of-base", lambda x: ops.unary("neg", ops.reshape(ops.reshape(x, (6,)), (6, 1)))),
     ("push-expand", lambda x: ops.binary("mul", x, ops.expand(
         ops.unary("exp", ops.reduce("sum", x, (0,))), (6, 1)))),
-    ("transposed-product", lambda x: ops.permute(ops.matmul(x, ops.permute(x, (1, 0))), (1, 0))),
+    ("transposed-product", lambda x: ops.permute(
+        ops.matmul(ops.reshape(x, (2, 3)), ops.reshape(x, (3, 2))), (1, 0))),
+    ("outer-product", lambda x: ops.permute(ops.matmul(x, ops.permute(x, (1, 0))), (1, 0))),
 ])
 def test_normalisation_records_the_rule_it_applied(rule, make):
     out = make(buf((6, 1)))
@@ -949,3 +951,15 @@ def test_without_the_concat_extern_products_are_joined_with_pads():
     assert [e.node.op for e in schedule.externs] == ["matmul"]
     (value,) = run_schedule(schedule)
     np.testing.assert_allclose(value, evaluate([total])[0].reshape(-1), rtol=2e-5, atol=1e-6)
+
+
+def test_a_product_over_an_inner_dim_of_one_is_elementwise_and_fuses():
+    """``(16, 1) @ (1, 8)`` is 128 single products: an elementwise product of the broadcast
+    operands, in the kernel of what reads it, not an extern call."""
+    a, b, c = buf((16, 1)), buf((1, 8), seed=1), buf((16, 8), seed=2)
+    out = ops.binary("add", ops.matmul(a, b), c)
+    schedule = fuse_and_check(out)
+    assert not schedule.externs and len(schedule.kernels) == 1
+    assert [d.rule for d in of_kind(schedule, DecisionKind.NORMALISED)] == ["outer-product"]
+    batched = ops.matmul(buf((3, 4, 1)), buf((3, 1, 5), seed=3))
+    assert not fuse_and_check(batched).externs

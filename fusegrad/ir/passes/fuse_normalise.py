@@ -7,7 +7,8 @@ reductions they feed; movement ops and gathers of constants are constants; a mov
 reads its base unchanged is its base; consecutive reshapes fold; ``expand`` of a small elementwise
 expression is pushed below it (``expand(log(s))`` becomes ``log(expand(s))``), so that an epilogue
 reads a reduction's accumulator instead of a materialised kept-shape value; a transposed
-product ``(a @ b)^T`` used nowhere else is computed as ``b^T @ a^T``; and long sums of products or
+product ``(a @ b)^T`` used nowhere else is computed as ``b^T @ a^T``; a product over an inner
+dim of 1 is an elementwise product of broadcast operands; and long sums of products or
 of pads become one product or one ``concat`` (``fuse_sums.py``). Two of the rules are
 simplify's own (``reduction_over_unit_axes``, ``fold_reshape_chain``).
 """
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from ..fusion_decisions import DecisionKind, FusionDecision, NodeLabels
 from ..graph import Graph, consumers
 from ..node import Node
-from ..ops import ELEMENTWISE, MOVEMENT, REDUCE, const, expand, matmul, permute, reshape
+from ..ops import (ELEMENTWISE, MOVEMENT, REDUCE, binary, const, expand, matmul, permute,
+                   reshape)
 from ..view import View
 from .fuse_sums import concat_rule, stacked_products_rule
 from .fuse_views import Shape, compose, is_computed, is_unit_reshape, kept, reduce_axes
@@ -165,6 +167,19 @@ def push_expand_below_elementwise(node: Node, inputs: tuple[Node, ...]) -> Node 
     return _push_expand(x, mid, node.shape) if x.op in ELEMENTWISE else None
 
 
+def outer_product(node: Node, inputs: tuple[Node, ...]) -> Node | None:
+    """A product over an inner dim of 1, ``(.., M, 1) @ (.., 1, N)``, as the elementwise product
+    of its operands broadcast to ``(.., M, N)``: each element is one product, as BLAS makes it
+    (bit for bit), and it fuses with what reads it instead of being an extern call. The
+    unrolled LSTMCell's input projection of its one feature, ``x_t @ W_ih^T``, and its head's
+    gradient were 480 calls of 18 us per step."""
+    if node.op != "matmul" or inputs[0].shape[-1] != 1:
+        return None
+    a, b = inputs
+    return binary("mul", expand(a, node.shape, node.loc), expand(b, node.shape, node.loc),
+                  node.loc)
+
+
 def transposed_product(uses: Callable[[Node], int]) -> Rule:
     """The rule ``(a @ b)^T`` as ``b^T @ a^T`` when ``a @ b`` has no other use (``uses(m)`` is
     how many uses the graph gives the product ``m``)."""
@@ -199,6 +214,8 @@ RULES: tuple[NormaliseRule, ...] = (
                   fold_reshape_chain),
     NormaliseRule("push-expand", "expand pushed below elementwise ops", frozenset({"expand"}),
                   push_expand_below_elementwise),
+    NormaliseRule("outer-product", "a product over an inner dim of 1 is elementwise",
+                  frozenset({"matmul"}), outer_product),
 )
 TRANSPOSED_PRODUCT = "transposed-product"
 CONCAT = "concat"
