@@ -43,7 +43,7 @@ def jam(nest: LoopNest) -> LoopNest:
     outer = f"{loop.var}j"
     body: list[Stmt] = [Assign(f"{loop.var}_{u}", Index(u, (Term(Ref(outer), JAM),)))
                         for u in range(JAM)]
-    body += [_renamed(h, m) for m in names for h in loop.hoisted]  # its flags, per position
+    body += [renamed(h, m) for m in names for h in loop.hoisted]  # its flags, per position
     body += _jammed(loop.body, names)
     new = Loop(outer, loop.extent // JAM, loop.parallel, body)
     note = (f"note: jammed: loop {loop.var} runs {JAM} positions per pass ({loop.var}_0.."
@@ -95,12 +95,12 @@ def _jammed(stmts: list[Stmt], names: list[dict[str, str]]) -> list[Stmt]:
     out: list[Stmt] = []
     for s in stmts:
         if isinstance(s, Loop) and _accumulates(s):
-            hoisted = [_renamed(h, m) for h in s.hoisted for m in names]
+            hoisted = [renamed(h, m) for h in s.hoisted for m in names]
             out.append(Loop(s.var, s.extent, s.parallel, _jammed(s.body, names), hoisted))
         elif isinstance(s, Comment):
             out.append(s)
         else:
-            out.extend(_renamed(s, m) for m in names)
+            out.extend(renamed(s, m) for m in names)
     return out
 
 
@@ -120,14 +120,14 @@ _NAMED = {Ref: ("name",), AccRef: ("name",), Flag: ("name",), Assign: ("name",),
           Accumulator: ("name",), Accumulate: ("best",)}
 
 
-def _renamed(x, names: dict[str, str]):
+def renamed(x, names: dict[str, str]):
     """``x`` (a statement or value) with the local names in ``names`` replaced; arrays, IR
     nodes and literals as they are."""
     if isinstance(x, Loop):
-        return Loop(x.var, x.extent, x.parallel, [_renamed(s, names) for s in x.body],
-                    [_renamed(h, names) for h in x.hoisted])
+        return Loop(x.var, x.extent, x.parallel, [renamed(s, names) for s in x.body],
+                    [renamed(h, names) for h in x.hoisted])
     if isinstance(x, tuple):
-        return tuple(_renamed(v, names) for v in x)
+        return tuple(renamed(v, names) for v in x)
     if not is_dataclass(x):
         return x
     changes = {}
@@ -138,6 +138,6 @@ def _renamed(x, names: dict[str, str]):
         elif isinstance(x, Apply) and f.name == "node":
             continue
         elif is_dataclass(v) or isinstance(v, tuple):
-            changes[f.name] = _renamed(v, names)
+            changes[f.name] = renamed(v, names)
     return replace(x, **changes) if changes else x
 

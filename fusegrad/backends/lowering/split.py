@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import fields, is_dataclass, replace
 
-from .jam import _renamed
+from .jam import renamed
 from .loopnest import (AtLeast, Below, Comment, Assign, Lit, Loop, LoopNest, Read, Ref, Stmt,
                        walk)
 
@@ -87,7 +87,7 @@ def _segments(loop: Loop, notes: list[str]) -> list[Stmt]:
     out: list[Stmt] = []
     for k, (lo, hi) in enumerate(zip(edges, edges[1:])):
         names = {n: f"{n}_s{k}" for n in defined}
-        body = [_renamed(_resolved(s, loop.var, lo, hi), names) for s in loop.body]
+        body = [renamed(_resolved(s, loop.var, lo, hi), names) for s in loop.body]
         out.append(Loop(names[loop.var], hi, False, body, start=lo))
     notes.append(f"note: split: loop {loop.var} runs as {len(edges) - 1} segments "
                  + " ".join(f"[{lo}, {hi})" for lo, hi in zip(edges, edges[1:]))

@@ -172,7 +172,7 @@ def outer_product(node: Node, inputs: tuple[Node, ...]) -> Node | None:
     of its operands broadcast to ``(.., M, N)``: each element is one product, as BLAS makes it
     (bit for bit), and it fuses with what reads it instead of being an extern call. The
     unrolled LSTMCell's input projection of its one feature, ``x_t @ W_ih^T``, and its head's
-    gradient were 480 calls of 18 us per step."""
+    gradient were 120 of its 661 calls per step (18 us each)."""
     if node.op != "matmul" or inputs[0].shape[-1] != 1:
         return None
     a, b = inputs
