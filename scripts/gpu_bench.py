@@ -2,9 +2,14 @@
 on the GPU (eager, when a CUDA build of torch is installed), from the same initial weights.
 
 For each workload: the first steps' losses of both (a correctness check), then the median time
-of a step over several timed rounds, each ended by a device synchronisation. Writes JSON.
+of a step over several timed rounds, each ended by a device synchronisation, of fusegrad
+compiled, fusegrad uncompiled and torch. Writes JSON.
 
-    python scripts/gpu_bench.py [--small] [--steps 20] [--rounds 5] [--json FILE] [names...]
+With ``--jobs N`` every workload first runs its first steps in a process of its own, N at a
+time, so the kernels compile side by side into the disk cache (``cold_first_3_steps_s``); the
+timed runs then follow one after another in this process.
+
+    python scripts/gpu_bench.py [--small] [--steps 20] [--rounds 5] [--jobs N] [--json FILE] [names...]
 """
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -22,7 +29,8 @@ import fusegrad
 from fusegrad.bench.zoo import WORKLOADS, Built, build_pair
 
 
-def _on(built: Built, lib: Any, device: Any) -> tuple[Callable[[], Any], Callable[[], None]]:
+def _on(built: Built, lib: Any, device: Any,
+        compiled: bool = True) -> tuple[Callable[[], Any], Callable[[], None]]:
     """The workload's step with everything on ``device``, and the library's synchronisation."""
     built.model.to(device)
     inputs = tuple(x.to(device) for x in built.inputs)
@@ -35,7 +43,7 @@ def _on(built: Built, lib: Any, device: Any) -> tuple[Callable[[], Any], Callabl
         built.optimizer.step()
         return loss
 
-    run = fusegrad.compile(step) if lib is fusegrad else step
+    run = fusegrad.compile(step) if lib is fusegrad and compiled else step
     return (lambda: run(*inputs, target)), lib.cuda.synchronize
 
 
@@ -53,22 +61,41 @@ def _time(step: Callable[[], Any], sync: Callable[[], None], steps: int, rounds:
 
 def bench(name: str, small: bool, steps: int, rounds: int, with_torch: bool) -> dict[str, Any]:
     import torch
+    from fusegrad.backends.numba_cuda.externs import matmul_path
     ref, ours = build_pair(name, small=small)   # fusegrad starts from torch's weights
     fg_step, fg_sync = _on(ours, fusegrad, "cuda")
     t0 = time.perf_counter()
     fg_losses = [float(fg_step().item()) for _ in range(3)]
     first = time.perf_counter() - t0
     row: dict[str, Any] = {"workload": name, "fusegrad_losses": fg_losses,
-                           "fusegrad_first_3_steps_s": first}
+                           "fusegrad_first_3_steps_s": first, "matmul": matmul_path("float32")}
     if with_torch:
         th_step, th_sync = _on(ref, torch, "cuda")
         th_losses = [float(th_step().item()) for _ in range(3)]
         row["torch_losses"] = th_losses
         row["losses_agree"] = bool(np.allclose(fg_losses, th_losses, rtol=1e-3, atol=1e-5))
     row["fusegrad_step_ms"] = 1e3 * _time(fg_step, fg_sync, steps, rounds)
+    _, ours_eager = build_pair(name, small=small)
+    eager_step, _ = _on(ours_eager, fusegrad, "cuda", compiled=False)
+    eager_step()
+    row["fusegrad_uncompiled_step_ms"] = 1e3 * _time(eager_step, fg_sync, steps, rounds)
     if with_torch:
         row["torch_eager_step_ms"] = 1e3 * _time(th_step, th_sync, steps, rounds)
+        row["torch_over_fusegrad"] = row["torch_eager_step_ms"] / row["fusegrad_step_ms"]
     return row
+
+
+def _cold(name: str, small: bool) -> dict[str, Any]:
+    """The first 3 compiled steps of ``name`` in a new process (compiling into the disk cache)."""
+    code = ("import sys, time, fusegrad; sys.path.insert(0, 'scripts'); import gpu_bench as g; "
+            "from fusegrad.bench.zoo import build_pair; "
+            f"_, ours = build_pair({name!r}, small={small}); s, _ = g._on(ours, fusegrad, 'cuda'); "
+            "t0 = time.perf_counter(); [float(s().item()) for _ in range(3)]; "
+            "print(time.perf_counter() - t0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode:
+        return {"cold_error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
+    return {"cold_first_3_steps_s": float(done.stdout.strip().splitlines()[-1])}
 
 
 def main() -> int:
@@ -77,6 +104,8 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="test-sized shapes")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="compile the workloads in this many processes first")
     parser.add_argument("--json", metavar="FILE", default="gpu_bench.json")
     args = parser.parse_args()
     if not fusegrad.cuda.is_available():
@@ -87,12 +116,18 @@ def main() -> int:
     with_torch = torch.cuda.is_available()
     if not with_torch:
         print("torch has no CUDA here: timing fusegrad alone", file=sys.stderr)
+    names = args.names or list(WORKLOADS)
+    cold: dict[str, dict[str, Any]] = {name: {} for name in names}
+    if args.jobs > 1:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            cold = dict(zip(names, pool.map(lambda n: _cold(n, args.small), names)))
     rows = []
-    for name in args.names or list(WORKLOADS):
+    for name in names:
         try:
             row = bench(name, args.small, args.steps, args.rounds, with_torch)
         except Exception as exc:  # noqa: BLE001 - one workload failing is a result to report
             row = {"workload": name, "error": f"{type(exc).__name__}: {exc}"}
+        row.update(cold[name])
         rows.append(row)
         print(json.dumps(row), flush=True)
     doc = {"version": 1, "gpu": fusegrad.cuda.get_device_name(), "host": platform.node(),

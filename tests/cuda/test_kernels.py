@@ -93,3 +93,25 @@ def test_a_damaged_cache_entry_is_a_miss(tmp_path, monkeypatch):
     out = fg.tensor(x, device="cuda") * 3 + 1
     np.testing.assert_array_equal(out.cpu().numpy(), x * 3 + 1)
     assert fn is not None
+
+
+def test_matmul_runs_cublas_where_cupy_is_installed(monkeypatch):
+    from fusegrad.backends.numba_cuda import externs
+    from fusegrad.ir.device import simulator_enabled
+    if simulator_enabled():
+        pytest.skip("the simulator has no cuBLAS: its matmul is the tiled kernel")
+    pytest.importorskip("cupy")
+    assert externs.matmul_path("float32") == "cublas" == externs.matmul_path("float64")
+    assert externs.matmul_path("int64") == "tiled"
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 70, 5)).astype(np.float32)   # read transposed: (3, 5, 70)
+    b = rng.standard_normal((70, 33)).astype(np.float32)     # broadcast over the batch
+    want = np.matmul(a.transpose(0, 2, 1), b)
+
+    def product():
+        x = fg.tensor(a, device="cuda").permute(0, 2, 1)
+        return (x @ fg.tensor(b, device="cuda")).cpu().numpy()
+    got = product()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(externs, "matmul_path", lambda dtype: "tiled")
+    np.testing.assert_allclose(product(), got, rtol=1e-5, atol=1e-5)

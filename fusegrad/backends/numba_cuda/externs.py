@@ -1,14 +1,17 @@
-"""The fixed CUDA kernels of a Schedule's library calls: a tiled shared-memory matmul, the copy of
-a strided or masked view into a dense array, a fill and a scatter-add with atomics.
+"""A Schedule's library calls on the GPU: matmul through cuBLAS (CuPy's ``matmul``) where CuPy is
+installed, else a tiled shared-memory kernel; the copy of a strided or masked view into a dense
+array, a fill and a scatter-add with atomics.
 
 They read flat device arrays with the View's offset and strides as arguments, so a transposed
-or broadcast matmul operand is read where it lies. Each kernel is compiled once per dtype.
-cuBLAS is not called: no CuPy or nvmath-python is a dependency, and the simulator could not
-run it; the tiled kernel is the path everywhere.
+or broadcast matmul operand is read where it lies (CuPy is handed the same geometry as an
+ndarray over the Numba array's memory: nothing is copied to make it). Each kernel is compiled
+once per dtype. The simulator cannot run cuBLAS: there, and for integer products, and with
+``FUSEGRAD_CUDA_MATMUL=tiled``, the tiled kernel runs.
 """
 from __future__ import annotations
 
 import math
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -185,6 +188,43 @@ class ViewArgs:
                                                             self.rank)
 
 
+@lru_cache(maxsize=1)
+def cublas() -> Any:
+    """CuPy (whose ``matmul`` calls cuBLAS), or None where matmul runs the tiled kernel: CuPy not
+    installed or not working, the simulator, or ``FUSEGRAD_CUDA_MATMUL=tiled``."""
+    choice = os.environ.get("FUSEGRAD_CUDA_MATMUL", "auto")
+    if choice not in ("auto", "cublas", "tiled"):
+        raise ValueError(f"FUSEGRAD_CUDA_MATMUL={choice!r}: expected auto, cublas or tiled")
+    if choice == "tiled" or simulator_enabled():
+        return None
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # noqa: BLE001 - any failure means: the tiled kernel
+        if choice == "cublas":
+            raise CodegenError(f"FUSEGRAD_CUDA_MATMUL=cublas, but CuPy cannot run here "
+                               f"({type(exc).__name__}: {exc})") from exc
+        return None
+    return cupy
+
+
+def matmul_path(dtype: str) -> str:
+    """``cublas`` or ``tiled``: what ``matmul`` runs for a product of ``dtype``."""
+    return "cublas" if dtype in ("float32", "float64") and cublas() is not None else "tiled"
+
+
+def _cupy_array(cp: Any, array: Any, offset: int, shape: tuple[int, ...],
+                strides: tuple[int, ...], dtype: str) -> Any:
+    """A CuPy ndarray over a flat Numba device array's memory, read from element ``offset`` with
+    ``strides`` in elements. Made from the pointer, not ``__cuda_array_interface__``, so CuPy
+    does not synchronise with the stream Numba names there (both run on the default stream)."""
+    itemsize = np.dtype(dtype).itemsize
+    pointer = array.device_ctypes_pointer.value
+    memory = cp.cuda.UnownedMemory(pointer, array.shape[0] * itemsize, array)
+    return cp.ndarray(shape, dtype, cp.cuda.MemoryPointer(memory, offset * itemsize),
+                      strides=tuple(s * itemsize for s in strides))
+
+
 def matmul(a: Any, a_view: View, b: Any, b_view: View, out: Any, dtype: str) -> None:
     """``out`` (flat, contiguous ``(batch,) M x N``) = a @ b, reading a and b through unmasked
     views (2-D, or 3-D batched with any batch strides)."""
@@ -192,6 +232,15 @@ def matmul(a: Any, a_view: View, b: Any, b_view: View, out: Any, dtype: str) -> 
     b_sb, (_, N), (b_sk, b_sn) = _batched(b_view)
     batch = a_view.shape[0] if len(a_view.shape) == 3 else 1
     if M * N * batch == 0:
+        return
+    if K == 0:
+        fill_zero(out)
+        return
+    if matmul_path(dtype) == "cublas":
+        cp = cublas()
+        x = _cupy_array(cp, a, a_view.offset, (batch, M, K), (a_sb, a_sm, a_sk), dtype)
+        y = _cupy_array(cp, b, b_view.offset, (batch, K, N), (b_sb, b_sk, b_sn), dtype)
+        cp.matmul(x, y, out=_cupy_array(cp, out, 0, (batch, M, N), (M * N, N, 1), dtype))
         return
     side = tile()
     grid = (cap(-(-N // side)), cap(-(-M // side)), cap(batch))
