@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import ops
-from ..ir.device import copy_array
+from ..ir.device import copy_array, is_device_array, to_host
 from ..ir.dtypes import is_float, promote, promote_scalar
 from ..ir.errors import DTypeError, ShapeError, with_location
 from ..ir.node import Node
@@ -957,6 +957,7 @@ def _check_index_range(op: str, index: Tensor, size: int, dim: int, loc: str | N
     if index.node.dtype not in ("int32", "int64"):
         _fail(op, f"index must be an integer tensor, got {index.node.dtype}", loc, DTypeError)
     def check(arr: np.ndarray) -> None:
+        arr = to_host(arr)   # a GPU tensor's indices: one copy to the host
         lo, hi = int(arr.min()), int(arr.max())
         if lo < -size or hi >= size:
             bad = lo if lo < -size else hi
@@ -981,8 +982,9 @@ def _take(x: Tensor, d: int, index: Tensor, loc: str | None) -> Tensor:
     pre, post = x.node.shape[:d], x.node.shape[d + 1:]
     p, q, k = math.prod(pre), math.prod(post), index.node.size
     idx = ops.cast(node_of(index), "int64", loc)
-    if not (index.node.op == "buffer" and index.node.size and
-            int(index.node.attrs[0].data.min()) >= 0):
+    data = index.node.attrs[0].data if index.node.op == "buffer" else None
+    if not (index.node.size and data is not None and not is_device_array(data)
+            and int(data.min()) >= 0):
         zero = ops.const(0, idx.shape, "int64", loc)
         idx = ops.where(ops.binary("lt", idx, zero, loc),
                         ops.binary("add", idx, ops.const(size, idx.shape, "int64", loc), loc),
