@@ -70,6 +70,9 @@ def bench(name: str, small: bool, steps: int, rounds: int, with_torch: bool) -> 
     row: dict[str, Any] = {"workload": name, "fusegrad_losses": fg_losses,
                            "fusegrad_first_3_steps_s": first, "matmul": matmul_path("float32")}
     if with_torch:
+        # full float32 products in torch too (cuDNN's RNNs default to TF32): the losses compare
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
         th_step, th_sync = _on(ref, torch, "cuda")
         th_losses = [float(th_step().item()) for _ in range(3)]
         row["torch_losses"] = th_losses
@@ -83,6 +86,26 @@ def bench(name: str, small: bool, steps: int, rounds: int, with_torch: bool) -> 
         row["torch_eager_step_ms"] = 1e3 * _time(th_step, th_sync, steps, rounds)
         row["torch_over_fusegrad"] = row["torch_eager_step_ms"] / row["fusegrad_step_ms"]
     return row
+
+
+def profile(name: str, small: bool, steps: int) -> None:
+    """cProfile of ``steps`` compiled steps of ``name`` after 3 warm-up steps: where the host's
+    time goes (printed, 30 rows by own time)."""
+    import cProfile
+    import pstats
+    _, ours = build_pair(name, small=small)
+    step, sync = _on(ours, fusegrad, "cuda")
+    for _ in range(3):
+        step()
+    sync()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    sync()
+    prof.disable()
+    print(f"--- profile of {steps} compiled steps of {name}")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(30)
 
 
 def _cold(name: str, small: bool) -> dict[str, Any]:
@@ -107,6 +130,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="compile the workloads in this many processes first")
     parser.add_argument("--json", metavar="FILE", default="gpu_bench.json")
+    parser.add_argument("--profile", type=int, metavar="STEPS", default=0,
+                        help="instead: cProfile this many compiled steps of each workload")
     args = parser.parse_args()
     if not fusegrad.cuda.is_available():
         print(f"fusegrad: CUDA is not available: {fusegrad.cuda.unavailable_reason()}",
@@ -117,6 +142,10 @@ def main() -> int:
     if not with_torch:
         print("torch has no CUDA here: timing fusegrad alone", file=sys.stderr)
     names = args.names or list(WORKLOADS)
+    if args.profile:
+        for name in names:
+            profile(name, args.small, args.profile)
+        return 0
     cold: dict[str, dict[str, Any]] = {name: {} for name in names}
     if args.jobs > 1:
         with ThreadPoolExecutor(args.jobs) as pool:

@@ -174,10 +174,10 @@ def lstmcell_unrolled(lib: Any, small: bool) -> Built:
 
         def forward(self, x: Any) -> Any:
             b = x.shape[0]
-            h1 = lib.zeros(b, hidden, dtype=lib.float64)
-            c1 = lib.zeros(b, hidden, dtype=lib.float64)
-            h2 = lib.zeros(b, hidden, dtype=lib.float64)
-            c2 = lib.zeros(b, hidden, dtype=lib.float64)
+            h1 = lib.zeros(b, hidden, dtype=lib.float64, device=x.device)
+            c1 = lib.zeros(b, hidden, dtype=lib.float64, device=x.device)
+            h2 = lib.zeros(b, hidden, dtype=lib.float64, device=x.device)
+            c2 = lib.zeros(b, hidden, dtype=lib.float64, device=x.device)
             outputs = []
             for x_t in x.split(1, dim=1):
                 h1, c1 = self.lstm1(x_t, (h1, c1))

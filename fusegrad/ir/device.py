@@ -83,6 +83,17 @@ def array_device(data: Any) -> str:
     return CUDA0 if is_device_array(data) else CPU
 
 
+def memory_range(data: Any) -> tuple[int, int]:
+    """The addresses ``[start, end)`` of an array's elements: a host array's, a device array's
+    (device addresses), or, under the simulator, the host array it wraps."""
+    wrapped = getattr(data, "_ary", None) if is_device_array(data) else data
+    if isinstance(wrapped, np.ndarray):
+        start = wrapped.__array_interface__["data"][0]
+    else:
+        start = data.device_ctypes_pointer.value or 0
+    return start, start + data.nbytes
+
+
 def to_device(array: np.ndarray) -> Any:
     """A device copy of a flat host array."""
     return require_cuda().to_device(np.ascontiguousarray(array))

@@ -115,3 +115,16 @@ def test_matmul_runs_cublas_where_cupy_is_installed(monkeypatch):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     monkeypatch.setattr(externs, "matmul_path", lambda dtype: "tiled")
     np.testing.assert_allclose(product(), got, rtol=1e-5, atol=1e-5)
+
+
+def test_inputs_sharing_memory_are_grouped():
+    from types import SimpleNamespace
+
+    from fusegrad.backends.numba_cuda.program import CudaProgram
+    from fusegrad.ir.device import device_empty
+    a, b = device_empty(8, "float32"), device_empty(8, "float32")
+    host = np.zeros(3, np.float32)
+    inputs = [b, a[4:], host, a, device_empty(0, "float32"), a[:2], b]
+    fake = SimpleNamespace(_alias_memo=[None, None, ()])
+    assert CudaProgram._alias_groups(fake, inputs) == (0, 1, 2, 1, 4, 1, 0)
+    assert CudaProgram._alias_groups(fake, inputs) is fake._alias_memo[2]   # looked up again

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,9 +80,20 @@ class AssignDecision:
                 f"({self.target.type_str}): {how}{detail}: {self.reason.value}")
 
 
-def plan_assigns(schedule: Schedule, targets: dict[int, Node]) -> list[AssignDecision]:
+def plan_assigns(schedule: Schedule, targets: dict[int, Node], simd: bool = True,
+                 alias: Callable[[Node, Node], bool] | None = None) -> list[AssignDecision]:
     """Decide, for each assign output (``targets``: output position -> target leaf), whether the
-    item writing its value writes straight into the target."""
+    item writing its value writes straight into the target.
+
+    Args:
+        simd: whether a kernel that would lose its vector loop by writing over what it reads
+            keeps the copy instead (the CPU's concern; a GPU thread reads its element, then
+            writes it, either way).
+        alias: ``alias(leaf, target)``: whether a leaf may be the target's memory; by default
+            ``may_alias`` (a plan made once for any arrays). A plan made for the arrays of one
+            call passes what they are.
+    """
+    alias = alias or may_alias
     outputs = schedule.outputs
     target_set = set(targets.values())
     values = Counter(outputs[i] for i in targets)
@@ -102,7 +114,7 @@ def plan_assigns(schedule: Schedule, targets: dict[int, Node]) -> list[AssignDec
     for i, target in targets.items():
         value = outputs[i]
         w = writer.get(value)
-        same = {target} | {n for n in leaves - target_set if may_alias(n, target)}
+        same = {target} | {n for n in leaves - target_set if alias(n, target)}
         read_by = sorted({t for n in same for t in readers.get(n, [])})
         later = [t for t in read_by if w is not None and t > w]
         if value is target:
@@ -121,7 +133,7 @@ def plan_assigns(schedule: Schedule, targets: dict[int, Node]) -> list[AssignDec
             reason = AssignReason.TARGET_READ_LATER
         elif w in read_by and not _reads_only_its_own_element(schedule.items[w], same):
             reason = AssignReason.WRITER_READS_TARGET_ELSEWHERE
-        elif w in read_by and not _cheap_per_element(schedule.items[w]):
+        elif simd and w in read_by and not _cheap_per_element(schedule.items[w]):
             reason = AssignReason.WRITER_WOULD_LOSE_SIMD
         else:
             reason = AssignReason.STORED_IN_PLACE
