@@ -153,6 +153,31 @@ def test_leading_axis_reductions_nest_reduced_loops_outside(builder, leaf, check
     assert "reduced axes outermost" in source and "epilogue" in source
 
 
+def test_a_channel_sum_of_a_channels_last_tensor_nests_the_channels_inside(builder, leaf,
+                                                                           check, rng):
+    """A per-channel sum of an NHWC array read as NCHW (a batch norm after a convolution's
+    GEMM): its reduced axes are not leading, but every load walks the channels with stride 1,
+    so the reduced loops go outside; each channel still adds its values in (n, h, w) order."""
+    from fusegrad.backends.numba_cpu import kernel_source
+    x = rng.standard_normal((4, 3, 5, 8)).astype(np.float32)
+    nchw = ops.permute(leaf(x), (0, 3, 1, 2))
+    s = ops.reduce("sum", nchw, (0, 2, 3))
+    b = builder([nchw.inputs[0]])
+    k = b.kernel("k_channels", [s], nchw.shape, (0, 2, 3))
+    assert "reduced axes outermost" in kernel_source(k, parallel=False).source
+    program = check(b.schedule([s]))
+    want = np.zeros(8)
+    for pos in np.ndindex(4, 3, 5):
+        want += x[pos].astype(np.float64)
+    got = program.run([x.reshape(-1)])[0]
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    # an NCHW array summed the same way keeps the reduction innermost (its stride 1 is w's)
+    plain = leaf(x.transpose(0, 3, 1, 2).copy())
+    k2 = builder([plain]).kernel("k_nchw", [ops.reduce("sum", plain, (0, 2, 3))], plain.shape,
+                                 (0, 2, 3))
+    assert "reduced axes outermost" not in kernel_source(k2, parallel=False).source
+
+
 def test_inner_and_two_pass_reductions_keep_the_usual_nesting(builder, leaf):
     from fusegrad.backends.numba_cpu import kernel_source
     x = leaf(np.ones((4, 6), np.float32))

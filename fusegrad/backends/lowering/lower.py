@@ -596,7 +596,9 @@ class _Lowerer:
 
     def _reduced_outermost(self) -> bool:
         """Whether to nest the loops reduced axes outside, kept axes inside: when every reduced
-        axis comes before every kept one (a sum over the batch, as for a bias gradient) and the
+        axis comes before every kept one (a sum over the batch, as for a bias gradient), or, on
+        the CPU, when every load walks the kept axes with smaller strides than the reduced ones
+        (a per-channel sum of a channels-last tensor: ``_kept_inner_in_memory``), and the
         reductions are sums and maxes that need no other reduction (one pass). The usual nesting
         would walk memory with the reduced axis's stride; this one walks the contiguous kept
         axes, so the inner loop vectorises (10x on a 64x256 column sum)."""
@@ -604,11 +606,29 @@ class _Lowerer:
             return False
         red = [d for ax in self.red_loops for d in ax.dims]
         kept = [d for ax in self.kept_loops for d in ax.dims]
-        if max(red) > min(kept):
+        if max(red) > min(kept) and not (self.cpu and self._kept_inner_in_memory(red, kept)):
             return False
         reds = [n for n in self.k.body if n.op in REDUCE]
         return all(r.op in ("sum", "max") and not self.reductions_under(r.inputs[0])
                    for r in reds)
+
+    def _kept_inner_in_memory(self, red: list[int], kept: list[int]) -> bool:
+        """Whether every full-shape load that steps through both kept and reduced axes steps
+        through the kept ones with smaller strides (and at least one load does): the reduced
+        loops outside then read memory in order. The batch norm's channel sums over an NHWC
+        (32, 16, 16, 64) product took 3.0 ms with the reduction innermost (stride 64)."""
+        found = False
+        for acc in self.accesses:
+            if acc.level != "full" or acc.free:
+                continue
+            strides = acc.view.strides
+            inner = [abs(strides[d]) for d in kept if strides[d]]
+            outer = [abs(strides[d]) for d in red if strides[d]]
+            if inner and outer:
+                if max(inner) >= min(outer):
+                    return False
+                found = True
+        return found
 
     def reduce_outer_body(self) -> None:
         """Reductions with the reduced loops outside the kept ones (see ``_reduced_outermost``):
