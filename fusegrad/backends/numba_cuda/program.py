@@ -201,7 +201,8 @@ class CudaProgram:
 
 class _Run:
     """The launch loop of a CudaProgram for one kind of call: which inputs are small host arrays
-    (staged) and whether the in-place assigns write into their targets.
+    (staged) and which assigns write straight into their targets (``in_place``: value ->
+    target, planned for how the call's inputs share memory).
 
     Every array a launch reads or writes is bound when the loop is made, except the inputs
     passed as device arrays, the outputs and the in-place values (the targets' arrays), which
