@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba.core.errors import NumbaPerformanceWarning
 
 from ...errors import CodegenError
 from ...ir.device import (copy_array, device_empty, is_device_array, memory_range, simulator_enabled,
@@ -38,6 +39,11 @@ from .cache import load_kernel
 from .render import CudaKernelSource, kernel_source
 
 Env = dict[Node, Any]
+# fusegrad sizes every grid itself (a block per row, or enough blocks for the elements): Numba's
+# warning that a small grid under-uses the GPU (printed on a GPU for tiny tensors) is about those
+# choices, not the user's code
+warnings.filterwarnings("ignore", message=r".*Grid size \d+ will likely result in GPU",
+                        category=NumbaPerformanceWarning)
 SIMULATOR_SWITCH_INTERVAL = 0.0005   # seconds (Python's default: 0.005)
 STAGED_ELEMENTS = 4096   # host inputs up to this size travel together, once per change
 
