@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -110,7 +111,8 @@ def profile(name: str, small: bool, steps: int) -> None:
 
 def _cold(name: str, small: bool) -> dict[str, Any]:
     """The first 3 compiled steps of ``name`` in a new process (compiling into the disk cache)."""
-    code = ("import sys, time, fusegrad; sys.path.insert(0, 'scripts'); import gpu_bench as g; "
+    here = str(Path(__file__).resolve().parent)
+    code = (f"import sys, time, fusegrad; sys.path.insert(0, {here!r}); import gpu_bench as g; "
             "from fusegrad.bench.zoo import build_pair; "
             f"_, ours = build_pair({name!r}, small={small}); s, _ = g._on(ours, fusegrad, 'cuda'); "
             "t0 = time.perf_counter(); [float(s().item()) for _ in range(3)]; "

@@ -121,3 +121,37 @@ def test_a_compiled_replay_keeps_data_on_the_device(monkeypatch):
     # inputs twice (the forward's leaf and the optimizer's detached one), one array each
     in_place = [d for d in prog.assigns if d.in_place]
     assert len(in_place) >= 4, prog.describe()
+
+
+def test_a_failed_index_check_leaves_the_parameters_untouched():
+    """The GPU reads a program's bounds-check flag after every item has run: a program with
+    checks writes its updates at the end, after the check, never in place."""
+    fg.manual_seed(0)
+    emb = fg.nn.Embedding(5, 3).to("cuda")
+    opt = fg.optim.SGD(emb.parameters(), lr=0.1)
+
+    @fg.compile
+    def step(ids):
+        opt.zero_grad()
+        loss = emb(ids * 2).sum()   # computed indices: checked by the program, not the host
+        loss.backward()
+        opt.step()
+        return loss
+
+    step(fg.tensor(np.array([0, 1, 2]), device="cuda"))
+    before = emb.weight.detach().cpu().numpy().copy()
+    with pytest.raises(IndexError):
+        step(fg.tensor(np.array([0, 1, 3]), device="cuda"))   # 6 is out of range
+    np.testing.assert_array_equal(emb.weight.detach().cpu().numpy(), before)
+    step(fg.tensor(np.array([2, 1, 0]), device="cuda"))
+    assert not np.array_equal(emb.weight.detach().cpu().numpy(), before)
+
+
+def test_a_host_scalar_changing_only_its_sign_of_zero_is_sent_again():
+    @fg.compile
+    def divide(x, s):
+        return x / s
+
+    x = fg.tensor(np.ones(3, np.float32), device="cuda")
+    assert divide(x, fg.tensor(0.0)).cpu().numpy()[0] == np.inf
+    assert divide(x, fg.tensor(-0.0)).cpu().numpy()[0] == -np.inf

@@ -43,6 +43,9 @@ class AssignReason(enum.Enum):
     WRITER_WOULD_LOSE_SIMD = "the writing kernel divides or calls a math function per element: " \
                              "with its output over an array it reads it runs unvectorised, " \
                              "slower than the copy"
+    TARGET_SHARES_A_TARGET = "the target shares memory with another target in this call"
+    CHECKED_AFTER_ITEMS = "the program checks indices after its items have run: the targets " \
+                          "stay untouched until the check has passed (GPU)"
 
 
 @dataclass(frozen=True)

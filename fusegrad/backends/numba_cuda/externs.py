@@ -122,17 +122,24 @@ def densify(src, out, offset, shape, strides, starts, steps, counts, ndim):
 
 
 @cuda.jit
-def scatter_add(out, index, src, src_shape, out_strides, axis, ndim):
+def scatter_add(out, index, src, src_shape, out_strides, axis, ndim, bound, err, code):
+    # an index outside [0, bound) adds nothing and sets the program's error flag
     for p in range(cuda.grid(1), src.shape[0], cuda.gridsize(1)):
         rest = p
         at = 0
+        keep = True
         for d in range(ndim - 1, -1, -1):
             q = rest % src_shape[d]
             rest //= src_shape[d]
             if d == axis:
                 q = index[p]
+                if q < 0 or q >= bound:
+                    keep = False
             at += q * out_strides[d]
-        cuda.atomic.add(out, at, src[p])
+        if keep:
+            cuda.atomic.add(out, at, src[p])
+        else:
+            err[0] = code
 '''
 
 
@@ -269,10 +276,11 @@ def _batched(view: View) -> tuple[int, tuple[int, int], tuple[int, int]]:
 
 
 def scatter_add(out: Any, index: Any, src: Any, src_shape: Any, out_strides: Any, axis: int,
-                rank: int, size: int) -> None:
+                rank: int, size: int, bound: int, err: Any, code: int) -> None:
     """``out`` = zeros plus, for each position ``o`` of ``src``, ``src[o]`` added at ``o`` with
-    ``o[axis] = index[o]`` (dense flat arrays; atomics make repeated indices add up)."""
+    ``o[axis] = index[o]`` (dense flat arrays; atomics make repeated indices add up). An index
+    outside ``[0, bound)`` adds nothing and sets ``err[0] = code`` (the program raises)."""
     fill_zero(out)
     if size:
-        _fixed()["scatter_add"][blocks(size), threads(THREADS)](out, index, src, src_shape, out_strides,
-                                                       axis, rank)
+        _fixed()["scatter_add"][blocks(size), threads(THREADS)](
+            out, index, src, src_shape, out_strides, axis, rank, bound, err, code)

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import Counter
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -77,9 +78,19 @@ class CudaProgram:
             elif item.node.op not in ("matmul", "scatter_add"):
                 raise CodegenError(f"{item.name}: {item.node.op} has no CUDA implementation "
                                    "(the numba_cuda backend runs matmul and scatter_add)")
-        self.checks = [(launch, msg) for launch in self.launches for msg in launch.source.checks]
-        # how each assign is written (``describe``): the plan for any arrays, until a run makes
-        # the one for the arrays it is given
+        self.checks: list[tuple[_Launch | None, str]] = [
+            (launch, msg) for launch in self.launches for msg in launch.source.checks]
+        # a scatter-add's indices are checked by its kernel (it adds nothing outside ``out``)
+        self._scatter_codes: dict[int, int] = {}
+        for t, item in enumerate(schedule.items):
+            if isinstance(item, Extern) and item.node.op == "scatter_add":
+                size = item.node.shape[item.node.attrs[0]]
+                self.checks.append((None, f"index out of range in scatter_add along an axis of "
+                                          f"size {size} (the gradient of an indexing, embedding "
+                                          f"or gather)"))
+                self._scatter_codes[t] = len(self.checks)
+        # how each assign is written (``describe``): the plan for any arrays, until a run uses
+        # the one made for the arrays it is given
         self.assigns: list[AssignDecision] = plan_assigns(schedule, targets, simd=False)
         self._alias_memo: list = [None, None, ()]
         self._targets = {inputs.index(t) for t in targets.values()}
@@ -112,13 +123,25 @@ class CudaProgram:
             if leaf in position and target in position:
                 return groups[position[leaf]] == groups[position[target]]
             return may_alias(leaf, target)
-        self.assigns = plan_assigns(self.schedule, self.targets, simd=False, alias=alias)
-        in_place = {d.value: d.target for d in self.assigns
+        # not in place: targets sharing memory with another target (the plan compares a target
+        # with the other leaves only), and every assign of a program with bounds checks (a
+        # failed check raises after every item has run: the targets must still be untouched)
+        shared = Counter(groups[position[t]] for t in set(self.targets.values()))
+        decisions = []
+        for d in plan_assigns(self.schedule, self.targets, simd=False, alias=alias):
+            if d.reason is AssignReason.STORED_IN_PLACE:
+                if self.checks:
+                    d = replace(d, reason=AssignReason.CHECKED_AFTER_ITEMS)
+                elif shared[groups[position[d.target]]] > 1:
+                    d = replace(d, reason=AssignReason.TARGET_SHARES_A_TARGET)
+            decisions.append(d)
+        in_place = {d.value: d.target for d in decisions
                     if d.reason is AssignReason.STORED_IN_PLACE}
         run = _Run(self, staged, in_place)
+        run.assigns = decisions
         launches = {launch.item: launch for launch in self.launches}
         run.steps = [run.kernel_step(launches[t], self._error) if isinstance(item, Kernel)
-                     else run.extern_step(item)
+                     else run.extern_step(item, t)
                      for t, item in enumerate(self.schedule.items)]
         return run
 
@@ -143,6 +166,7 @@ class CudaProgram:
         run = self._runs.get(key)
         if run is None:
             run = self._runs[key] = self._make_run(*key)
+        self.assigns = run.assigns
         with _quiet():
             return run(inputs)
 
@@ -244,6 +268,7 @@ class _Run:
         self.fresh = [n for n in dict.fromkeys(schedule.outputs)
                       if n not in env_nodes and n not in in_place]
         self.steps: list[Callable[[Env], None]] = []
+        self.assigns: list[AssignDecision] = []   # how this loop writes each assign
 
     def kernel_step(self, launch: _Launch, error: Any) -> Callable[[Env], None]:
         ks, fn = launch.source, launch.fn
@@ -271,7 +296,7 @@ class _Run:
             configured(*args)
         return step
 
-    def extern_step(self, item: Extern) -> Callable[[Env], None]:
+    def extern_step(self, item: Extern, item_index: int) -> Callable[[Env], None]:
         node = item.node
         operands: list[tuple[Node, View, Any, Any]] = []   # (src, view, densify, dense buffer)
         for load in item.loads:
@@ -304,9 +329,12 @@ class _Run:
         out_strides = to_device(np.array(strides or (1,), np.int64))
         size = math.prod(shape)
 
+        bound = node.shape[axis]
+        error, code = self.program._error, self.program._scatter_codes[item_index]
+
         def scatter(env: Env) -> None:
             externs.scatter_add(env[node], read(env, 0), read(env, 1), src_shape, out_strides,
-                                axis, len(shape), size)
+                                axis, len(shape), size, bound, error, code)
         return scatter
 
     def _stage(self, inputs: list[Any]) -> None:
@@ -319,7 +347,7 @@ class _Run:
                 a = inputs[k]
                 host[at:at + a.size] = a.reshape(-1)
                 at += a.size
-            if sent is None or not np.array_equal(host, sent):
+            if sent is None or host.tobytes() != sent.tobytes():   # bits: -0.0, NaN
                 device.copy_to_device(host)
                 self.program.uploads += 1
                 self.staging[i] = (slots, host, host.copy(), device)
