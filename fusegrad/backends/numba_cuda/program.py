@@ -93,6 +93,7 @@ class CudaProgram:
         # the one made for the arrays it is given
         self.assigns: list[AssignDecision] = plan_assigns(schedule, targets, simd=False)
         self._alias_memo: list = [None, None, ()]
+        self._kind_memo: list = [None, None, ()]   # ids, arrays (held: ids stay theirs), key
         self._targets = {inputs.index(t) for t in targets.values()}
         self._runs: dict[tuple, _Run] = {}
         self._blocks: dict[Node, Any] = {}
@@ -159,10 +160,14 @@ class CudaProgram:
             A flat device array per ``schedule.outputs`` entry (an ``assign`` output is its
             target's array: the device array passed in, or the host one written back).
         """
-        staged = tuple(not is_device_array(a) and a.size <= STAGED_ELEMENTS
-                       and k not in self._targets
-                       for k, a in enumerate(inputs))
-        key = (staged, self._alias_groups(inputs) if self.targets else ())
+        memo = self._kind_memo   # a training step passes the same arrays on every call
+        ids = list(map(id, inputs))
+        if ids != memo[0]:
+            staged = tuple(not is_device_array(a) and a.size <= STAGED_ELEMENTS
+                           and k not in self._targets for k, a in enumerate(inputs))
+            memo[:] = [ids, tuple(inputs),
+                       (staged, self._alias_groups(inputs) if self.targets else ())]
+        key = memo[2]
         run = self._runs.get(key)
         if run is None:
             run = self._runs[key] = self._make_run(*key)
@@ -173,8 +178,8 @@ class CudaProgram:
     def _alias_groups(self, inputs: list[Any]) -> tuple[int, ...]:
         """For each input, the lowest position among the inputs whose memory overlaps its own,
         directly or through others (its own where none does): a parameter and the detached leaf
-        an optimizer reads it through are one array. Looked up by the arrays' identities: a training step passes
-        the same parameter and state arrays on every call."""
+        an optimizer reads it through are one array. Looked up by the arrays' identities: a
+        training step passes the same parameter and state arrays on every call."""
         memo = self._alias_memo
         ids = list(map(id, inputs))
         if ids == memo[0]:
@@ -264,6 +269,7 @@ class _Run:
                 at += n
             self.staging.append((slots, host, None, device))
         self.dynamic_inputs = [(k, n) for k, n in enumerate(program.inputs) if not staged[k]]
+        self.target_slots = {i: program.inputs.index(t) for i, t in program.targets.items()}
         env_nodes = set(self.static) | {n for _, n in self.dynamic_inputs}
         self.fresh = [n for n in dict.fromkeys(schedule.outputs)
                       if n not in env_nodes and n not in in_place]
@@ -391,7 +397,7 @@ class _Run:
             dest, value = env[target], staged.get(i, values[i])
             if value is not dest and dest.shape[0]:
                 externs.copy(value, dest)
-            k = program.inputs.index(target)
+            k = self.target_slots[i]
             if not is_device_array(inputs[k]):  # a host target: its array gets the value back
                 dest.copy_to_host(inputs[k])
                 program.syncs += 1
