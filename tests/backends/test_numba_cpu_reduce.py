@@ -33,6 +33,32 @@ def test_argmax_first_index_and_nan(builder, leaf, check, axis):
     check(b.schedule([a, m]))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_long_row_sums_and_maxima_are_vector_reductions(builder, leaf, check, rng, dtype):
+    """Rows long enough for LLVM's vectorised loops (and their scalar tails): the sum's add may
+    reassociate (``sum_step``), the max is NaN-propagating (``max_step``), wherever the NaN or
+    the largest value sits, and every run gives the same bits."""
+    vals = (rng.standard_normal((6, 1003)) * 10).astype(dtype)
+    vals[1, 0] = vals[2, 517] = vals[3, 1002] = np.nan    # first, middle, scalar tail
+    vals[4] = -np.inf
+    vals[5, 1001] = 1e6                                  # the largest in the tail
+    x = leaf(vals)
+    s = ops.reduce("sum", x, (1,))
+    m = ops.reduce("max", x, (1,))
+    b = builder([x])
+    b.kernel(f"k_long_rows_{dtype}", [s, m], vals.shape, (1,))
+    program = check(b.schedule([s, m]), runs=3)
+    src = program.sources[0].source
+    assert "= sum_step(acc" in src and "= max_step(acc" in src and "!=" not in src
+    got = program.run([vals.reshape(-1)])
+    assert np.isnan(got[1][:4]).tolist() == [False, True, True, True]
+    assert got[1][4] == -np.inf and got[1][5] == 1e6
+    exact = vals[0].astype(np.float64).sum()
+    assert abs(float(got[0][0]) - exact) <= 1e-6 * np.abs(vals[0]).sum()
+    again = program.run([vals.reshape(-1)])
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(got, again))
+
+
 def test_integer_and_bool_reductions(builder, leaf, check):
     x = leaf(np.array([[2**31 - 1, 1, -5], [3, -2**31, 4]], np.int32))
     s = ops.reduce("sum", x, (1,))

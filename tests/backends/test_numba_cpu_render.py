@@ -43,7 +43,7 @@ def test_a_hand_built_nest_prints_as_numba():
         "            raise IndexError('bad')",
         "        for i1 in range(4):",
         "            v2 = in0[1 + i0 * 4 + i1] if c1 and (i1 // 2) < 2 else np.float32(0.0)",
-        "            acc3[i1] += v2",
+        "            acc3[i1] = sum_step(acc3[i1], v2)",
         "    for i1 in range(4):",
         "        out0[i1] = np.float32(acc3[i1])",
     ]

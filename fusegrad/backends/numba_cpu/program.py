@@ -35,15 +35,16 @@ from .progress import CompileProgress
 from .render import KernelSource, kernel_source
 from .workers import MIN_KERNELS, compile_ahead
 
-# Measured on the 2-core CI machines: a prange kernel beside OpenBLAS threads ran a 200k-element
-# SGD update 50x slower than serial (threads spin-waiting against each other), so parallel
-# kernels are reserved for very large work.
-DEFAULT_PARALLEL_THRESHOLD = 1 << 24
+# Off unless asked for. Measured on the 2-core CI machines: a prange kernel beside OpenBLAS's
+# threads, which spin for a while after every GEMM, ran a 200k-element SGD update 50x slower than
+# serial; cnn's program went from 38 to 113 ms at 2**20; attn's 10M-element softmax kernel took
+# 33 ms in parallel after a GEMM against 17 ms serial (15 ms in parallel with idle BLAS threads).
+DEFAULT_PARALLEL_THRESHOLD = 1 << 62
 
 
 def parallel_threshold() -> int:
     """Kernels doing more innermost iterations than this get ``prange``
-    (env ``FUSEGRAD_PARALLEL_THRESHOLD``, default 2**24)."""
+    (env ``FUSEGRAD_PARALLEL_THRESHOLD``; by default no kernel does)."""
     return int(os.environ.get("FUSEGRAD_PARALLEL_THRESHOLD", DEFAULT_PARALLEL_THRESHOLD))
 
 

@@ -150,6 +150,9 @@ def render_module(nest: LoopNest, sized: bool = False) -> str:
              "import numpy as np",
              "from numba import njit" + (", prange" if nest.parallel else ""),
              "", ""]
+    steps = _float_reductions(nest)
+    if steps:
+        parts[-2:-2] = [f"from fusegrad.backends.numba_cpu.intrinsics import {', '.join(steps)}"]
     for used, helper in ((nest.random, SCALAR_SOURCE), (_uses(nest, "tanh"), TANH32_SOURCE),
                          (_uses(nest, "tanh", "float64"), TANH64_SOURCE),
                          (_uses(nest, "exp"), EXP32_SOURCE)):
@@ -161,6 +164,12 @@ def render_module(nest: LoopNest, sized: bool = False) -> str:
     parts.append(f"def {nest.function}({', '.join(params)}):")
     parts.extend(lines if lines else ["    pass"])
     return "\n".join(parts) + "\n"
+
+
+def _float_reductions(nest: LoopNest) -> list[str]:
+    """The reduction-step intrinsics the nest's float sums and maxima call."""
+    kinds = {s.kind for s in walk(nest.body) if isinstance(s, Accumulate) and is_float(s.dtype)}
+    return [f"{kind}_step" for kind in ("max", "sum") if kind in kinds]
 
 
 def _uses(nest: LoopNest, op: str, dtype: str = "float32") -> bool:
@@ -211,11 +220,12 @@ def _accumulate(s: Accumulate) -> list[str]:
     if s.kind == "sum":
         if dt == "bool":
             return [f"{acc} = {acc} | {x}"]
-        return [f"{acc} += {x}"] if float_input else [f"{acc} = np.{dt}({acc} + {x})"]
+        return [f"{acc} = sum_step({acc}, {x})"] if float_input \
+            else [f"{acc} = np.{dt}({acc} + {x})"]
     if s.kind == "max":
-        # once NaN, stays NaN: numpy's max propagates it
-        test = f"{x} > {acc} or {x} != {x}" if float_input else f"{x} > {acc}"
-        return [f"if {test}:", f"    {acc} = {x}"]
+        if float_input:  # once NaN, stays NaN: numpy's max propagates it
+            return [f"{acc} = max_step({acc}, {x})"]
+        return [f"if {x} > {acc}:", f"    {acc} = {x}"]
     if s.kind == "argmax":
         assert s.best is not None and s.position is not None
         best = s.best
