@@ -124,8 +124,8 @@ def renamed(x, names: dict[str, str]):
     """``x`` (a statement or value) with the local names in ``names`` replaced; arrays, IR
     nodes and literals as they are."""
     if isinstance(x, Loop):
-        return Loop(x.var, x.extent, x.parallel, [renamed(s, names) for s in x.body],
-                    [renamed(h, names) for h in x.hoisted])
+        return replace(x, body=[renamed(s, names) for s in x.body],
+                       hoisted=[renamed(h, names) for h in x.hoisted])
     if isinstance(x, tuple):
         return tuple(renamed(v, names) for v in x)
     if not is_dataclass(x):

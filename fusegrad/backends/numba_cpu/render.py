@@ -168,8 +168,10 @@ def render_module(nest: LoopNest, sized: bool = False) -> str:
 
 def _float_reductions(nest: LoopNest) -> list[str]:
     """The reduction-step intrinsics the nest's float sums and maxima call."""
-    kinds = {s.kind for s in walk(nest.body) if isinstance(s, Accumulate) and is_float(s.dtype)}
-    return [f"{kind}_step" for kind in ("max", "sum") if kind in kinds]
+    kinds = {(s.kind, s.dtype) for s in walk(nest.body)
+             if isinstance(s, Accumulate) and is_float(s.dtype)}
+    return [f"{kind}_step" for kind in ("max", "sum")
+            if (kind, "float32") in kinds or (kind == "max" and (kind, "float64") in kinds)]
 
 
 def _uses(nest: LoopNest, op: str, dtype: str = "float32") -> bool:
@@ -220,8 +222,9 @@ def _accumulate(s: Accumulate) -> list[str]:
     if s.kind == "sum":
         if dt == "bool":
             return [f"{acc} = {acc} | {x}"]
-        return [f"{acc} = sum_step({acc}, {x})"] if float_input \
-            else [f"{acc} = np.{dt}({acc} + {x})"]
+        if dt == "float32":  # into a float64: any order rounds to the same float32 (but ties)
+            return [f"{acc} = sum_step({acc}, {x})"]
+        return [f"{acc} += {x}"] if float_input else [f"{acc} = np.{dt}({acc} + {x})"]
     if s.kind == "max":
         if float_input:  # once NaN, stays NaN: numpy's max propagates it
             return [f"{acc} = max_step({acc}, {x})"]
