@@ -9,9 +9,10 @@ The shared piece is :func:`sliding_windows` (im2col, built as IR nodes in
 kernel that reads the unpadded input through index arithmetic (padding is masked, never
 written). On top of it:
 
-- convolution: the windows of a channels-last input, reshaped to (N*positions, C*K), times the
-  weight reshaped to (C*K, O): one GEMM (batched over groups). Backward: two GEMMs and one col2im
-  kernel that sums the windows' gradient back onto the input;
+- convolution: the weight reshaped to (O, C*K) times the windows reshaped to (N, C*K,
+  positions): one GEMM per sample (and group), whose output is already NCHW. Backward: two
+  batched GEMMs, the weight's summed over the batch, and one col2im kernel that sums the
+  windows' gradient back onto the input;
 - max pooling: ``argmax`` over the window axis picks the first maximum in row-major order and
   only that element takes the gradient, as in torch (``amax`` would split the gradient between
   tied elements, such as the zeros after a ReLU); padding reads as -inf;
@@ -174,26 +175,23 @@ def _dims(sizes: Sequence[int]) -> str:
 def _conv_gemm(x: Tensor, weight: Tensor, groups: int, kernel: tuple[int, ...],
                stride: tuple[int, ...], dilation: tuple[int, ...], lo: tuple[int, ...],
                out: tuple[int, ...]) -> Tensor:
-    """im2col and one matrix product (batched over groups); the result is (N, O, *out)."""
-    n, c, d = x.shape[0], x.shape[1], len(kernel)
+    """im2col and one matrix product per sample (and group); the result is (N, O, *out).
+
+    The windows are laid out channels-first, (N, G, Cg*K, positions), as torch's ``unfold``,
+    so the weight (G, Og, Cg*K) times them gives (N, G, Og, positions): the output is NCHW as
+    it comes out of the GEMMs, and im2col, col2im and the elementwise ops after the convolution
+    all run along the contiguous spatial axis (the channels-last GEMM this replaces needed a
+    transposing copy of the output and of its gradient, and its batch norm read one NCHW and
+    one NHWC array in the same loop).
+    """
+    n, c = x.shape[0], x.shape[1]
     out_ch, positions, taps = weight.shape[0], math.prod(out), math.prod(kernel)
     cg, og = c // groups, out_ch // groups
-    # channels-last, with a size-1 axis for the windows: (G, N, *S, Cg, 1) -> im2col
-    # (G, N, *out, Cg, K), whose rows are ordered as the weight's (Cg, *kernel) already
-    xg = F.reshape(x, (n, groups, cg) + tuple(x.shape[2:]))
-    xg = F.permute(xg, (1, 0, *range(3, 3 + d), 2))
-    xg = F.unsqueeze(xg, -1)
-    cols = sliding_windows(xg, 2, kernel, stride, dilation, lo, out, xg.ndim - 1)
-    if groups == 1:
-        cols = F.reshape(cols, (n * positions, c * taps))
-        w = F.t(F.reshape(weight, (out_ch, c * taps)))
-        y = F.reshape(F.matmul(cols, w), (n, *out, out_ch))
-        return F.permute(y, (0, d + 1, *range(1, d + 1)))
-    cols = F.reshape(cols, (groups, n * positions, cg * taps))
-    w = F.transpose(F.reshape(weight, (groups, og, cg * taps)), 1, 2)
-    y = F.reshape(F.matmul(cols, w), (groups, n, *out, og))
-    y = F.permute(y, (1, 0, d + 2, *range(2, d + 2)))
-    return F.reshape(y, (n, out_ch, *out))
+    xg = F.reshape(x, (n, groups, cg, 1) + tuple(x.shape[2:]))
+    cols = sliding_windows(xg, 4, kernel, stride, dilation, lo, out, 3)
+    cols = F.reshape(cols, (n, groups, cg * taps, positions))
+    w = F.reshape(weight, (groups, og, cg * taps))
+    return F.reshape(F.matmul(w, cols), (n, out_ch, *out))
 
 
 def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None,

@@ -261,7 +261,8 @@ def test_small_cnn_trains_like_torch():
 @pytest.mark.numba
 def test_conv_fuses_into_few_kernels():
     """Forward + backward of a padded conv: im2col is one kernel, the input gradient (col2im)
-    is one kernel; the rest is the bias/loss epilogue and the layout copy of the output grad."""
+    is one kernel; the rest is the bias/loss epilogue and the batch sum of the weight's
+    gradient."""
     with using_backend("numba_cpu"):
         x = fg.randn(2, 3, 6, 6, requires_grad=True)
         w = fg.randn(4, 3, 3, 3, requires_grad=True)
@@ -272,6 +273,31 @@ def test_conv_fuses_into_few_kernels():
         report = STATS.last_entry.compiled.report
     assert report.extern_count == 3  # the forward product and the two gradient products
     assert report.kernel_count <= 5, report.kernel_count
+
+
+def test_conv_output_comes_out_of_the_gemm_channels_first():
+    """The windows are (N, C*K, positions), so the weight times them is already NCHW: no
+    permute in the traced graph, no layout copy among the kernels, and im2col runs one loop
+    segment per tap, each an unmasked read along the rows (no tap's mask tested per element)."""
+    from fusegrad.ir.graph import toposort
+    with using_backend("numba_cpu"):
+        x = fg.randn(2, 3, 6, 6, requires_grad=True)
+        w = fg.randn(4, 3, 3, 3, requires_grad=True)
+        fg.realize(x, w)
+        y = fgF.conv2d(x, w, None, 1, 1)
+        assert not [n for n in toposort([y.node]) if n.op == "permute"]
+        y.relu().sum().backward()
+        fg.realize(y, x.grad, w.grad)
+        sources = [k.source for k in STATS.last_entry.compiled.program.sources]
+    assert not [s for s in sources if "def k_copy" in s]
+    im2col = [s for s in sources if "runs as 9 segments" in s]
+    assert len(im2col) == 1, sources
+    ref_x, ref_w = (torch.tensor(t.detach().numpy(), requires_grad=True) for t in (x, w))
+    ref = torch.nn.functional.conv2d(ref_x, ref_w, None, 1, 1)
+    ref.relu().sum().backward()
+    np.testing.assert_allclose(y.detach().numpy(), ref.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(x.grad.numpy(), ref_x.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(w.grad.numpy(), ref_w.grad.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_windows_trace_one_pad_per_zero_padding():
