@@ -6,7 +6,7 @@ import pytest
 
 from fusegrad.backends.lowering import lower
 from fusegrad.backends.lowering.loopnest import Loop, walk
-from fusegrad.backends.numba_cpu import kernel_source
+from fusegrad.backends.numba_cpu import compile_schedule, kernel_source
 from fusegrad.ir import ops
 
 
@@ -215,10 +215,13 @@ def test_float64_tanh_within_2_ulp_of_numpy(builder, leaf, check):
     assert np.signbit(got[-len(special) + 4]) and not np.signbit(got[-len(special) + 3])
 
 
-def test_float32_exp_within_2e7_of_exact(builder, leaf, check):
+def test_float32_exp_within_2e7_of_exact(builder, leaf, check, monkeypatch):
     """The vectorising float32 exp (``_fg_exp32``): within 2e-7 relative of the exact value over
     [-110, 90] where it is a normal float (numpy's float32 exp is within 2.1e-7), and NaN, infinities, signed zeros,
-    overflow and underflow as numpy gives them."""
+    overflow and underflow as numpy gives them. With denormals kept (programs flush them by
+    default, ``numba_cpu/fpenv.py``), its gradual underflow is numpy's to one unit; flushed,
+    a subnormal result is 0."""
+    monkeypatch.setenv("FUSEGRAD_FLUSH_DENORMALS", "0")
     sweep = np.linspace(-110, 90, 400_001).astype(np.float32)
     special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 88.8, 100.0, -103.9,
                         -104.0, -200.0, 1e-30, -1e-30, 1e-45], np.float32)
@@ -239,6 +242,9 @@ def test_float32_exp_within_2e7_of_exact(builder, leaf, check):
     tiny = exact <= np.finfo(np.float32).tiny                    # subnormal or zero results
     assert np.all(np.abs(got[tiny] - exact[tiny]) <= np.finfo(np.float32).smallest_subnormal)
     assert np.all(np.isinf(got[exact >= np.finfo(np.float32).max]))
+    monkeypatch.delenv("FUSEGRAD_FLUSH_DENORMALS")
+    flushed = compile_schedule(b.schedule([y])).run([grid])[0]
+    assert np.all(flushed[tiny] == 0) and np.array_equal(flushed[~tiny], got[~tiny], equal_nan=True)
 
 
 def test_a_transposing_copy_is_tiled_and_keeps_its_values(builder, leaf, check, rng):

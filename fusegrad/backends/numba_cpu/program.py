@@ -29,6 +29,7 @@ from ...ir.view import View
 from ..lowering import kernel_work
 from . import externs
 from .cache import STATS as KERNEL_STATS, cache_enabled, in_memory, kernel_dir, load_kernel
+from .fpenv import flushing
 from .program_assigns import (AssignDecision, AssignReason, assign_lines, inputs_share_memory,
                               plan_assigns)
 from .progress import CompileProgress
@@ -199,7 +200,7 @@ def bind_run(ns: dict, blocks: list[tuple[str, int]], temps: list[tuple[int, int
     for name, expr in prebound:  # numpy views of the program's own buffers, made once
         ns[name] = eval(expr, ns)
     exec(compile(run_source, "<fusegrad run>", "exec"), ns)  # noqa: S102 - our generated loop
-    return ns["run"]
+    return flushing(ns["run"])
 
 
 _ITEM = re.compile(r"  # \[(\d+)\]")
@@ -227,7 +228,7 @@ def timed_run(program: Any) -> tuple[Callable[[list[np.ndarray]], list[np.ndarra
             out.append(line)
     out.extend(lines[end:])  # the copying loop of aliased inputs, untimed
     exec(compile("\n".join(out), "<fusegrad timed run>", "exec"), ns)  # noqa: S102
-    return ns["run"], stamps
+    return flushing(ns["run"]), stamps
 
 
 def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None) -> NumbaProgram:
