@@ -261,8 +261,8 @@ def test_small_cnn_trains_like_torch():
 @pytest.mark.numba
 def test_conv_fuses_into_few_kernels():
     """Forward + backward of a padded conv: im2col is one kernel, the input gradient (col2im)
-    is one kernel; the rest is the bias/loss epilogue and the batch sum of the weight's
-    gradient."""
+    is one kernel; the rest is the bias/loss epilogue and the output gradient in the GEMMs'
+    order."""
     with using_backend("numba_cpu"):
         x = fg.randn(2, 3, 6, 6, requires_grad=True)
         w = fg.randn(4, 3, 3, 3, requires_grad=True)
@@ -275,26 +275,34 @@ def test_conv_fuses_into_few_kernels():
     assert report.kernel_count <= 5, report.kernel_count
 
 
-def test_conv_output_comes_out_of_the_gemm_channels_first():
-    """The windows are (N, C*K, positions), so the weight times them is already NCHW: no
-    permute in the traced graph, no layout copy among the kernels, and im2col runs one loop
-    segment per tap, each an unmasked read along the rows (no tap's mask tested per element)."""
+def test_conv_is_one_gemm_whose_rows_move_into_nchw():
+    """The windows are (G, C*K, N*positions), so the forward and both gradients are one GEMM
+    each (no per-sample products). Two permutes, the input read as (C, N, H, W) by im2col and
+    the product's rows of positions moved into NCHW by the next kernel, are both read through
+    (no copy kernel in the forward), and im2col runs one loop segment per tap, each an unmasked
+    read along the rows."""
     from fusegrad.ir.graph import toposort
     with using_backend("numba_cpu"):
         x = fg.randn(2, 3, 6, 6, requires_grad=True)
         w = fg.randn(4, 3, 3, 3, requires_grad=True)
         fg.realize(x, w)
-        y = fgF.conv2d(x, w, None, 1, 1)
-        assert not [n for n in toposort([y.node]) if n.op == "permute"]
-        y.relu().sum().backward()
-        fg.realize(y, x.grad, w.grad)
-        sources = [k.source for k in STATS.last_entry.compiled.program.sources]
-    assert not [s for s in sources if "def k_copy" in s]
-    im2col = [s for s in sources if "runs as 9 segments" in s]
-    assert len(im2col) == 1, sources
+        y = fgF.conv2d(x, w, None, 1, 1).relu()
+        assert len([n for n in toposort([y.node]) if n.op == "permute"]) == 2
+        fg.realize(y)
+        forward = STATS.last_entry.compiled.program
+        y.sum().backward()
+        fg.realize(x.grad, w.grad)
+        backward = STATS.last_entry.compiled.program
+    sources = [k.source for k in forward.sources]
+    assert not [s for s in sources if "def k_copy" in s], sources
+    assert len([s for s in sources if "runs as 9 segments" in s]) == 1, sources
+    # the backward program also recomputes the forward product (relu's mask needs it)
+    for program, gemms in ((forward, 1), (backward, 3)):
+        matmuls = [line for line in program.run_source.splitlines() if "np.matmul(" in line]
+        assert len(matmuls) == gemms and all("matmul_1x" in m for m in matmuls), matmuls
     ref_x, ref_w = (torch.tensor(t.detach().numpy(), requires_grad=True) for t in (x, w))
-    ref = torch.nn.functional.conv2d(ref_x, ref_w, None, 1, 1)
-    ref.relu().sum().backward()
+    ref = torch.nn.functional.conv2d(ref_x, ref_w, None, 1, 1).relu()
+    ref.sum().backward()
     np.testing.assert_allclose(y.detach().numpy(), ref.detach().numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(x.grad.numpy(), ref_x.grad.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(w.grad.numpy(), ref_w.grad.numpy(), rtol=1e-5, atol=1e-5)
