@@ -236,6 +236,7 @@ def test_mask_conditions_on_outer_loops_are_hoisted_then_split(builder, leaf, ch
     assert not flags and "loop i1 runs as 4 segments" in source, source
     code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#"))
     assert "] if " not in code and code.count("= in") == 4, source  # one plain read per step
+    assert "i1_s1 = 1" in code and "range(1, 2)" not in code  # a one-step segment is no loop
 
 
 

@@ -47,17 +47,20 @@ def split(nest: LoopNest) -> LoopNest:
     return replace(nest, body=body, listing=nest.listing + tuple(notes))
 
 
-def _split_all(stmts: list[Stmt], notes: list[str], outer: bool = True) -> list[Stmt]:
-    """``stmts`` with their loops split; ``outer``: an outer loop may be split too (only one per
-    loop nest level: inside a segment the copies would multiply)."""
+def _split_all(stmts: list[Stmt], notes: list[str], inside: bool = False) -> list[Stmt]:
+    """``stmts`` with their loops split; ``inside``: they are in a segment of an outer loop,
+    where no loop is split again (the copies would multiply, and Numba's compile time with
+    them: about 9 ms per line; an im2col tap's masked row reads cost no more than split ones)."""
     out: list[Stmt] = []
     for s in stmts:
         if not isinstance(s, Loop):
             out.append(s)
         elif any(isinstance(x, Loop) for x in s.body):
-            segments = _outer_segments(s, notes) if outer else None
-            out.extend(replace(x, body=_split_all(x.body, notes, outer and not segments))
+            segments = None if inside else _outer_segments(s, notes)
+            out.extend(replace(x, body=_split_all(x.body, notes, inside or bool(segments)))
                        for x in segments or [s])
+        elif inside:
+            out.append(s)
         else:
             out.extend(_segments(s, notes))
     return out
@@ -86,7 +89,7 @@ def _outer_segments(loop: Loop, notes: list[str]) -> list[Loop] | None:
                            else (hi <= _bound(c, loop.var)) for c in conds)
                  for name, conds in tests.items()}
         names = {n: f"{n}_s{k}" for n in defined}
-        body = _folded([_decided(s, known) for s in loop.body], {})
+        body = _unused_flags_dropped(_folded([_decided(s, known) for s in loop.body], {}))
         segments.append(Loop(names[loop.var], hi, False, [renamed(s, names) for s in body],
                              start=lo))
     if sum(1 for _ in walk(segments)) > MAX_OUTER_STATEMENTS:
@@ -99,6 +102,20 @@ def _outer_segments(loop: Loop, notes: list[str]) -> list[Loop] | None:
                  + " ".join(f"[{lo}, {hi})" for lo, hi in zip(edges, edges[1:]))
                  + ", in each of which its conditions are known")
     return segments
+
+
+def _unused_flags_dropped(stmts: list[Stmt]) -> list[Stmt]:
+    """``stmts`` without the hoisted flags that no read tests any more."""
+    used = {c.name for s in walk(stmts) if not isinstance(s, Loop) for r in _reads(s)
+            for c in r.conds if isinstance(c, Flag)}
+
+    def pruned(s: Stmt) -> Stmt:
+        if not isinstance(s, Loop):
+            return s
+        return replace(s, hoisted=[h for h in s.hoisted if h.name in used],
+                       body=[pruned(x) for x in s.body])
+
+    return [pruned(s) for s in stmts]
 
 
 def _decided(x, known: dict[str, bool]):

@@ -186,7 +186,11 @@ def _block(stmts: list[Stmt], depth: int, out: list[str], sized: bool = False) -
     """The lines of ``stmts`` at ``depth`` (``sized``: an outermost loop runs to ``n``)."""
     pad = "    " * depth
     for s in stmts:
-        if isinstance(s, Loop):
+        if isinstance(s, Loop) and s.extent - s.start == 1 and not s.parallel and not sized:
+            # one iteration (a split loop's segment, an im2col tap): no loop for Numba to build
+            out.append(f"{pad}{s.var} = {s.start}")
+            _block(list(s.hoisted) + s.body, depth, out)
+        elif isinstance(s, Loop):
             rng = "prange" if s.parallel else "range"
             bounds = "n" if sized else f"{s.start}, {s.extent}" if s.start else str(s.extent)
             out.append(f"{pad}for {s.var} in {rng}({bounds}):")
