@@ -242,8 +242,9 @@ def test_mask_conditions_on_outer_loops_are_hoisted_then_split(builder, leaf, ch
 
 def test_float_sums_add_in_index_order_whatever_the_kernel(builder, leaf, check, rng):
     """No ``fastmath``: a float32 sum adds into a float64 (its adds alone may reassociate, in
-    vector lanes), so the same sum in two kernels of different loop nests rounds to the same
-    float32 bits, and a program fused one way (compiled) and another (eager) agree exactly."""
+    vector lanes), so for terms that do not cancel (these) the same sum in two kernels of
+    different loop nests rounds to the same float32 bits, and a program fused one way
+    (compiled) and another (eager) agree exactly."""
     x = leaf(rng.standard_normal((3, 37, 11)).astype(np.float32))
     zeros = leaf(np.zeros((3, 1, 11), np.float32))
     merged = ops.reduce("sum", x, (1, 2))                  # one reduced loop of 407
@@ -395,3 +396,15 @@ def test_jammed_rows_keep_the_flags_of_masks_on_the_kept_loop(builder, leaf, che
     assert "jammed: loop i0" in source and re.search(r"c\d+_3 = i0_3 >= 1", source)
     got = program.run([x.attrs[0].data])[0].reshape(-1)
     np.testing.assert_array_equal(got, np.concatenate([[0], _in_order(data, (1,)), [0]]))
+
+
+def test_a_split_keeps_a_gather_position_that_folds_to_a_literal():
+    """A gather whose positions are padded (zeros past the indices): the split segment of the
+    padding reads the position as the literal 0, and the gather's read must use it (the folding
+    once dropped the assign and left the read naming it)."""
+    import fusegrad as fg
+    import fusegrad.nnlib.functional as fgF
+    t = fg.tensor(np.arange(10, dtype=np.float32))
+    i = fg.tensor(np.array([1, 2, 3, 4]))
+    got = fg.gather(t, 0, fgF.pad(i, (0, 2))).numpy()
+    np.testing.assert_array_equal(got, np.array([1, 2, 3, 4, 0, 0], np.float32))

@@ -8,7 +8,9 @@ and does not vectorise it. Cut at the bounds of the conditions (``range(0, 256)`
 ``range(256, 512)``, ...), each segment reads the one part that covers it with a plain load and
 the others as zeros: a (32, 1024) gate-gradient kernel of the LSTM's backward went from 116 to
 9.3 us. The segments run in index order and compute the same values, so results (sums
-included) are bitwise the same. Copies cost compile time, so a loop is split into at most
+included, when their terms add into the accumulator in order; a float32 sum's reassociable
+adds may be vectorised differently in a segment: see ``numba_cpu/intrinsics.sum_step``) are
+bitwise the same. Copies cost compile time, so a loop is split into at most
 ``MAX_SEGMENTS`` segments and ``MAX_STATEMENTS`` statements in all.
 
 An outer loop is split the same way when the flags hoisted into it (``lowering/hoist.py``)
@@ -171,9 +173,11 @@ def _adds_zero(v: Apply) -> bool:
 
 
 def _substituted(x, literals: dict[str, Lit | Ref]):
+    """``x`` with the names in ``literals`` replaced, inside reads too (a gather's position, a
+    condition on a computed value), and sums of two zero literals folded."""
     if isinstance(x, Ref):
         return literals.get(x.name, x)
-    if isinstance(x, (Loop, Read)):
+    if isinstance(x, Loop):
         return x
     x = _children_mapped(x, lambda v: _substituted(v, literals))
     if isinstance(x, Apply) and x.node.op == "add" and len(x.args) == 2 \

@@ -1,7 +1,7 @@
 """Denormal floats flushed to zero while a compiled program runs (x86-64: MXCSR's FTZ and DAZ).
 
-An x86 core takes a microcode assist for each arithmetic operation on a denormal (a float
-below 1.18e-38 in magnitude): the LSTM workload's backward pass makes a few hundred of them among
+An x86 core takes a microcode assist for each arithmetic operation on a denormal (a float32
+below 1.18e-38 in magnitude, a float64 below 2.2e-308): the LSTM workload's backward pass makes a few hundred of them among
 a million gradient values (products of small gate derivatives), and one of its weight-gradient
 GEMMs took 7.0 ms on those operands against 2.3 ms on the same operands with the denormals
 zeroed; the whole step went from 60 to 50 ms. TensorFlow and XLA run their CPU kernels with
@@ -10,9 +10,11 @@ denormals flushed for the same reason.
 The flags are set on the calling thread for the duration of a program's ``run`` and restored
 after it, exceptions included, so the user's own numpy code keeps IEEE gradual underflow. Inside
 a program a denormal result is written as a zero of the same sign and a denormal input reads as
-zero: values differ from torch's (which does not flush) only below 1.18e-38. BLAS worker
-threads keep their own flags; their operands come from the program's kernels, so they meet no
-denormal that a kernel made. ``FUSEGRAD_FLUSH_DENORMALS=0`` keeps gradual underflow everywhere.
+zero: values differ from torch's (which does not flush) only below 1.18e-38 (2.2e-308 in
+float64). BLAS worker threads and the threads of ``prange`` kernels (off by default) keep their
+own flags; the BLAS operands come from the program's kernels, so they meet no denormal that a
+kernel made. ``FUSEGRAD_FLUSH_DENORMALS=0`` keeps gradual underflow everywhere; it is read when
+a program's run is bound (its first run), not on every call.
 """
 from __future__ import annotations
 

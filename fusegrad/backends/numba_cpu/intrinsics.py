@@ -40,9 +40,11 @@ def sum_step(typingctx, acc, x):
     loop vectoriser keeps several partial sums and adds them up after the loop: a sum of 10M
     float32 values into a float64 went from 16 to 1.6 ms. The order is fixed by the compiled
     loop, so a kernel gives the same bits on every run. The renderer uses it for float32 terms
-    added into a float64 only: rounded to float32, any order of the float64 adds gives the same
-    result unless it falls within 2^-29 of a tie, so the same sum in two kernels fused
-    differently (a compiled step and an eager one) still agrees; float64 sums keep their order.
+    added into a float64 only: the order changes the float64 sum by about n * 2^-53 * sum(|x|),
+    so rounded to float32 the same sum in two kernels fused differently (a compiled step and
+    an eager one) agrees unless the terms cancel to far below sum(|x|) (2^60 + 1 - 2^60 is 0 in
+    order and may be 1 in lanes) or the result is within that of a rounding tie. float64 sums
+    keep their order.
     """
     if not (isinstance(acc, types.Float) and isinstance(x, (types.Float, types.Integer,
                                                             types.Boolean))):

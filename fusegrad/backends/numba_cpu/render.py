@@ -226,7 +226,7 @@ def _accumulate(s: Accumulate) -> list[str]:
     if s.kind == "sum":
         if dt == "bool":
             return [f"{acc} = {acc} | {x}"]
-        if dt == "float32":  # into a float64: any order rounds to the same float32 (but ties)
+        if dt == "float32":  # into a float64: the order shows in float32 only on cancellation
             return [f"{acc} = sum_step({acc}, {x})"]
         return [f"{acc} += {x}"] if float_input else [f"{acc} = np.{dt}({acc} + {x})"]
     if s.kind == "max":
