@@ -38,7 +38,8 @@ def _bench(args: argparse.Namespace) -> int:
         workloads=names, warmup=args.warmup, round_warmup=args.round_warmup,
         rounds=args.rounds, steps=args.steps,
         threads=args.threads, torch_compile=args.torch_compile, inference=args.inference,
-        first_step=not args.no_first_step, small=args.small, gap=args.gap)
+        first_step=not args.no_first_step, small=args.small, gap=args.gap,
+        torch_flush_denormal=args.torch_flush_denormal)
     results = harness.run(settings, show_progress=not args.quiet)
     print(report.table(results, settings))
     data = report.as_json(results, settings)
@@ -131,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="threads for every library (torch, OpenBLAS, Numba)")
     b.add_argument("--torch-compile", action="store_true",
                    help="also time torch.compile (costs ~10 s of compiling per workload)")
+    b.add_argument("--torch-flush-denormal", action="store_true",
+                   help="run torch with torch.set_flush_denormal(True), as fusegrad's programs "
+                        "run by default (without it, attn's torch step slows down 7x within "
+                        "60 steps as Adam's state goes denormal)")
     b.add_argument("--inference", action="store_true", help="also time the forward alone")
     b.add_argument("--no-first-step", action="store_true",
                    help="skip the cold/warm time-to-first-step runs in fresh processes")

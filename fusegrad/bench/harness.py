@@ -48,6 +48,10 @@ class Settings:
     # to ~0.1 s after its last step, on the cores the next worker's turn then runs on (with
     # no gap, mlp_b64 measured 7.9 ms uncompiled and 7.0 ms in torch; with 0.3 s, 3.2 and 1.8)
     gap: float = 0.2
+    # torch.set_flush_denormal(True) in torch's workers: fusegrad's programs flush denormals by
+    # default; torch does not, and attn's torch step grew from 225 to 1637 ms over 60 steps as
+    # Adam's state went denormal (240 ms throughout with the flag)
+    torch_flush_denormal: bool = False
 
 
 @dataclass
@@ -132,7 +136,8 @@ class Worker:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env=worker_env(settings, cache_dir))
         self.call("setup", variant=variant, workload=workload, small=settings.small,
-                  seed=settings.seed, threads=settings.threads, **setup)
+                  seed=settings.seed, threads=settings.threads,
+                  flush_denormal=settings.torch_flush_denormal, **setup)
 
     def call(self, cmd: str, **args: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None

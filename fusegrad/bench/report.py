@@ -68,7 +68,8 @@ def table(results: list[WorkloadResult], settings: Settings) -> str:
     lines.insert(1, "-" * len(lines[0]))
     notes = [f"median of {settings.rounds} interleaved rounds x {settings.steps} steps (each "
              f"round after {settings.round_warmup} untimed steps and {settings.gap:g} s idle) "
-             f"after {settings.warmup} warm-up steps; '~': IQR/median > 0.1 (noisy)"]
+             f"after {settings.warmup} warm-up steps; '~': IQR/median > 0.1 (noisy)"
+             + ("; torch with denormals flushed" if settings.torch_flush_denormal else "")]
     for res in results:
         if not res.check_passed:
             notes.append(f"{res.name}: correctness check FAILED: {res.check_detail}")

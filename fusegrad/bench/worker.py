@@ -39,6 +39,8 @@ class Runner:
             import torch
             if threads:
                 torch.set_num_threads(threads)
+            if cmd.get("flush_denormal"):
+                torch.set_flush_denormal(True)
             self.lib = torch
         else:
             import fusegrad

@@ -163,3 +163,24 @@ def test_every_turn_starts_after_an_idle_gap(monkeypatch):
     for i in timed:          # each turn: the gap, then the round's warm-up steps, then timing
         assert events[i - 2] == ("sleep", 0.25) and events[i - 1] == (events[i][0], "steps", 1)
     assert "0.25 s idle" in report.table([], settings)
+
+
+def test_torch_workers_can_flush_denormals(monkeypatch):
+    """``--torch-flush-denormal`` reaches torch's worker as ``torch.set_flush_denormal(True)``
+    (fusegrad's programs flush by default; torch's eager Adam slowed 7x on denormals)."""
+    import torch
+
+    from fusegrad.bench import worker
+    calls = []
+    monkeypatch.setattr(torch, "set_flush_denormal", lambda on: calls.append(on))
+    worker.Runner({"variant": "torch_eager", "workload": "tiny", "small": True,
+                   "flush_denormal": True})
+    worker.Runner({"variant": "torch_eager", "workload": "tiny", "small": True})
+    assert calls == [True]
+    from fusegrad import cli
+    monkeypatch.setattr(harness, "run", lambda settings, show_progress: calls.append(settings)
+                        or [])
+    monkeypatch.setattr(report, "table", lambda results, settings: "")
+    monkeypatch.setattr(report, "as_json", lambda results, settings: {})
+    cli.main(["bench", "tiny", "--torch-flush-denormal", "--quiet"])
+    assert calls[-1].torch_flush_denormal
