@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from .graph import toposort
 from .node import Node
 from .optable import is_commutative
 
@@ -79,17 +78,43 @@ class GraphKey(tuple):
 
 def structural_key(outputs: list[Node] | tuple[Node, ...]) -> tuple[tuple, list[Node]]:
     """(key, leaves): a hashable description of the graph in which each buffer leaf is replaced
-    by its position in ``leaves`` (leaves in order of first appearance, inputs before users)."""
+    by its position in ``leaves`` (leaves in order of first appearance, inputs before users).
+
+    The items are in ``toposort`` order, made in the same depth-first pass: a node is described
+    when its last input is, and ``index`` doubles as the visited set (a node still on the stack
+    is an ancestor of every node met meanwhile, so it cannot be met again in a DAG).
+    """
     index: dict[Node, int] = {}
     leaves: list[Node] = []
     items: list[tuple] = []
-    for node in toposort(outputs):
-        index[node] = len(items)
-        if node.op == "buffer":
-            items.append(("buffer", node.shape, node.dtype, len(leaves)))
-            leaves.append(node)
-        else:
-            items.append((node.op, node.shape, node.dtype, node.attrs,
-                          tuple([index[x] for x in node.inputs])))
-    items.append(tuple([index[o] for o in outputs]))
+    emit = items.append
+    for root in outputs:
+        if root in index:
+            continue
+        stack = [(root, iter(root.inputs))]
+        while stack:
+            node, inputs = stack[-1]
+            for child in inputs:
+                if child not in index:
+                    stack.append((child, iter(child.inputs)))
+                    break
+            else:
+                stack.pop()
+                index[node] = len(items)
+                ins = node.inputs
+                n = len(ins)
+                if n == 0:
+                    if node.op == "buffer":
+                        emit(("buffer", node.shape, node.dtype, len(leaves)))
+                        leaves.append(node)
+                        continue
+                    positions: tuple = ()
+                elif n == 1:
+                    positions = (index[ins[0]],)
+                elif n == 2:
+                    positions = (index[ins[0]], index[ins[1]])
+                else:
+                    positions = tuple([index[x] for x in ins])
+                emit((node.op, node.shape, node.dtype, node.attrs, positions))
+    emit(tuple([index[o] for o in outputs]))
     return GraphKey(items), leaves
