@@ -168,17 +168,46 @@ def run_direction(mode: str, x_parts: Sequence[Tensor], state: Sequence[Tensor],
     return wrap(stack(hs, time_dim, loc), *used), tuple(wrap(n, *used) for n in states)
 
 
+class CellNodes:
+    """The nodes a recurrent cell derives from its parameters at every call (transposed weights,
+    biases and gate constants broadcast to the batch), kept for the next call with the same
+    parameter nodes: a cell unrolled over 60 steps would otherwise rebuild them 60 times (12
+    hash-consed lookups, a quarter of the cell's tracing time). It holds one set (the current
+    parameters') and copies and pickles empty."""
+
+    __slots__ = ("key", "nodes")
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.nodes: tuple = ()
+
+    def __reduce__(self) -> tuple:
+        return CellNodes, ()
+
+
 def cell(mode: str, x: Tensor, state: Sequence[Tensor], w_ih: Tensor, w_hh: Tensor,
          b_ih: Tensor | None, b_hh: Tensor | None, gate_constants: Sequence[Tensor],
-         used: Sequence[Tensor], loc: str | None) -> tuple[Tensor, ...]:
+         used: Sequence[Tensor], loc: str | None, memo: CellNodes | None = None
+         ) -> tuple[Tensor, ...]:
     """One step of ``RNNCell`` (h'), ``LSTMCell`` (h', c') or ``GRUCell`` (h') on batched
     ``x`` (N, input) and ``state`` ((h,) or (h, c), each (N, hidden)); ``used`` as in
-    ``run_direction``."""
+    ``run_direction``; ``memo``: the calling module's ``CellNodes``."""
     xn, hn, bi, bh = _nodes(x, state[0], b_ih, b_hh)
-    x_gates = affine(xn, ops.permute(node_of(w_ih), (1, 0), loc), bi, loc)
-    h_gates = affine(hn, ops.permute(node_of(w_hh), (1, 0), loc), bh, loc)
+    wi, wh = node_of(w_ih), node_of(w_hh)
+    half, offset = _nodes(*gate_constants) if mode == "LSTM" else (None, None)
+    key = (wi, wh, bi, bh, half, offset, xn.shape[0])
+    if memo is not None and memo.key == key:
+        wi_t, wh_t, bi, bh, half, offset = memo.nodes
+    else:
+        wi_t, wh_t = ops.permute(wi, (1, 0), loc), ops.permute(wh, (1, 0), loc)
+        gates_shape = (xn.shape[0], wi.shape[0])
+        bi, bh, half, offset = (None if n is None else broadcast_node(n, gates_shape, loc)
+                                for n in (bi, bh, half, offset))
+        if memo is not None:
+            memo.key, memo.nodes = key, (wi_t, wh_t, bi, bh, half, offset)
+    x_gates = affine(xn, wi_t, bi, loc)
+    h_gates = affine(hn, wh_t, bh, loc)
     if mode == "LSTM":
-        half, offset = _nodes(*gate_constants)
         out = lstm_update(ops.binary("add", x_gates, h_gates, loc), node_of(state[1]), half,
                           offset, loc)
     elif mode == "GRU":

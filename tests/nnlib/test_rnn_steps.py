@@ -207,3 +207,36 @@ def test_outputs_require_grad_only_from_what_the_steps_read(monkeypatch):
     layer.weight_ih_l0.requires_grad_(True)
     with fg.no_grad():
         _same_structure(*_both(layer, monkeypatch, fg.tensor(np.ones((3, 2, 4), np.float32))))
+
+
+def test_cells_derive_their_parameter_nodes_anew_when_the_parameters_change(monkeypatch):
+    """A cell keeps the nodes it derives from its parameters for its next call
+    (``recurrent.CellNodes``): another batch size, a replaced weight, a frozen bias, ``no_grad``
+    and a deep copy of the cell each get the graph their own parameters make."""
+    import copy
+
+    from fusegrad.nnlib.parameter import Parameter
+    cell = LSTMCell(4, 5)
+    rng = np.random.default_rng(2)
+
+    def check(c, batch):
+        x = fg.tensor(rng.standard_normal((batch, 4)).astype(np.float32))
+        h = fg.tensor(rng.standard_normal((batch, 5)).astype(np.float32))
+        _same_graphs(*_both(c, monkeypatch, x, (h, fg.zeros(batch, 5))))
+
+    check(cell, 2)
+    check(cell, 2)
+    check(cell, 3)
+    cell.weight_ih = Parameter(fg.tensor(rng.standard_normal((20, 4)).astype(np.float32)))
+    check(cell, 3)
+    cell.bias_hh.requires_grad_(False)
+    check(cell, 3)
+    with fg.no_grad():
+        x = fg.tensor(np.ones((3, 4), np.float32))
+        _same_structure(*_both(cell, monkeypatch, x))
+    twin = copy.deepcopy(cell)
+    assert twin._cell_nodes.key is None
+    check(twin, 3)
+    ones = fg.tensor(np.ones((3, 4), np.float32))
+    np.testing.assert_array_equal(twin(ones)[0].detach().numpy(),
+                                  cell(ones)[0].detach().numpy())

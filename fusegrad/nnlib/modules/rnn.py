@@ -373,12 +373,18 @@ class RNNCellBase(Module):
         """The cell's step on the checked, batched ``x`` and ``state``."""
         constants = _lstm_gate_constants(self.hidden_size, x.dtype.name) if mode == "LSTM" \
             else ()
+        memo = self.__dict__.get("_cell_nodes")
+        if memo is None:
+            memo = recurrent.CellNodes()
+            object.__setattr__(self, "_cell_nodes", memo)
         return recurrent.cell(mode, x, state, self.weight_ih, self.weight_hh, self.bias_ih,
-                              self.bias_hh, constants, self._used(x, *state), loc)
+                              self.bias_hh, constants, self._used(x, *state), loc, memo)
 
     def _used(self, *tensors: Tensor) -> list[Tensor]:
         """``tensors`` and the parameters: what a step's outputs require grad from."""
-        return [*tensors, *self.parameters()]
+        if self._modules:
+            return [*tensors, *self.parameters()]
+        return [*tensors, *(p for p in self._parameters.values() if p is not None)]
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
