@@ -6,6 +6,7 @@ from parity import using_backend
 import fusegrad as fg
 import fusegrad.nnlib as nn
 import fusegrad.optimlib as optim
+from fusegrad.backends.numba_cpu import render
 from fusegrad.backends.numba_cpu.program_assigns import AssignReason
 from fusegrad.backends.pipeline import compile_graph
 from fusegrad.ir import ops
@@ -158,15 +159,76 @@ def test_an_elementwise_update_is_stored_straight_into_its_target(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_an_update_dividing_per_element_keeps_the_copy(backend):
-    """Over an array it reads, such a kernel would run unvectorised: slower than the copy."""
-    p0, g0 = _f32((4, 5), 7), np.abs(_f32((4, 5), 8)) + 1
+@pytest.mark.parametrize("shape", [(4, 5), (3, 700)])
+def test_an_update_dividing_per_element_is_stored_in_blocks(backend, shape, monkeypatch):
+    """Over an array it reads, such a kernel would run unvectorised (slower than the copy); a
+    long one computes blocks of elements, then stores them (``render._blocked``): a length below
+    one block and one of several blocks and a part."""
+    monkeypatch.setattr(render, "BLOCKED_MIN_LENGTH", 1)
+    p0, g0 = _f32(shape, 7), np.abs(_f32(shape, 8)) + 1
     p, g = _leaf(p0.copy()), _leaf(g0.copy())
-    program, _ = _run([ops.assign(p, ops.binary("div", p, ops.unary("sqrt", g)))], backend)
+    target = p.attrs[0].data
+    program, outs = _run([ops.assign(p, ops.binary("div", p, ops.unary("sqrt", g)))], backend)
+    np.testing.assert_allclose(target.reshape(shape), p0 / np.sqrt(g0), rtol=1e-6)
+    if backend == "numba_cpu":
+        assert outs[0] is target
+        assert _reasons(program) == [AssignReason.STORED_IN_BLOCKS]
+        assert _copies(program) == 0
+        assert [k.source.function for k in program.kernels] == ["k_div_sqrt_nb"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_blocked_update_reads_its_target_through_another_leaf_on_the_same_array(
+        backend, monkeypatch):
+    """An optimizer reads a parameter through a detached leaf over the parameter's own array;
+    three updates (an Adam step's p, m, v) each written into an array read elementwise."""
+    monkeypatch.setattr(render, "BLOCKED_MIN_LENGTH", 1)
+    n = 1300
+    p0, m0, v0, g0 = (_f32((n,), s) for s in (1, 2, 3, 4))
+    v0 = np.abs(v0)
+    p, m, v, g = (_leaf(a.copy()) for a in (p0, m0, v0, g0))
+    p_read = ops.buffer(Buffer((n,), "float32", p.attrs[0].data))     # the same array
+    half = ops.const(0.5, (n,), "float32")
+    m_new = ops.binary("add", ops.binary("mul", m, half), ops.binary("mul", g, half))
+    v_new = ops.binary("add", ops.binary("mul", v, half),
+                       ops.binary("mul", ops.binary("mul", g, g), half))
+    p_new = ops.binary("sub", p_read, ops.binary("div", m_new, ops.binary(
+        "add", ops.unary("sqrt", v_new), ops.const(1e-3, (n,), "float32"))))
+    program, _ = _run([ops.assign(p, p_new), ops.assign(m, m_new), ops.assign(v, v_new)],
+                      backend)
+    want_m, want_v = m0 * 0.5 + g0 * 0.5, v0 * 0.5 + g0 * g0 * 0.5
+    np.testing.assert_allclose(m.attrs[0].data, want_m, rtol=1e-6)
+    np.testing.assert_allclose(v.attrs[0].data, want_v, rtol=1e-6)
+    np.testing.assert_allclose(p.attrs[0].data, p0 - want_m / (np.sqrt(want_v) + 1e-3),
+                               rtol=1e-5, atol=1e-6)
+    if backend == "numba_cpu":
+        assert AssignReason.STORED_IN_BLOCKS in _reasons(program)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_update_dividing_by_a_broadcast_value_keeps_the_copy(backend, monkeypatch):
+    """A kernel that cannot run in blocks (it reads a row at another position than it writes)
+    would run unvectorised over an array it reads: slower than the copy."""
+    monkeypatch.setattr(render, "BLOCKED_MIN_LENGTH", 1)
+    p0, g0 = _f32((4, 5), 7), np.abs(_f32((1, 5), 8)) + 1
+    p, g = _leaf(p0.copy()), _leaf(g0.copy())
+    row = ops.expand(ops.unary("sqrt", g), (4, 5))
+    program, _ = _run([ops.assign(p, ops.binary("div", p, row))], backend)
     np.testing.assert_allclose(p.attrs[0].data.reshape(4, 5), p0 / np.sqrt(g0), rtol=1e-6)
     if backend == "numba_cpu":
         assert _reasons(program) == [AssignReason.WRITER_WOULD_LOSE_SIMD]
         assert _copies(program) == 1
+
+
+@pytest.mark.numba
+def test_a_short_update_dividing_per_element_keeps_the_copy():
+    """Below ``BLOCKED_MIN_LENGTH`` the copy of the value is cheaper than computing in blocks."""
+    p0, g0 = _f32((4, 5), 7), np.abs(_f32((4, 5), 8)) + 1
+    p, g = _leaf(p0.copy()), _leaf(g0.copy())
+    program, _ = _run([ops.assign(p, ops.binary("div", p, ops.unary("sqrt", g)))], "numba_cpu")
+    np.testing.assert_allclose(p.attrs[0].data.reshape(4, 5), p0 / np.sqrt(g0), rtol=1e-6)
+    assert _reasons(program) == [AssignReason.WRITER_WOULD_LOSE_SIMD]
+    assert _copies(program) == 1
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -207,9 +269,10 @@ def test_a_target_that_is_also_a_result_keeps_its_old_value_there(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_later_read_of_a_leaf_that_may_view_the_target_forces_the_copy(backend):
-    """A second leaf of the target's size and dtype may be the target's memory (a ``detach()``):
-    the plan treats its reads as reads of the target."""
+def test_a_leaf_read_later_over_the_target_s_memory_runs_the_copying_loop(backend):
+    """A second leaf of the target's size and dtype, read after the value is written, is taken
+    to be another array (two parameters of one shape): the write goes in place. A call that
+    passes the target's own array for it (a ``detach()`` read late) runs the copying loop."""
     p0 = _f32((5, 5), 5)
     p, v = _leaf(p0.copy()), _leaf(p0.copy())
     doubled = ops.binary("mul", p, ops.const(2.0, (5, 5), "float32"))
@@ -220,7 +283,14 @@ def test_a_later_read_of_a_leaf_that_may_view_the_target_forces_the_copy(backend
     np.testing.assert_allclose(outs[0].reshape(5, 5), (2 * p0) @ p0, rtol=1e-5)
     np.testing.assert_array_equal(shared.reshape(5, 5), 2 * p0)
     if backend == "numba_cpu":
-        assert _reasons(program) == [AssignReason.TARGET_READ_LATER]
+        assert _reasons(program) == [AssignReason.STORED_IN_PLACE]
+        assert program.run_source.count("np.copyto") == 1    # in the copying loop only
+        target, other = p0.reshape(-1).copy(), p0.reshape(-1).copy()
+        arrays = {p: target, v: other}
+        outs = program.run([arrays[n] for n in program.inputs])
+        np.testing.assert_allclose(outs[0].reshape(5, 5), (2 * p0) @ p0, rtol=1e-5)
+        assert outs[1] is target
+        np.testing.assert_array_equal(target.reshape(5, 5), 2 * p0)
 
 
 @pytest.mark.numba

@@ -27,7 +27,7 @@ from ...ir.collective import allreduce_into
 from ...ir.schedule import Extern, Kernel, Schedule
 from ...ir.view import View
 from ..lowering import kernel_work
-from . import externs
+from . import externs, render
 from .cache import STATS as KERNEL_STATS, cache_enabled, in_memory, kernel_dir, load_kernel
 from .fpenv import flushing
 from .program_assigns import (AssignDecision, AssignReason, assign_lines, inputs_share_memory,
@@ -267,6 +267,11 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
     calls: dict[int, _CompiledKernel] = {}
     sources = {t: kernel_source(item, parallel=kernel_work(item) > threshold)
                for t, item in enumerate(schedule.items) if isinstance(item, Kernel)}
+    decisions = plan_assigns(schedule, targets, blocked=lambda t: t in sources and (
+        sources[t].extent or 0) >= render.BLOCKED_MIN_LENGTH, guarded=True)
+    for d in decisions:
+        if d.reason is AssignReason.STORED_IN_BLOCKS:
+            sources[d.writer] = kernel_source(schedule.items[d.writer], False, blocked=True)
     dtypes = {t: ks.arg_dtypes for t, ks in sources.items()}
     new = {(ks.hash, dtypes[t]) for t, ks in sources.items() if not in_memory(ks, dtypes[t])}
     progress = CompileProgress(len(new), kernel_dir() if cache_enabled() else None)
@@ -291,19 +296,19 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
             calls[t] = _CompiledKernel(item, ks, call)
             kernels.append(calls[t])
 
-    decisions = plan_assigns(schedule, targets)
     in_place = {d.value: d.target for d in decisions
-                if d.reason is AssignReason.STORED_IN_PLACE}
+                if d.reason in (AssignReason.STORED_IN_PLACE, AssignReason.STORED_IN_BLOCKS)}
     prebound: list[tuple[str, str]] = []
     body = _run_body(schedule, targets, names, in_place, "o", calls, namespace, prebound)
     run_source = "def run(inputs):\n" + "".join(f"    {line}\n" for line in body)
     if in_place:
-        # the decisions hold for distinct input arrays only: aliased ones run the copying loop
+        # the decisions hold for the arrays they allow to share a target's memory only: other
+        # aliased ones run the copying loop
+        shares_of = {d.target: d.shares for d in decisions if d.target in in_place.values()}
         written = tuple(sorted(inputs.index(t) for t in in_place.values()))
-        every = tuple(sorted({inputs.index(t) for t in targets.values()}))
-        kinds = {}
-        classes = tuple(kinds.setdefault((n.size, n.dtype), len(kinds)) for n in inputs)
-        guard = f"inputs_share_memory(inputs, {written!r}, {every!r}, {classes!r}, share_memo)"
+        shares = tuple(tuple(sorted(inputs.index(n) for n in shares_of[inputs[k]]))
+                       for k in written)
+        guard = f"inputs_share_memory(inputs, {written!r}, {shares!r}, share_memo)"
         copying = _run_body(schedule, targets, names, {}, "c", calls, namespace, prebound,
                             keep_copied=False)
         run_source = ("def run(inputs):\n"

@@ -31,6 +31,9 @@ class AssignReason(enum.Enum):
     """Why an assign is stored in place or copied (the value is the words ``describe`` prints)."""
 
     STORED_IN_PLACE = "its value is written straight into the target"
+    STORED_IN_BLOCKS = "its value is written straight into the target by a kernel that " \
+                       "computes each block of elements before it stores them (vectorised " \
+                       "over an array it reads)"
     VALUE_IS_TARGET = "the value is the target's own"
     VALUE_IS_INPUT = "the value is an input of the program, not written by an item"
     VALUE_IS_RESULT = "the value is also a result of the program"
@@ -59,6 +62,8 @@ class AssignDecision:
         reason: see ``AssignReason``; ``in_place`` tells which side it is on.
         writer: the index of the item writing the value, None when no item writes it.
         reader: the item (or, for ``TARGET_READ_AT_END``, None) whose read forced the copy.
+        shares: the other input leaves the plan allows to be the target's memory (in the
+            schedule's input order).
     """
 
     output: int
@@ -67,10 +72,12 @@ class AssignDecision:
     reason: AssignReason
     writer: int | None = None
     reader: int | None = None
+    shares: tuple[Node, ...] = ()
 
     @property
     def in_place(self) -> bool:
-        return self.reason in (AssignReason.STORED_IN_PLACE, AssignReason.VALUE_IS_TARGET)
+        return self.reason in (AssignReason.STORED_IN_PLACE, AssignReason.STORED_IN_BLOCKS,
+                               AssignReason.VALUE_IS_TARGET)
 
     def describe(self, names: dict[Node, str]) -> str:
         """One line: ``assign #3 -> x2 (f32[256,784]): in place (item 5): <why>``."""
@@ -84,7 +91,9 @@ class AssignDecision:
 
 
 def plan_assigns(schedule: Schedule, targets: dict[int, Node], simd: bool = True,
-                 alias: Callable[[Node, Node], bool] | None = None) -> list[AssignDecision]:
+                 alias: Callable[[Node, Node], bool] | None = None,
+                 blocked: Callable[[int], bool] | None = None, guarded: bool = False
+                 ) -> list[AssignDecision]:
     """Decide, for each assign output (``targets``: output position -> target leaf), whether the
     item writing its value writes straight into the target.
 
@@ -95,6 +104,13 @@ def plan_assigns(schedule: Schedule, targets: dict[int, Node], simd: bool = True
         alias: ``alias(leaf, target)``: whether a leaf may be the target's memory; by default
             ``may_alias`` (a plan made once for any arrays). A plan made for the arrays of one
             call passes what they are.
+        blocked: ``blocked(item)``: whether that kernel can run in blocks (``render._blocked``),
+            keeping its vector loop over an array it reads: its assign is then stored in place
+            (``STORED_IN_BLOCKS``) where it would lose its vector loop.
+        guarded: every run checks which inputs share a target's memory (``inputs_share_memory``
+            with the decisions' ``shares``): a leaf read after the value is written, or at the
+            end, is then taken to be another array (two parameters of one shape are two arrays)
+            and a call in which it is the target's runs the copying loop instead.
     """
     alias = alias or may_alias
     outputs = schedule.outputs
@@ -117,7 +133,11 @@ def plan_assigns(schedule: Schedule, targets: dict[int, Node], simd: bool = True
     for i, target in targets.items():
         value = outputs[i]
         w = writer.get(value)
-        same = {target} | {n for n in leaves - target_set if alias(n, target)}
+        shares = {n for n in leaves - target_set if alias(n, target)}
+        if guarded and w is not None:
+            shares = {n for n in shares if n not in read_at_end
+                      and all(t <= w for t in readers.get(n, ()))}
+        same = {target} | shares
         read_by = sorted({t for n in same for t in readers.get(n, [])})
         later = [t for t in read_by if w is not None and t > w]
         if value is target:
@@ -137,12 +157,14 @@ def plan_assigns(schedule: Schedule, targets: dict[int, Node], simd: bool = True
         elif w in read_by and not _reads_only_its_own_element(schedule.items[w], same):
             reason = AssignReason.WRITER_READS_TARGET_ELSEWHERE
         elif simd and w in read_by and not _cheap_per_element(schedule.items[w]):
-            reason = AssignReason.WRITER_WOULD_LOSE_SIMD
+            reason = AssignReason.STORED_IN_BLOCKS if blocked is not None and blocked(w) else \
+                AssignReason.WRITER_WOULD_LOSE_SIMD
         else:
             reason = AssignReason.STORED_IN_PLACE
         reader = later[0] if reason is AssignReason.TARGET_READ_LATER else (
             w if reason is AssignReason.WRITER_READS_TARGET_ELSEWHERE else None)
-        decisions.append(AssignDecision(i, target, value, reason, w, reader))
+        decisions.append(AssignDecision(i, target, value, reason, w, reader,
+                                        tuple(n for n in schedule.inputs if n in shares)))
     return decisions
 
 
@@ -181,13 +203,13 @@ def _cheap_per_element(item: Kernel | Extern) -> bool:
 
 
 def inputs_share_memory(inputs: list[np.ndarray], written: tuple[int, ...],
-                        targets: tuple[int, ...], classes: tuple[int, ...],
-                        memo: list | None = None) -> bool:
+                        shares: tuple[tuple[int, ...], ...], memo: list | None = None) -> bool:
     """Whether the inputs share memory in a way the plan did not allow for: the target of an
     in-place assign (a position in ``written``) sharing its memory owner (the array itself, or
-    the array it views) with another target (``targets``: every assign's) or with an input of
-    another size or dtype (``classes``: one number per input, equal for equal size and dtype).
-    Called by every run of a program with an in-place assign.
+    the array it views) with an input other than those its decision allows (``shares``, one
+    tuple of positions per written target: leaves over the same array that only the writing
+    item, or an item before it, reads; an optimizer reads a parameter through one). Called by
+    every run of a program with an in-place assign.
 
     ``memo`` (the program's own list) keeps the last answer with the arrays it was given: a
     training step passes the same parameter and state arrays on every call, so the answer is
@@ -202,8 +224,8 @@ def inputs_share_memory(inputs: list[np.ndarray], written: tuple[int, ...],
         groups: dict[int, list[int]] = {}
         for k, owner in enumerate(owners):
             groups.setdefault(owner, []).append(k)
-        shared = any(j != k and (j in targets or classes[j] != classes[k])
-                     for k in written for j in groups[owners[k]])
+        shared = any(j != k and j not in allowed
+                     for k, allowed in zip(written, shares) for j in groups[owners[k]])
     if memo is not None:
         memo[:] = [ids, tuple(inputs), shared]
     return shared

@@ -42,7 +42,7 @@ from .render import LENGTH_DTYPE, KernelSource, source_hash
 from .program import NumbaProgram, _CompiledKernel, bind_run, parallel_threshold
 from .program_assigns import assign_lines, inputs_share_memory
 
-FORMAT = 3
+FORMAT = 4
 _PREFIX = '{"checksum":"'
 _MIDDLE = '","program":'
 # what compile_schedule puts in every namespace
