@@ -13,7 +13,15 @@ replay one from memory, fusegrad collects once and freezes what is alive (``gc.f
 full collections skip it. Each freeze unfreezes first, so garbage among objects frozen earlier
 is collected by the next one. A freeze needs new programs since the last one and runs at most a
 tenth of the time (rate-limited by its own cost), so a process that keeps compiling, like a test
-suite, pays little. ``FUSEGRAD_GC_FREEZE=0`` (or ``set_gc_freeze(False)``) turns it off.
+suite, pays little.
+
+The young collections cost too: the traced objects of a step outlive several of them (one per
+700 tracked allocations by default) and are walked by each. The first freeze raises the
+youngest generation's threshold to ``YOUNG_THRESHOLD``, so that most of a step's objects die
+before a collection meets them: lstmcell_unrolled's uncompiled step went from 26.5 to 24.9 ms
+(three alternating runs each), gru's from 45.3 to 44.2 ms; cyclic garbage waits for at most
+that many allocations. ``FUSEGRAD_GC_FREEZE=0`` (or ``set_gc_freeze(False)``, which restores the
+threshold) turns both off.
 """
 from __future__ import annotations
 
@@ -27,6 +35,8 @@ _programs_at_freeze = [0]  # programs made ready in the process when it last fro
 _not_before = [0.0]        # perf_counter time before which no freeze runs again
 COST_SHARE = 10            # a freeze waits this many times its own duration before the next
 freezes = [0]
+YOUNG_THRESHOLD = 10_000
+_raised_from: list[int | None] = [None]   # the youngest threshold before the first freeze
 
 
 def set_gc_freeze(enabled: bool) -> None:
@@ -35,6 +45,9 @@ def set_gc_freeze(enabled: bool) -> None:
     _enabled[0] = bool(enabled)
     if not enabled:
         gc.unfreeze()
+        if _raised_from[0] is not None:
+            gc.set_threshold(_raised_from[0], *gc.get_threshold()[1:])
+            _raised_from[0] = None
 
 
 def replayed(programs_ready: int) -> None:
@@ -51,5 +64,9 @@ def replayed(programs_ready: int) -> None:
     gc.collect()
     gc.freeze()
     freezes[0] += 1
+    young, *older = gc.get_threshold()
+    if _raised_from[0] is None and 0 < young < YOUNG_THRESHOLD:
+        _raised_from[0] = young
+        gc.set_threshold(YOUNG_THRESHOLD, *older)
     end = time.perf_counter()
     _not_before[0] = end + COST_SHARE * (end - start)

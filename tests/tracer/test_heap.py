@@ -18,8 +18,11 @@ def policy(monkeypatch):
     """The policy on, with no rate limit left from earlier tests; unfrozen afterwards."""
     monkeypatch.setattr(heap, "_enabled", [True])
     monkeypatch.setattr(heap, "_not_before", [0.0])
+    threshold = gc.get_threshold()
     yield heap
     gc.unfreeze()
+    gc.set_threshold(*threshold)
+    heap._raised_from[0] = None
 
 
 def _new_program_then_replay(width: int) -> None:
@@ -66,3 +69,12 @@ def test_a_freeze_waits_ten_times_its_own_duration(policy):
     policy._not_before[0] = float("inf")
     _new_program_then_replay(29)
     assert heap.freezes[0] == count
+
+
+def test_the_first_freeze_raises_the_young_threshold_and_turning_off_restores_it(policy):
+    gc.set_threshold(700, 10, 10)
+    policy._raised_from[0] = None
+    _new_program_then_replay(31)
+    assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, 10, 10)
+    heap.set_gc_freeze(False)
+    assert gc.get_threshold() == (700, 10, 10)
