@@ -22,14 +22,6 @@ from .functions import broadcast_node, node_of, wrap
 from .tensor import Tensor
 
 
-def _scaled(x: Node, scale: float, loc: str | None) -> Node:
-    return ops.binary("mul", x, ops.const(scale, x.shape, x.dtype, loc), loc)
-
-
-def _plus(x: Node, value: float, loc: str | None) -> Node:
-    return ops.binary("add", x, ops.const(value, x.shape, x.dtype, loc), loc)
-
-
 def split_columns(x: Node, sizes: list[int], loc: str | None) -> list[Node]:
     """``F.split(x, sizes, -1)`` of a 2-D ``x``."""
     out, start = [], 0
@@ -56,11 +48,15 @@ def affine(x: Node, weight_t: Node, bias: Node | None, loc: str | None) -> Node:
     return y if bias is None else add(y, bias, loc)
 
 
-def sigmoid(x: Node, loc: str | None) -> Node:
+def sigmoid(x: Node, loc: str | None, half: Node | None = None) -> Node:
     """``tanh(x * 0.5) * 0.5 + 0.5``: 4 nodes instead of the 9 of the overflow-safe
     ``fusegrad.sigmoid`` (tanh saturates, so this is finite everywhere too) and a simpler
-    backward. It differs from ``1/(1+exp(-x))`` by at most ~6e-8 (1 ulp of 1.0)."""
-    return _plus(_scaled(ops.unary("tanh", _scaled(x, 0.5, loc), loc), 0.5, loc), 0.5, loc)
+    backward. It differs from ``1/(1+exp(-x))`` by at most ~6e-8 (1 ulp of 1.0). ``half``: the
+    constant 0.5 of ``x``'s shape, if the caller has it."""
+    if half is None:
+        half = ops.const(0.5, x.shape, x.dtype, loc)
+    scaled = ops.binary("mul", ops.unary("tanh", ops.binary("mul", x, half, loc), loc), half, loc)
+    return ops.binary("add", scaled, half, loc)
 
 
 def activation(mode: str, x: Node, loc: str | None) -> Node:
@@ -88,17 +84,18 @@ def lstm_update(gates: Node, c: Node, half: Node, offset: Node, loc: str | None
 
 
 def gru_update(x_rz: Node, x_n: Node, h_gates: Node, h: Node, b_hn: Node | None,
-               loc: str | None) -> Node:
+               loc: str | None, half: Node | None = None) -> Node:
     """h' from the input pre-activations of the r, z gates (N, 2H) and of n (N, H) and the
     hidden ones (N, 3H), in torch's order r, z, n: ``r, z = sigmoid(x_rz + h_rz)`` (one sigmoid
     for both), ``n = tanh(x_n + r * (h_n + b_hn))`` and ``h' = n + z * (h - n)``.
 
     The hidden part of n is gated by r, so its bias ``b_hn`` cannot be folded into the input
-    projection like the others.
+    projection like the others. ``half``: the sigmoid's constant, (N, 2H), if the caller has it.
     """
     hidden = h.shape[-1]
     h_rz, h_n = split_columns(h_gates, [2 * hidden, hidden], loc)
-    r, z = split_columns(sigmoid(ops.binary("add", x_rz, h_rz, loc), loc), [hidden, hidden], loc)
+    r, z = split_columns(sigmoid(ops.binary("add", x_rz, h_rz, loc), loc, half),
+                         [hidden, hidden], loc)
     gated = ops.binary("mul", r, add(h_n, b_hn, loc) if b_hn is not None else h_n, loc)
     n = ops.unary("tanh", ops.binary("add", x_n, gated, loc), loc)
     return ops.binary("add", n, ops.binary("mul", z, ops.binary("sub", h, n, loc), loc), loc)
@@ -142,6 +139,15 @@ def run_direction(mode: str, x_parts: Sequence[Tensor], state: Sequence[Tensor],
     length = parts[0].shape[time_dim]
     batch = parts[0].shape[1 - time_dim]
     gates_shape = (batch, w_hh.shape[0])
+    # what every step reads the same, built once (the nodes are the ones each step would build)
+    if half is not None:
+        half, offset = broadcast_node(half, gates_shape, loc), broadcast_node(offset, gates_shape,
+                                                                              loc)
+    hidden_size = gates_shape[1] // 3
+    if bias is not None:
+        bias = broadcast_node(bias, (batch, hidden_size), loc)
+    sigmoid_half = ops.const(0.5, (batch, 2 * hidden_size), parts[0].dtype, loc) \
+        if mode == "GRU" else None
     hs: list[Node] = [states[0]] * length
     for t in (range(length - 1, -1, -1) if reverse else range(length)):
         x_t = []
@@ -161,7 +167,7 @@ def run_direction(mode: str, x_parts: Sequence[Tensor], state: Sequence[Tensor],
                 h = ops.matmul(h, w_hr_t, loc)
             states = [h, c]
         elif mode == "GRU":
-            states = [gru_update(x_t[0], x_t[1], h_gates, h, bias, loc)]
+            states = [gru_update(x_t[0], x_t[1], h_gates, h, bias, loc, sigmoid_half)]
         else:
             states = [activation(mode, ops.binary("add", x_t[0], h_gates, loc), loc)]
         hs[t] = states[0]
