@@ -45,9 +45,10 @@ def set_gc_freeze(enabled: bool) -> None:
     _enabled[0] = bool(enabled)
     if not enabled:
         gc.unfreeze()
-        if _raised_from[0] is not None:
-            gc.set_threshold(_raised_from[0], *gc.get_threshold()[1:])
-            _raised_from[0] = None
+        young, *older = gc.get_threshold()
+        if _raised_from[0] is not None and young == YOUNG_THRESHOLD:  # not changed since
+            gc.set_threshold(_raised_from[0], *older)
+        _raised_from[0] = None
 
 
 def replayed(programs_ready: int) -> None:

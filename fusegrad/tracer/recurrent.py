@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from ..ir import ops
 from ..ir.node import Node
+from .device import node_device
 from .functions import broadcast_node, node_of, wrap
 from .tensor import Tensor
 
@@ -201,10 +202,15 @@ def cell(mode: str, x: Tensor, state: Sequence[Tensor], w_ih: Tensor, w_hh: Tens
     xn, hn, bi, bh = _nodes(x, state[0], b_ih, b_hh)
     wi, wh = node_of(w_ih), node_of(w_hh)
     half, offset = _nodes(*gate_constants) if mode == "LSTM" else (None, None)
-    key = (wi, wh, bi, bh, half, offset, xn.shape[0])
+    # a move to another device keeps the parameters' nodes (and swaps their arrays): the
+    # device is part of the key, and the old nodes are let go before they are built again, so
+    # that a transposed weight is a new node with its device found anew (``node_device``)
+    key = (wi, wh, bi, bh, half, offset, xn.shape[0], node_device(wi))
     if memo is not None and memo.key == key:
         wi_t, wh_t, bi, bh, half, offset = memo.nodes
     else:
+        if memo is not None:
+            memo.key, memo.nodes = None, ()
         wi_t, wh_t = ops.permute(wi, (1, 0), loc), ops.permute(wh, (1, 0), loc)
         gates_shape = (xn.shape[0], wi.shape[0])
         bi, bh, half, offset = (None if n is None else broadcast_node(n, gates_shape, loc)

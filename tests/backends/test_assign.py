@@ -337,3 +337,22 @@ def test_the_sharing_check_answers_anew_when_the_arrays_change():
     memo = program._namespace["share_memo"]
     program.run(inputs)
     assert memo[0] == [id(a) for a in inputs] and memo[2] is False
+
+
+@pytest.mark.numba
+def test_a_leaf_read_later_over_the_target_through_as_strided_runs_the_copying_loop():
+    """Memory is owned at the end of the chain of ``base``s: an ``as_strided`` view's base is a
+    stand-in object whose own base is the array, and the run check follows it there."""
+    n = 700
+    p0, g0 = _f32((n,), 3), np.abs(_f32((n,), 4)) + 1
+    p, g, q = _leaf(p0.copy()), _leaf(g0.copy()), _leaf(p0.copy())
+    value = ops.binary("mul", q, ops.unary("neg", g))
+    dot = ops.matmul(ops.reshape(value, (1, n)), ops.reshape(q, (n, 1)))
+    program, _ = _run([ops.assign(p, value), dot], "numba_cpu")
+    assert _reasons(program) == [AssignReason.STORED_IN_PLACE]
+    target = p0.copy()
+    view = np.lib.stride_tricks.as_strided(target, (n,), (4,))
+    outs = program.run([{p: target, q: view, g: g0}[x] for x in program.inputs])
+    np.testing.assert_allclose(float(outs[1].reshape(())), float((-p0 * g0 * p0).sum()),
+                               rtol=1e-4)
+    np.testing.assert_allclose(target, -p0 * g0, rtol=1e-6)

@@ -136,3 +136,25 @@ def test_without_a_gpu_cuda_says_why_and_how_to_install_it():
     if out.strip() == "GPU":
         pytest.skip("this machine has a usable GPU")
     assert "CUDA is not available" in out and "pip install 'fusegrad[cuda]'" in out
+
+
+@pytest.mark.parametrize("cell_type", [nn.LSTMCell, nn.GRUCell])
+def test_a_recurrent_cell_moved_after_a_step_runs_on_its_new_device(cell_type):
+    """A cell keeps the nodes it derives from its parameters for its next call
+    (``recurrent.CellNodes``); a move keeps the parameters' nodes and swaps their arrays, so
+    the kept nodes must not outlive it (they remembered the old device)."""
+    rng = np.random.default_rng(0)
+    cell = cell_type(4, 5)
+    for name, p in list(cell.named_parameters()):
+        setattr(cell, name, nn.Parameter(fg.tensor(
+            rng.standard_normal(tuple(p.shape)).astype(np.float32))))
+    x = fg.tensor(np.ones((2, 4), np.float32))
+    first = cell(x)
+    first = first[0] if isinstance(first, tuple) else first
+    want = first.detach().numpy()
+    del first
+    cell.cuda()
+    out = cell(x.to("cuda"))
+    out = out[0] if isinstance(out, tuple) else out
+    assert out.is_cuda
+    np.testing.assert_allclose(out.detach().cpu().numpy(), want, rtol=1e-5, atol=1e-6)

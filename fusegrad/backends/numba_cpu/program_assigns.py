@@ -9,9 +9,11 @@ the Schedule alone, and says why in an ``AssignDecision``.
 
 Two inputs may share memory (a parameter and the ``detach()`` an optimizer reads it through are
 two leaves over one array), which the structural key does not tell. The plan therefore treats
-every input leaf that is not itself a target and has the target's size and dtype as if it were
-the target, and every run of a program with an in-place assign checks that the inputs share
-memory in no other way (``inputs_share_memory``); when they do, it runs its copying loop.
+an input leaf that is not itself a target and has the target's size and dtype as if it were
+the target when only the writing item, or items before it, read it (the decision's
+``shares``), and takes any other leaf to be another array; every run of a program with an
+in-place assign checks that the inputs share memory in no other way (``inputs_share_memory``);
+when they do, it runs its copying loop.
 """
 from __future__ import annotations
 
@@ -218,7 +220,7 @@ def inputs_share_memory(inputs: list[np.ndarray], written: tuple[int, ...],
         ids = list(map(id, inputs))
         if ids == memo[0]:
             return memo[2]
-    owners = [id(a) if a.base is None else id(a.base) for a in inputs]
+    owners = [_owner(a) for a in inputs]
     shared = False
     if len(set(owners)) != len(owners):
         groups: dict[int, list[int]] = {}
@@ -229,6 +231,16 @@ def inputs_share_memory(inputs: list[np.ndarray], written: tuple[int, ...],
     if memo is not None:
         memo[:] = [ids, tuple(inputs), shared]
     return shared
+
+
+def _owner(array: np.ndarray) -> int:
+    """The id of the object at the end of ``array``'s chain of ``base``s: the memory's owner
+    (through views of views, and the stand-in object ``as_strided`` views keep)."""
+    while True:
+        base = getattr(array, "base", None)
+        if base is None:
+            return id(array)
+        array = base
 
 
 def assign_lines(decisions: list[AssignDecision], names: dict[Node, str]) -> list[str]:
