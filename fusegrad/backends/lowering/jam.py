@@ -18,10 +18,10 @@ nothing the old one did not.
 """
 from __future__ import annotations
 
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import is_dataclass, replace
 
 from .loopnest import (Accumulate, Accumulator, AccRef, Apply, Assign, Comment, Flag, Index,
-                       Loop, LoopNest, Ref, Stmt, Term, walk)
+                       Loop, LoopNest, Ref, Stmt, Term, field_names, walk)
 
 JAM = 4            # kept positions per pass
 JAM_MIN = 256      # reduced elements per position below which the out-of-order core overlaps
@@ -131,13 +131,13 @@ def renamed(x, names: dict[str, str]):
     if not is_dataclass(x):
         return x
     changes = {}
-    for f in fields(x):
-        v = getattr(x, f.name)
-        if f.name in _NAMED.get(type(x), ()) and isinstance(v, str):
-            changes[f.name] = names.get(v, v)
-        elif isinstance(x, Apply) and f.name == "node":
+    for name in field_names(type(x)):
+        v = getattr(x, name)
+        if name in _NAMED.get(type(x), ()) and isinstance(v, str):
+            changes[name] = names.get(v, v)
+        elif isinstance(x, Apply) and name == "node":
             continue
         elif is_dataclass(v) or isinstance(v, tuple):
-            changes[f.name] = renamed(v, names)
+            changes[name] = renamed(v, names)
     return replace(x, **changes) if changes else x
 

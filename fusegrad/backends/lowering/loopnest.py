@@ -10,8 +10,9 @@ reads (``Cond.names``) instead of parsing source.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Union
 
 from ...ir.node import Node
@@ -295,3 +296,10 @@ def walk(stmts: list[Stmt]) -> Iterator[Stmt]:
         if isinstance(s, Loop):
             yield from s.hoisted
             yield from walk(s.body)
+
+
+@functools.cache
+def field_names(cls: type) -> tuple[str, ...]:
+    """The field names of dataclass ``cls``, found once (``dataclasses.fields`` builds them anew
+    on every call, and the loop-nest rewrites call it per statement and value)."""
+    return tuple(f.name for f in fields(cls))

@@ -26,11 +26,11 @@ renamed (``v3`` -> ``v3_s1``) so that names stay unique in the nest.
 """
 from __future__ import annotations
 
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import is_dataclass, replace
 
 from .jam import renamed
 from .loopnest import (Apply, AtLeast, Below, Comment, Assign, Conjunction, Flag, Lit, Loop,
-                       LoopNest, Read, Ref, Stmt, walk)
+                       LoopNest, Read, Ref, Stmt, field_names, walk)
 
 MAX_SEGMENTS = 8      # a 3x3 im2col's 9 taps along its innermost loop stay one loop
 MAX_STATEMENTS = 160  # statements of all the segments together
@@ -212,18 +212,19 @@ def _reads(x: object):
         for v in x:
             yield from _reads(v)
     elif is_dataclass(x) and not isinstance(x, Loop):
-        for f in fields(x):
-            if f.name != "node":
-                yield from _reads(getattr(x, f.name))
+        for name in field_names(type(x)):
+            if name != "node":
+                yield from _reads(getattr(x, name))
 
 
 def _segments(loop: Loop, notes: list[str]) -> list[Stmt]:
     """``loop`` as its segments, or ``[loop]`` when it does not qualify."""
+    if loop.parallel or loop.hoisted:
+        return [loop]
     stmts = [s for s in loop.body if not isinstance(s, Comment)]
     cuts = {b for s in stmts for r in _reads(s) for c in r.conds
             if (b := _bound(c, loop.var)) is not None and loop.start < b < loop.extent}
-    if loop.parallel or loop.hoisted or not cuts or len(cuts) + 1 > MAX_SEGMENTS \
-            or (len(cuts) + 1) * len(stmts) > MAX_STATEMENTS:
+    if not cuts or len(cuts) + 1 > MAX_SEGMENTS or (len(cuts) + 1) * len(stmts) > MAX_STATEMENTS:
         return [loop]
     edges = [loop.start, *sorted(cuts), loop.extent]
     defined = {s.name for s in walk(loop.body) if isinstance(s, Assign)} | {loop.var}
@@ -265,7 +266,7 @@ def _children_mapped(x, fn):
         return tuple(fn(v) for v in x)
     if not is_dataclass(x):
         return x
-    changes = {f.name: fn(getattr(x, f.name)) for f in fields(x)
-               if f.name != "node" and (is_dataclass(getattr(x, f.name))
-                                        or isinstance(getattr(x, f.name), tuple))}
+    changes = {name: fn(getattr(x, name)) for name in field_names(type(x))
+               if name != "node" and (is_dataclass(getattr(x, name))
+                                      or isinstance(getattr(x, name), tuple))}
     return replace(x, **changes) if changes else x
