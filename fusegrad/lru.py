@@ -65,10 +65,13 @@ class LRUCache(Generic[K, V]):
     def get(self, key: K, default: V | None = None) -> V | None:
         """The value of ``key`` (now the most recently used), or ``default``."""
         try:
-            value = self._entries[key]
+            # taken out and put back last: one comparison of ``key`` with the stored one (a
+            # program cache's keys are graphs of thousands of items), where a lookup followed
+            # by ``move_to_end`` compares them twice
+            value = self._entries.pop(key)
         except KeyError:
             return default
-        self._entries.move_to_end(key)
+        self._entries[key] = value
         return value
 
     def __setitem__(self, key: K, value: V) -> None:
