@@ -30,7 +30,7 @@ def differentiable(node: Node) -> bool:
     return node.op in VJP and is_float(node.dtype)
 
 
-def active_nodes(wrt: list[Node], order: list[Node]) -> set[Node]:
+def _active(wrt: list[Node], order: list[Node]) -> set[Node]:
     """The nodes a gradient may flow through: ``wrt`` and every differentiable node reading one."""
     targets = set(wrt)
     active: set[Node] = set()
@@ -41,13 +41,11 @@ def active_nodes(wrt: list[Node], order: list[Node]) -> set[Node]:
     return active
 
 
-def reached(root: Node, wrt: list[Node], order: list[Node], found: set[Node] | None = None
-            ) -> list[Node]:
+def reached(root: Node, wrt: list[Node], order: list[Node]) -> list[Node]:
     """The nodes of ``wrt`` that ``backward(root, seed, wrt)`` gives a gradient, found without
     building one: those from which a path of active nodes leads to ``root`` (a VJP rule gives
-    no gradient only to integer or bool operands, which are never active). ``found``:
-    ``active_nodes(wrt, order)`` when the caller has it already."""
-    active = active_nodes(wrt, order) if found is None else found
+    no gradient only to integer or bool operands, which are never active)."""
+    active = _active(wrt, order)
     if root not in active:
         return []
     flows = {root}
@@ -100,7 +98,7 @@ def backward(root: Node, seed: Node, wrt: list[Node], order: list[Node] | None =
     ``toposort([root])`` when the caller has it already.
     """
     order = toposort([root]) if order is None else order
-    active = active_nodes(wrt, order)
+    active = _active(wrt, order)
     grads: dict[Node, Node] = {}
     if root not in active:
         return {}

@@ -50,16 +50,6 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
     root, seed, sources = _root("backward", t, gradient, create_graph, loc, graph)
     if sources:
         graph = toposort([root])
-    elif inputs is None and not RETAINED and DEFER and not POST_BACKWARD:
-        # the usual call, loss.backward() after a forward pass: one scan finds the leaves,
-        # the nodes a gradient flows through and those whose values it needs
-        targets, active, saves = _scan(graph)
-        grads = {n: ops.grad(root, seed, n, loc)
-                 for n in autodiff.reached(root, list(targets), graph, active)}
-        if not retain_graph:
-            _mark_freed(t, saves)
-        _accumulate(grads, targets)
-        return
     targets: dict[Node, list[Tensor]] = {}
     for n in graph:
         if n.op == "buffer" and n.attrs[0].owner is not None:
@@ -79,11 +69,6 @@ def backward(t: Tensor, gradient: Tensor | None = None, retain_graph: bool | Non
             _free_pending(t, graph, targets)
     else:
         grads = _differentiate(t, root, seed, sources, graph, targets, retain_graph)
-    _accumulate(grads, targets)
-
-
-def _accumulate(grads: dict[Node, Node], targets: dict[Node, list[Tensor]]) -> None:
-    """Add each gradient into its leaves' ``.grad``, then run the post-backward hooks."""
     reached = []
     for node, g in grads.items():
         for leaf in targets[node]:
@@ -91,37 +76,6 @@ def _accumulate(grads: dict[Node, Node], targets: dict[Node, list[Tensor]]) -> N
             reached.append(leaf)
     for hook in list(POST_BACKWARD.values()):
         hook(reached)
-
-
-def _scan(graph: list[Node]) -> tuple[dict[Node, list[Tensor]], set[Node], set[Node]]:
-    """(targets, active, saves) of a graph without realized values, in one pass over its nodes
-    (inputs before users): the buffer leaves owned by a tensor that requires grad, the nodes
-    ``autodiff.reached`` lets a gradient through (``autodiff.active_nodes``), and those whose
-    gradient needs saved values (``_free_pending``)."""
-    targets: dict[Node, list[Tensor]] = {}
-    active: set[Node] = set()
-    flows: set[Node] = set()
-    saves: set[Node] = set()
-    reads_none, reads_no_flow, reads_no_save = active.isdisjoint, flows.isdisjoint, \
-        saves.isdisjoint
-    differentiable = autodiff.differentiable
-    for n in graph:
-        inputs = n.inputs
-        if not inputs:
-            if n.op == "buffer" and n.attrs[0].owner is not None:
-                owner = n.attrs[0].owner()
-                if owner is not None and owner.requires_grad:
-                    targets[n] = [owner]
-                    active.add(n)
-                    flows.add(n)
-            continue
-        if not reads_none(inputs) and differentiable(n):
-            active.add(n)
-        if n.op != "detach" and not reads_no_flow(inputs):
-            flows.add(n)
-            if n.op not in _NO_SAVED_VALUES or not reads_no_save(inputs):
-                saves.add(n)
-    return targets, active, saves
 
 
 def _deferrable(sources: dict[Node, Node], targets: dict[Node, list[Tensor]]) -> bool:
@@ -273,11 +227,6 @@ def _free_pending(t: Tensor, graph: list[Node], targets: dict[Node, list[Tensor]
         flows(n)
         if n.op not in _NO_SAVED_VALUES or not reads_no_save(n.inputs):
             save(n)
-    _mark_freed(t, saves)
-
-
-def _mark_freed(t: Tensor, saves: set[Node]) -> None:
-    """Mark ``t`` and the pending tensors computing one of ``saves`` freed (if any is saved)."""
     if not saves:
         return
     t._graph_freed = True

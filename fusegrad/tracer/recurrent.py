@@ -144,11 +144,12 @@ def run_direction(mode: str, x_parts: Sequence[Tensor], state: Sequence[Tensor],
     if half is not None:
         half, offset = broadcast_node(half, gates_shape, loc), broadcast_node(offset, gates_shape,
                                                                               loc)
-    hidden_size = gates_shape[1] // 3
-    if bias is not None:
-        bias = broadcast_node(bias, (batch, hidden_size), loc)
-    sigmoid_half = ops.const(0.5, (batch, 2 * hidden_size), parts[0].dtype, loc) \
-        if mode == "GRU" else None
+    sigmoid_half = None
+    if mode == "GRU":
+        hidden_size = gates_shape[1] // 3
+        sigmoid_half = ops.const(0.5, (batch, 2 * hidden_size), parts[0].dtype, loc)
+        if bias is not None:
+            bias = broadcast_node(bias, (batch, hidden_size), loc)
     hs: list[Node] = [states[0]] * length
     for t in (range(length - 1, -1, -1) if reverse else range(length)):
         x_t = []
