@@ -234,6 +234,7 @@ def prepare(outputs: list[Node]) -> tuple[Entry, list[Node]]:
         # Compile from data-less stand-ins of the leaves: the cached program must not keep the
         # arrays of the step that first built it alive.
         stand_ins = [ops.buffer(Buffer(n.shape, n.dtype)) for n in leaves]
+        _note_shared_arrays(leaves, stand_ins)
         graph = Graph(tuple(substitute(outputs, dict(zip(leaves, stand_ins)))))
         loaded = load_cached(name, key, graph, stand_ins)  # another process compiled it before
         if loaded is not None:
@@ -253,6 +254,20 @@ def prepare(outputs: list[Node]) -> tuple[Entry, list[Node]]:
         STATS.program_cache_hits += 1
         heap.replayed(STATS.programs_compiled)
     return entry, leaves
+
+
+def _note_shared_arrays(leaves: list[Node], stand_ins: list[Node]) -> None:
+    """Stand-ins of leaves holding the same array (a parameter and the detached leaves an
+    optimizer reads it through) view the first one's (``Buffer.alias_of``): the program's plan
+    may then read them through the output of an update in place of it (``program_assigns``;
+    every run checks that they still are one array)."""
+    first: dict[int, Buffer] = {}
+    for leaf, stand_in in zip(leaves, stand_ins):
+        data = leaf.attrs[0].data
+        if data is not None:
+            buf = first.setdefault(id(data), stand_in.attrs[0])
+            if buf is not stand_in.attrs[0]:
+                stand_in.attrs[0].alias_of = buf
 
 
 def run_entry(entry: Entry, leaves: list[Node]) -> list:
@@ -282,8 +297,15 @@ def run_entry(entry: Entry, leaves: list[Node]) -> list:
 def _first_run(compiled: Compiled, inputs: list) -> list:
     """Run a program loaded from disk on copies of ``inputs``; once its outputs check out, its
     ``assign`` writes (outputs that are an input's copy) go to the inputs themselves, so a
-    failing run changes nothing."""
-    staged = [a.copy() for a in inputs]
+    failing run changes nothing. An array passed as two inputs (a parameter and the detached
+    leaf an optimizer reads it through) is one copy passed twice, so the run takes the path
+    the real inputs take."""
+    copies: dict[int, np.ndarray] = {}   # an array given twice is one copy, given twice
+    staged = []
+    for a in inputs:
+        if id(a) not in copies:
+            copies[id(a)] = a.copy()
+        staged.append(copies[id(a)])
     arrays = _checked(compiled, compiled.program.run(staged))
     position = {id(a): j for j, a in enumerate(staged)}
     for k, a in enumerate(arrays):

@@ -6,7 +6,6 @@ from parity import using_backend
 import fusegrad as fg
 import fusegrad.nnlib as nn
 import fusegrad.optimlib as optim
-from fusegrad.backends.numba_cpu import render
 from fusegrad.backends.numba_cpu.program_assigns import AssignReason
 from fusegrad.backends.pipeline import compile_graph
 from fusegrad.ir import ops
@@ -143,6 +142,10 @@ def _f32(shape, seed):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
+def _writer(program, item):
+    return next(k for k in program.kernels if k.source.name == program.schedule.items[item].name)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_elementwise_update_is_stored_straight_into_its_target(backend):
     p0, g0 = _f32((4, 5), 0), _f32((4, 5), 1)
@@ -153,18 +156,17 @@ def test_an_elementwise_update_is_stored_straight_into_its_target(backend):
     assert outs[0] is target
     np.testing.assert_array_equal(target.reshape(4, 5), p0 - np.float32(0.5) * g0)
     if backend == "numba_cpu":
-        assert _reasons(program) == [AssignReason.STORED_IN_PLACE]
+        assert _reasons(program) == [AssignReason.UPDATED_IN_PLACE]
         assert _copies(program) == 0
         assert "1 of 1 stored in place" in program.describe()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", [(4, 5), (3, 700)])
-def test_an_update_dividing_per_element_is_stored_in_blocks(backend, shape, monkeypatch):
-    """Over an array it reads, such a kernel would run unvectorised (slower than the copy); a
-    long one computes blocks of elements, then stores them (``render._blocked``): a length below
-    one block and one of several blocks and a part."""
-    monkeypatch.setattr(render, "BLOCKED_MIN_LENGTH", 1)
+def test_an_update_dividing_per_element_reads_its_target_through_its_output(backend, shape):
+    """Given the target as an input and as the output, the kernel would run its scalar loop
+    (LLVM's overlap check of the two arguments fails); it takes the target once, as its
+    output, and reads the old value from there (``lowering.through``)."""
     p0, g0 = _f32(shape, 7), np.abs(_f32(shape, 8)) + 1
     p, g = _leaf(p0.copy()), _leaf(g0.copy())
     target = p.attrs[0].data
@@ -172,63 +174,92 @@ def test_an_update_dividing_per_element_is_stored_in_blocks(backend, shape, monk
     np.testing.assert_allclose(target.reshape(shape), p0 / np.sqrt(g0), rtol=1e-6)
     if backend == "numba_cpu":
         assert outs[0] is target
-        assert _reasons(program) == [AssignReason.STORED_IN_BLOCKS]
+        assert _reasons(program) == [AssignReason.UPDATED_IN_PLACE]
+        assert program.assigns[0].through == (p,)
         assert _copies(program) == 0
-        assert [k.source.function for k in program.kernels] == ["k_div_sqrt_nb"]
+        writer = _writer(program, program.assigns[0].writer)
+        assert writer.source.function == "k_div_sqrt_n_io"
+        assert [n for n, _ in writer.source.operands] == [program.assigns[0].value, g]
+        assert "def k_div_sqrt_n_io(out0, in1, n):" in writer.source.source
+        assert "= out0[i0]" in writer.source.source     # the old value, read where it is written
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_blocked_update_reads_its_target_through_another_leaf_on_the_same_array(
-        backend, monkeypatch):
+def test_an_update_reads_its_target_through_another_leaf_on_the_same_array(backend):
     """An optimizer reads a parameter through a detached leaf over the parameter's own array;
-    three updates (an Adam step's p, m, v) each written into an array read elementwise."""
-    monkeypatch.setattr(render, "BLOCKED_MIN_LENGTH", 1)
+    three updates (an Adam step's p, m, v) each written into an array read elementwise: each
+    kernel reads its targets, and the detached leaf, through its outputs."""
     n = 1300
     p0, m0, v0, g0 = (_f32((n,), s) for s in (1, 2, 3, 4))
     v0 = np.abs(v0)
     p, m, v, g = (_leaf(a.copy()) for a in (p0, m0, v0, g0))
     p_read = ops.buffer(Buffer((n,), "float32", p.attrs[0].data))     # the same array
+    program, _ = _run(_adam_like(p, m, v, g, p_read), backend)
+    _check_adam_like(p, m, v, (p0, m0, v0, g0))
+    if backend == "numba_cpu":
+        assert _reasons(program) == [AssignReason.UPDATED_IN_PLACE] * 3
+        assert program.assigns[0].through == (p_read,)
+        assert _copies(program) == 0
+        operands = {n for k in program.kernels for n, _ in k.source.operands}
+        assert not operands & {p, m, v, p_read}   # each read through an output
+        assert "run_copying" in program.run_source
+
+
+def _adam_like(p, m, v, g, p_read):
+    n = p.size
     half = ops.const(0.5, (n,), "float32")
     m_new = ops.binary("add", ops.binary("mul", m, half), ops.binary("mul", g, half))
     v_new = ops.binary("add", ops.binary("mul", v, half),
                        ops.binary("mul", ops.binary("mul", g, g), half))
     p_new = ops.binary("sub", p_read, ops.binary("div", m_new, ops.binary(
         "add", ops.unary("sqrt", v_new), ops.const(1e-3, (n,), "float32"))))
-    program, _ = _run([ops.assign(p, p_new), ops.assign(m, m_new), ops.assign(v, v_new)],
-                      backend)
+    return [ops.assign(p, p_new), ops.assign(m, m_new), ops.assign(v, v_new)]
+
+
+def _check_adam_like(p, m, v, start, read=None):
+    p0, m0, v0, g0 = start
     want_m, want_v = m0 * 0.5 + g0 * 0.5, v0 * 0.5 + g0 * g0 * 0.5
     np.testing.assert_allclose(m.attrs[0].data, want_m, rtol=1e-6)
     np.testing.assert_allclose(v.attrs[0].data, want_v, rtol=1e-6)
-    np.testing.assert_allclose(p.attrs[0].data, p0 - want_m / (np.sqrt(want_v) + 1e-3),
-                               rtol=1e-5, atol=1e-6)
-    if backend == "numba_cpu":
-        assert AssignReason.STORED_IN_BLOCKS in _reasons(program)
+    np.testing.assert_allclose(p.attrs[0].data, (p0 if read is None else read)
+                               - want_m / (np.sqrt(want_v) + 1e-3), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.numba
+def test_a_leaf_read_through_an_output_that_is_another_array_runs_the_copying_loop():
+    """The plan reads the detached leaf through the parameter's output because it was the
+    parameter's array when the program was compiled; a call where it is another array (other
+    values) runs the copying loop, whose writer (loaded on that first call) reads it."""
+    n = 40
+    p0, m0, v0, g0 = (_f32((n,), s) for s in (1, 2, 3, 4))
+    v0 = np.abs(v0)
+    p, m, v, g = (_leaf(a.copy()) for a in (p0, m0, v0, g0))
+    p_read = ops.buffer(Buffer((n,), "float32", p.attrs[0].data))
+    compiled = compile_graph(Graph(tuple(_adam_like(p, m, v, g, p_read))), "numba_cpu")
+    program = compiled.program
+    assert [type(k).__name__ for k in (program._namespace[c.call_name]
+                                        for c in program.lazy_kernels)] == ["LazyKernel"]
+    other = _f32((n,), 9)
+    arrays = {p_read: other.copy()}
+    program.run([arrays.get(x, x.attrs[0].data) for x in compiled.inputs])
+    _check_adam_like(p, m, v, (p0, m0, v0, g0), read=other)
+    lazy = program._namespace[program.lazy_kernels[0].call_name]
+    assert type(lazy).__name__ == "CPUDispatcher"   # loaded by its first call
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_an_update_dividing_by_a_broadcast_value_keeps_the_copy(backend, monkeypatch):
-    """A kernel that cannot run in blocks (it reads a row at another position than it writes)
-    would run unvectorised over an array it reads: slower than the copy."""
-    monkeypatch.setattr(render, "BLOCKED_MIN_LENGTH", 1)
+def test_an_update_dividing_by_a_broadcast_value_reads_its_target_through_its_output(backend):
+    """A kernel that is not size-free (it reads a row at another position than it writes)
+    reads its target through its output too."""
     p0, g0 = _f32((4, 5), 7), np.abs(_f32((1, 5), 8)) + 1
     p, g = _leaf(p0.copy()), _leaf(g0.copy())
     row = ops.expand(ops.unary("sqrt", g), (4, 5))
     program, _ = _run([ops.assign(p, ops.binary("div", p, row))], backend)
     np.testing.assert_allclose(p.attrs[0].data.reshape(4, 5), p0 / np.sqrt(g0), rtol=1e-6)
     if backend == "numba_cpu":
-        assert _reasons(program) == [AssignReason.WRITER_WOULD_LOSE_SIMD]
-        assert _copies(program) == 1
-
-
-@pytest.mark.numba
-def test_a_short_update_dividing_per_element_keeps_the_copy():
-    """Below ``BLOCKED_MIN_LENGTH`` the copy of the value is cheaper than computing in blocks."""
-    p0, g0 = _f32((4, 5), 7), np.abs(_f32((4, 5), 8)) + 1
-    p, g = _leaf(p0.copy()), _leaf(g0.copy())
-    program, _ = _run([ops.assign(p, ops.binary("div", p, ops.unary("sqrt", g)))], "numba_cpu")
-    np.testing.assert_allclose(p.attrs[0].data.reshape(4, 5), p0 / np.sqrt(g0), rtol=1e-6)
-    assert _reasons(program) == [AssignReason.WRITER_WOULD_LOSE_SIMD]
-    assert _copies(program) == 1
+        assert _reasons(program) == [AssignReason.UPDATED_IN_PLACE]
+        assert _copies(program) == 0
+        assert _writer(program, program.assigns[0].writer).source.function.endswith("_io")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -283,7 +314,7 @@ def test_a_leaf_read_later_over_the_target_s_memory_runs_the_copying_loop(backen
     np.testing.assert_allclose(outs[0].reshape(5, 5), (2 * p0) @ p0, rtol=1e-5)
     np.testing.assert_array_equal(shared.reshape(5, 5), 2 * p0)
     if backend == "numba_cpu":
-        assert _reasons(program) == [AssignReason.STORED_IN_PLACE]
+        assert _reasons(program) == [AssignReason.UPDATED_IN_PLACE]
         assert program.run_source.count("np.copyto") == 1    # in the copying loop only
         target, other = p0.reshape(-1).copy(), p0.reshape(-1).copy()
         arrays = {p: target, v: other}
@@ -302,7 +333,7 @@ def test_inputs_sharing_memory_otherwise_run_the_copying_loop():
     doubled = ops.binary("mul", p, ops.const(2.0, (5, 5), "float32"))
     outputs = [ops.matmul(doubled, ops.reshape(row, (5, 1))), ops.assign(p, doubled)]
     program, _ = _run(outputs, "numba_cpu")
-    assert _reasons(program) == [AssignReason.STORED_IN_PLACE]
+    assert _reasons(program) == [AssignReason.UPDATED_IN_PLACE]
     shared = p0.reshape(-1).copy()
     arrays = {p: shared, row: shared[:5]}
     outs = program.run([arrays[n] for n in program.inputs])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Union
 
 from ...ir.node import Node
@@ -303,3 +303,16 @@ def field_names(cls: type) -> tuple[str, ...]:
     """The field names of dataclass ``cls``, found once (``dataclasses.fields`` builds them anew
     on every call, and the loop-nest rewrites call it per statement and value)."""
     return tuple(f.name for f in fields(cls))
+
+
+def children_mapped(x, fn):
+    """``x`` (a tuple, statement or value) with ``fn`` applied to each element or field that is
+    a tuple or a dataclass (IR nodes left as they are)."""
+    if isinstance(x, tuple):
+        return tuple(fn(v) for v in x)
+    if not is_dataclass(x):
+        return x
+    changes = {name: fn(getattr(x, name)) for name in field_names(type(x))
+               if name != "node" and (is_dataclass(getattr(x, name))
+                                      or isinstance(getattr(x, name), tuple))}
+    return replace(x, **changes) if changes else x

@@ -30,7 +30,7 @@ from dataclasses import is_dataclass, replace
 
 from .jam import renamed
 from .loopnest import (Apply, AtLeast, Below, Comment, Assign, Conjunction, Flag, Lit, Loop,
-                       LoopNest, Read, Ref, Stmt, field_names, walk)
+                       LoopNest, Read, Ref, Stmt, children_mapped, field_names, walk)
 
 MAX_SEGMENTS = 8      # a 3x3 im2col's 9 taps along its innermost loop stay one loop
 MAX_STATEMENTS = 160  # statements of all the segments together
@@ -131,7 +131,7 @@ def _decided(x, known: dict[str, bool]):
     if isinstance(x, Loop):
         return replace(x, body=[_decided(s, known) for s in x.body],
                        hoisted=[_decided(s, known) for s in x.hoisted])
-    return _children_mapped(x, lambda v: _decided(v, known))
+    return children_mapped(x, lambda v: _decided(v, known))
 
 
 def _folded(stmts: list[Stmt], literals: dict[str, Lit | Ref],
@@ -179,7 +179,7 @@ def _substituted(x, literals: dict[str, Lit | Ref]):
         return literals.get(x.name, x)
     if isinstance(x, Loop):
         return x
-    x = _children_mapped(x, lambda v: _substituted(v, literals))
+    x = children_mapped(x, lambda v: _substituted(v, literals))
     if isinstance(x, Apply) and x.node.op == "add" and len(x.args) == 2 \
             and all(map(_is_zero, x.args)):
         return Lit(0, x.node.dtype)
@@ -256,17 +256,4 @@ def _resolved(x, var: str, lo: int, hi: int):
         return replace(x, conds=tuple(kept), index=_resolved(x.index, var, lo, hi))
     if isinstance(x, Loop):
         return x
-    return _children_mapped(x, lambda v: _resolved(v, var, lo, hi))
-
-
-def _children_mapped(x, fn):
-    """``x`` (a tuple, statement or value) with ``fn`` applied to each element or field that is
-    a tuple or a dataclass (IR nodes left as they are)."""
-    if isinstance(x, tuple):
-        return tuple(fn(v) for v in x)
-    if not is_dataclass(x):
-        return x
-    changes = {name: fn(getattr(x, name)) for name in field_names(type(x))
-               if name != "node" and (is_dataclass(getattr(x, name))
-                                      or isinstance(getattr(x, name), tuple))}
-    return replace(x, **changes) if changes else x
+    return children_mapped(x, lambda v: _resolved(v, var, lo, hi))

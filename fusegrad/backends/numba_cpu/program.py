@@ -27,10 +27,11 @@ from ...ir.collective import allreduce_into
 from ...ir.schedule import Extern, Kernel, Schedule
 from ...ir.view import View
 from ..lowering import kernel_work
-from . import externs, render
+from . import externs
 from .cache import STATS as KERNEL_STATS, cache_enabled, in_memory, kernel_dir, load_kernel
 from .fpenv import flushing
 from .program_assigns import (AssignDecision, AssignReason, assign_lines, inputs_share_memory,
+                              same_memory_now,
                               plan_assigns)
 from .progress import CompileProgress
 from .render import KernelSource, kernel_source
@@ -131,6 +132,7 @@ class NumbaProgram:
         self.run_source = run_source
         self._namespace = namespace
         self.assigns: list[AssignDecision] = []   # how each assign output is written
+        self.lazy_kernels: list[_CompiledKernel] = []   # loaded on their first call
         self.names: dict[Node, str] = {}          # run's local name of each input/intermediate
 
     @property
@@ -265,13 +267,18 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
                        "share_memo": [None, None, False]}
     kernels: list[_CompiledKernel] = []
     calls: dict[int, _CompiledKernel] = {}
-    sources = {t: kernel_source(item, parallel=kernel_work(item) > threshold)
-               for t, item in enumerate(schedule.items) if isinstance(item, Kernel)}
-    decisions = plan_assigns(schedule, targets, blocked=lambda t: t in sources and (
-        sources[t].extent or 0) >= render.BLOCKED_MIN_LENGTH, guarded=True)
+    parallel = {t: kernel_work(item) > threshold for t, item in enumerate(schedule.items)
+                if isinstance(item, Kernel)}
+    sources = {t: kernel_source(schedule.items[t], par) for t, par in parallel.items()}
+    decisions = plan_assigns(schedule, targets, guarded=True, same_memory=same_memory_now)
+    through: dict[int, dict[Node, Node]] = {}
     for d in decisions:
-        if d.reason is AssignReason.STORED_IN_BLOCKS:
-            sources[d.writer] = kernel_source(schedule.items[d.writer], False, blocked=True)
+        if d.reason is AssignReason.UPDATED_IN_PLACE:
+            through.setdefault(d.writer, {}).update(dict.fromkeys(d.through, d.value))
+    plain: dict[int, KernelSource] = {}   # the writers as the copying loop runs them
+    for t, pairs in through.items():
+        plain[t] = sources[t]
+        sources[t] = kernel_source(schedule.items[t], parallel[t], through=pairs)
     dtypes = {t: ks.arg_dtypes for t, ks in sources.items()}
     new = {(ks.hash, dtypes[t]) for t, ks in sources.items() if not in_memory(ks, dtypes[t])}
     progress = CompileProgress(len(new), kernel_dir() if cache_enabled() else None)
@@ -289,27 +296,36 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
             if fresh:
                 new.discard((ks.hash, dtypes[t]))
                 progress.prepared(KERNEL_STATS.kernels_compiled > compiled)
-            call = ks.function
-            while call in namespace:
-                call += "_"
+            call = _free_name(ks, namespace)
             namespace[call] = fn
             calls[t] = _CompiledKernel(item, ks, call)
             kernels.append(calls[t])
 
     in_place = {d.value: d.target for d in decisions
-                if d.reason in (AssignReason.STORED_IN_PLACE, AssignReason.STORED_IN_BLOCKS)}
+                if d.reason in (AssignReason.STORED_IN_PLACE, AssignReason.UPDATED_IN_PLACE)}
     prebound: list[tuple[str, str]] = []
     body = _run_body(schedule, targets, names, in_place, "o", calls, namespace, prebound)
     run_source = "def run(inputs):\n" + "".join(f"    {line}\n" for line in body)
+    lazy: list[_CompiledKernel] = []
     if in_place:
         # the decisions hold for the arrays they allow to share a target's memory only: other
-        # aliased ones run the copying loop
+        # aliased ones run the copying loop, with the writers that read their own arguments
+        copy_calls = dict(calls)
+        for t, ks in plain.items():
+            if ks.hash != sources[t].hash:
+                copy_calls[t] = _CompiledKernel(schedule.items[t], ks, _free_name(ks, namespace))
+                namespace[copy_calls[t].call_name] = LazyKernel(ks, ks.arg_dtypes, namespace,
+                                                                copy_calls[t].call_name)
+                lazy.append(copy_calls[t])
         shares_of = {d.target: d.shares for d in decisions if d.target in in_place.values()}
+        through_of = {d.target: d.through for d in decisions if d.target in in_place.values()}
         written = tuple(sorted(inputs.index(t) for t in in_place.values()))
         shares = tuple(tuple(sorted(inputs.index(n) for n in shares_of[inputs[k]]))
                        for k in written)
-        guard = f"inputs_share_memory(inputs, {written!r}, {shares!r}, share_memo)"
-        copying = _run_body(schedule, targets, names, {}, "c", calls, namespace, prebound,
+        exact = tuple(tuple(sorted(inputs.index(n) for n in through_of[inputs[k]]
+                                   if n is not inputs[k])) for k in written)
+        guard = f"inputs_share_memory(inputs, {written!r}, {shares!r}, {exact!r}, share_memo)"
+        copying = _run_body(schedule, targets, names, {}, "c", copy_calls, namespace, prebound,
                             keep_copied=False)
         run_source = ("def run(inputs):\n"
                       f"    if {guard}: return run_copying(inputs)\n"
@@ -320,8 +336,33 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
                            list(dict.fromkeys(prebound)))
     program.inputs = inputs
     program.assigns = decisions
+    program.lazy_kernels = lazy
     program.names = names
     return program
+
+
+def _free_name(ks: KernelSource, namespace: dict) -> str:
+    """The kernel's function name, with ``_`` appended until no other name in ``namespace``."""
+    call = ks.function
+    while call in namespace:
+        call += "_"
+    return call
+
+
+class LazyKernel:
+    """A kernel loaded (or compiled) on its first call, which then takes its place in the
+    namespace: the plain writer of an update read through its output, which only a copying run
+    (inputs sharing memory the plan did not allow for) calls."""
+
+    def __init__(self, source: KernelSource, arg_dtypes: tuple[str, ...], namespace: dict,
+                 name: str):
+        self.source, self.arg_dtypes = source, arg_dtypes
+        self._namespace, self._name = namespace, name
+
+    def __call__(self, *args: Any) -> None:
+        fn = load_kernel(self.source, self.arg_dtypes)
+        self._namespace[self._name] = fn
+        fn(*args)
 
 
 def _run_body(schedule: Schedule, targets: dict[int, Node], base_names: dict[Node, str],

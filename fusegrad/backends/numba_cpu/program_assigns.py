@@ -33,9 +33,9 @@ class AssignReason(enum.Enum):
     """Why an assign is stored in place or copied (the value is the words ``describe`` prints)."""
 
     STORED_IN_PLACE = "its value is written straight into the target"
-    STORED_IN_BLOCKS = "its value is written straight into the target by a kernel that " \
-                       "computes each block of elements before it stores them (vectorised " \
-                       "over an array it reads)"
+    UPDATED_IN_PLACE = "its value is written straight into the target by a kernel that reads " \
+                       "the target's old value through the argument it writes (one array: " \
+                       "the loop stays vectorised)"
     VALUE_IS_TARGET = "the value is the target's own"
     VALUE_IS_INPUT = "the value is an input of the program, not written by an item"
     VALUE_IS_RESULT = "the value is also a result of the program"
@@ -45,9 +45,6 @@ class AssignReason(enum.Enum):
     TARGET_READ_LATER = "a later item reads the target's old value"
     WRITER_READS_TARGET_ELSEWHERE = "the writing item reads the target away from the element it " \
                                     "writes"
-    WRITER_WOULD_LOSE_SIMD = "the writing kernel divides or calls a math function per element: " \
-                             "with its output over an array it reads it runs unvectorised, " \
-                             "slower than the copy"
     TARGET_SHARES_A_TARGET = "the target shares memory with another target in this call"
     CHECKED_AFTER_ITEMS = "the program checks indices after its items have run: the targets " \
                           "stay untouched until the check has passed (GPU)"
@@ -66,6 +63,9 @@ class AssignDecision:
         reader: the item (or, for ``TARGET_READ_AT_END``, None) whose read forced the copy.
         shares: the other input leaves the plan allows to be the target's memory (in the
             schedule's input order).
+        through: for ``UPDATED_IN_PLACE``, the leaves the writing kernel reads through its
+            output (the target, or a leaf of ``shares``, which must then be exactly the
+            target's memory in a call that runs in place).
     """
 
     output: int
@@ -75,10 +75,11 @@ class AssignDecision:
     writer: int | None = None
     reader: int | None = None
     shares: tuple[Node, ...] = ()
+    through: tuple[Node, ...] = ()
 
     @property
     def in_place(self) -> bool:
-        return self.reason in (AssignReason.STORED_IN_PLACE, AssignReason.STORED_IN_BLOCKS,
+        return self.reason in (AssignReason.STORED_IN_PLACE, AssignReason.UPDATED_IN_PLACE,
                                AssignReason.VALUE_IS_TARGET)
 
     def describe(self, names: dict[Node, str]) -> str:
@@ -93,26 +94,29 @@ class AssignDecision:
 
 
 def plan_assigns(schedule: Schedule, targets: dict[int, Node], simd: bool = True,
-                 alias: Callable[[Node, Node], bool] | None = None,
-                 blocked: Callable[[int], bool] | None = None, guarded: bool = False
+                 alias: Callable[[Node, Node], bool] | None = None, guarded: bool = False,
+                 same_memory: Callable[[Node, Node], bool] | None = None
                  ) -> list[AssignDecision]:
     """Decide, for each assign output (``targets``: output position -> target leaf), whether the
     item writing its value writes straight into the target.
 
     Args:
-        simd: whether a kernel that would lose its vector loop by writing over what it reads
-            keeps the copy instead (the CPU's concern; a GPU thread reads its element, then
-            writes it, either way).
+        simd: whether a kernel that reads the target it writes reads it through its output
+            (``UPDATED_IN_PLACE``, rendered by ``lowering.through``: over two arguments of one
+            array LLVM's runtime overlap check fails and the loop runs unvectorised; the CPU's
+            concern, a GPU thread reads its element, then writes it, either way).
         alias: ``alias(leaf, target)``: whether a leaf may be the target's memory; by default
             ``may_alias`` (a plan made once for any arrays). A plan made for the arrays of one
             call passes what they are.
-        blocked: ``blocked(item)``: whether that kernel can run in blocks (``render._blocked``),
-            keeping its vector loop over an array it reads: its assign is then stored in place
-            (``STORED_IN_BLOCKS``) where it would lose its vector loop.
         guarded: every run checks which inputs share a target's memory (``inputs_share_memory``
             with the decisions' ``shares``): a leaf read after the value is written, or at the
             end, is then taken to be another array (two parameters of one shape are two arrays)
             and a call in which it is the target's runs the copying loop instead.
+        same_memory: ``same_memory(leaf, target)``: whether a leaf the writer reads is the
+            target's very memory in the call the plan is made for; the writer then reads that
+            leaf through its output too (``AssignDecision.through``), and every run checks that
+            it still is (``inputs_share_memory``'s ``exact``). Without it, only the target
+            itself is read through the output.
     """
     alias = alias or may_alias
     outputs = schedule.outputs
@@ -158,15 +162,21 @@ def plan_assigns(schedule: Schedule, targets: dict[int, Node], simd: bool = True
             reason = AssignReason.TARGET_READ_LATER
         elif w in read_by and not _reads_only_its_own_element(schedule.items[w], same):
             reason = AssignReason.WRITER_READS_TARGET_ELSEWHERE
-        elif simd and w in read_by and not _cheap_per_element(schedule.items[w]):
-            reason = AssignReason.STORED_IN_BLOCKS if blocked is not None and blocked(w) else \
-                AssignReason.WRITER_WOULD_LOSE_SIMD
         else:
             reason = AssignReason.STORED_IN_PLACE
+        through: tuple[Node, ...] = ()
+        if reason is AssignReason.STORED_IN_PLACE and simd and w in read_by:
+            through = tuple(n for n in dict.fromkeys((target, *schedule.inputs))
+                            if w in readers.get(n, ()) and (n is target or (
+                                n in shares and same_memory is not None
+                                and same_memory(n, target))))
+            if through:
+                reason = AssignReason.UPDATED_IN_PLACE
         reader = later[0] if reason is AssignReason.TARGET_READ_LATER else (
             w if reason is AssignReason.WRITER_READS_TARGET_ELSEWHERE else None)
         decisions.append(AssignDecision(i, target, value, reason, w, reader,
-                                        tuple(n for n in schedule.inputs if n in shares)))
+                                        tuple(n for n in schedule.inputs if n in shares),
+                                        through))
     return decisions
 
 
@@ -190,28 +200,18 @@ def _reads_only_its_own_element(item: Kernel | Extern, same: set[Node]) -> bool:
                for node, load in item.loads.items() if load.src in same)
 
 
-# Measured (Adam on a 256x784 float32 update, this machine's LLVM): with outputs over arrays it
-# reads, LLVM's runtime overlap check sends a kernel to its scalar loop; an add/mul update stays
-# memory bound (faster in place than with the copy), one with sqrt and division ran 3x slower
-# than the vectorised kernel plus copies.
-_CHEAP = frozenset({"add", "sub", "mul", "neg", "abs", "maximum", "minimum", "where", "cast",
-                    "detach", "eq", "ne", "lt", "le"})
-
-
-def _cheap_per_element(item: Kernel | Extern) -> bool:
-    """Whether ``item`` is a kernel doing only additions, multiplications, selections and
-    casts (``_CHEAP``) per element."""
-    return isinstance(item, Kernel) and all(n.op in _CHEAP for n in item.body)
-
-
 def inputs_share_memory(inputs: list[np.ndarray], written: tuple[int, ...],
-                        shares: tuple[tuple[int, ...], ...], memo: list | None = None) -> bool:
+                        shares: tuple[tuple[int, ...], ...],
+                        exact: tuple[tuple[int, ...], ...] = (), memo: list | None = None
+                        ) -> bool:
     """Whether the inputs share memory in a way the plan did not allow for: the target of an
     in-place assign (a position in ``written``) sharing its memory owner (the array itself, or
     the array it views) with an input other than those its decision allows (``shares``, one
     tuple of positions per written target: leaves over the same array that only the writing
-    item, or an item before it, reads; an optimizer reads a parameter through one). Called by
-    every run of a program with an in-place assign.
+    item, or an item before it, reads; an optimizer reads a parameter through one), or an input
+    of ``exact`` (one tuple per written target: the leaves its writer reads through its output,
+    ``AssignDecision.through``) that is not the target's very memory. Called by every run of a
+    program with an in-place assign.
 
     ``memo`` (the program's own list) keeps the last answer with the arrays it was given: a
     training step passes the same parameter and state arrays on every call, so the answer is
@@ -227,10 +227,31 @@ def inputs_share_memory(inputs: list[np.ndarray], written: tuple[int, ...],
         for k, owner in enumerate(owners):
             groups.setdefault(owner, []).append(k)
         shared = any(j != k and j not in allowed
-                     for k, allowed in zip(written, shares) for j in groups[owners[k]])
+                     for k, allowed in zip(written, shares) for j in groups[owners[k]]) or \
+            any(owners[j] != owners[k] or not _same_memory(inputs[j], inputs[k])
+                for k, same in zip(written, exact) for j in same)
+    elif any(exact):
+        shared = True   # a leaf read through a target's output is another array
     if memo is not None:
         memo[:] = [ids, tuple(inputs), shared]
     return shared
+
+
+def same_memory_now(leaf: Node, target: Node) -> bool:
+    """Whether two buffer leaves hold the same elements of memory in the call a program is
+    compiled for: one buffer is a view of the other (``Buffer.alias_of``: a detached leaf, or a
+    data-less stand-in of one, ``realize.prepare``), or their host arrays are the same memory."""
+    a, b = leaf.attrs[0], target.attrs[0]
+    if a.root() is b.root():
+        return True
+    return isinstance(a.data, np.ndarray) and isinstance(b.data, np.ndarray) and \
+        _same_memory(a.data, b.data)
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether contiguous arrays ``a`` and ``b`` are the same elements of memory."""
+    return a is b or (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+                      and a.nbytes == b.nbytes and a.dtype == b.dtype)
 
 
 def _owner(array: np.ndarray) -> int:

@@ -39,10 +39,10 @@ from . import eviction
 from .cache import (STATS, _write_atomic, cache_dir, cache_enabled, cache_key, folder_access,
                     kernel_dir, load_kernel)
 from .render import LENGTH_DTYPE, KernelSource, source_hash
-from .program import NumbaProgram, _CompiledKernel, bind_run, parallel_threshold
+from .program import LazyKernel, NumbaProgram, _CompiledKernel, bind_run, parallel_threshold
 from .program_assigns import assign_lines, inputs_share_memory
 
-FORMAT = 4
+FORMAT = 5
 _PREFIX = '{"checksum":"'
 _MIDDLE = '","program":'
 # what compile_schedule puts in every namespace
@@ -159,12 +159,18 @@ def _view_json(view: View) -> dict:
                                                       for m in view.masks]}
 
 
+def _kernel_json(k: _CompiledKernel) -> dict:
+    return {"name": k.source.name, "source": k.source.source, "function": k.source.function,
+            "hash": k.source.hash, "parallel": k.source.parallel, "call": k.call_name,
+            "arg_dtypes": list(k.source.arg_dtypes)}
+
+
 def encode(digest: str, program: NumbaProgram, slots: list[int], seconds: dict[str, float]
            ) -> str | None:
     """The entry text of ``program``, the program of ``digest`` (None if it holds something this
     format cannot keep)."""
     schedule, plan = program.schedule, program.plan
-    calls = {k.call_name for k in program.kernels}
+    calls = {k.call_name for k in (*program.kernels, *program.lazy_kernels)}
     views = {name: v for name, v in program._namespace.items() if isinstance(v, View)}
     if set(program._namespace) != set(_BASE_NAMES) | calls | set(views):
         return None  # a namespace entry this format does not know how to save
@@ -179,11 +185,8 @@ def encode(digest: str, program: NumbaProgram, slots: list[int], seconds: dict[s
         "prebound": [[name, expr] for name, expr in program.prebound],
         "run_source": program.run_source,
         "assigns": assign_lines(program.assigns, program.names),
-        "kernels": [{"name": k.source.name, "source": k.source.source,
-                     "function": k.source.function, "hash": k.source.hash,
-                     "parallel": k.source.parallel, "call": k.call_name,
-                     "arg_dtypes": list(k.source.arg_dtypes)}
-                    for k in program.kernels],
+        "kernels": [_kernel_json(k) for k in program.kernels],
+        "lazy_kernels": [_kernel_json(k) for k in program.lazy_kernels],
         "views": {name: _view_json(v) for name, v in views.items()},
         "facts": {"kernel_count": len(schedule.kernels), "extern_count": len(schedule.externs),
                   "items": len(schedule.items), "inputs": len(program.inputs),
@@ -290,22 +293,30 @@ def rebuild(body: dict, leaf_count: int) -> tuple[StoredProgram, list[int]]:
                     tuple(None if m is None else tuple(_ints(m, 3)) for m in masks))
         _check(type(view.offset) is int and name not in namespace, "bad view")
         namespace[name] = view
-    kernels: list[_CompiledKernel] = []
-    for k in body["kernels"]:
-        ks = KernelSource(k["name"], k["source"], k["function"], k["hash"], bool(k["parallel"]))
-        _check(all(isinstance(x, str) for x in (ks.name, ks.source, ks.function, k["call"]))
-               and ks.function.isidentifier() and k["call"].isidentifier()
-               and source_hash(ks.source) == ks.hash, "bad kernel")
-        dtypes = k["arg_dtypes"]
-        _check(isinstance(dtypes, list) and all(d in DTYPES for d in dtypes[:-1])
-               and (not dtypes or dtypes[-1] in DTYPES or dtypes[-1] == LENGTH_DTYPE),
-               "bad dtypes")
-        _check(k["call"] not in namespace, "kernel name taken twice")
-        namespace[k["call"]] = load_kernel(ks, tuple(dtypes))
-        kernels.append(_CompiledKernel(None, ks, k["call"]))
+    kernels = [_kernel_entry(k, namespace, lazy=False) for k in body["kernels"]]
+    for k in body["lazy_kernels"]:
+        _kernel_entry(k, namespace, lazy=True)
     _check(len(kernels) == facts["kernel_count"], "kernel count mismatch")
     plan = StoredPlan(blocks, temps, facts["no_reuse_bytes"])
     return StoredProgram(kernels, plan, run_source, namespace, prebound, facts, assigns), slots
+
+
+def _kernel_entry(k: dict, namespace: dict, lazy: bool) -> _CompiledKernel:
+    """The kernel of an entry's record, bound in ``namespace`` under its call name: loaded now,
+    or on its first call (``lazy``: a copying run's plain writer, ``program.LazyKernel``)."""
+    ks = KernelSource(k["name"], k["source"], k["function"], k["hash"], bool(k["parallel"]))
+    _check(all(isinstance(x, str) for x in (ks.name, ks.source, ks.function, k["call"]))
+           and ks.function.isidentifier() and k["call"].isidentifier()
+           and source_hash(ks.source) == ks.hash, "bad kernel")
+    dtypes = k["arg_dtypes"]
+    _check(isinstance(dtypes, list) and all(d in DTYPES for d in dtypes[:-1])
+           and (not dtypes or dtypes[-1] in DTYPES or dtypes[-1] == LENGTH_DTYPE),
+           "bad dtypes")
+    _check(k["call"] not in namespace, "kernel name taken twice")
+    call = k["call"]
+    namespace[call] = LazyKernel(ks, tuple(dtypes), namespace, call) if lazy else \
+        load_kernel(ks, tuple(dtypes))
+    return _CompiledKernel(None, ks, call)
 
 
 def load(digest: str, leaf_count: int) -> tuple[StoredProgram, list[int]] | None:
