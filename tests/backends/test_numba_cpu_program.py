@@ -176,3 +176,53 @@ def test_a_transposed_operand_of_many_products_is_made_contiguous_once(builder, 
     assert len(staged) == (products >= STAGE_MIN_PRODUCTS)
     # the products read the transposed view itself, or only the staging copy does
     assert program.run_source.count("np.ndarray(") == (1 if staged else products)
+
+
+@pytest.mark.parametrize("read_after", [False, True])
+def test_pieces_of_a_concatenation_along_its_first_axis_are_written_in_place(
+        builder, leaf, check, rng, read_after):
+    """Each piece is a slice of the result's block (a recurrent layer's per-step gradients
+    stacked for one weight-gradient product): the concatenation copies nothing; a piece read
+    after it keeps its value there."""
+    x = leaf(rng.standard_normal((2, 3)).astype(np.float32))
+    pieces = [ops.unary("exp", x), ops.unary("neg", x), ops.unary("sin", x)]
+    stacked = ops.concat(pieces, 0)
+    y = ops.reduce("sum", stacked, (0,))
+    outputs = [y]
+    b = builder([x])
+    for k, p in enumerate(pieces):
+        b.kernel(f"k_piece{k}", [p], p.shape)
+    b.extern("concat", stacked)
+    b.kernel("k_sum", [y], (6, 3), (0,))
+    if read_after:
+        late = ops.binary("mul", pieces[1], ops.const(2.0, (2, 3), "float32"))
+        b.kernel("k_late", [late], late.shape)
+        outputs.append(late)
+    schedule = b.schedule(outputs)
+    plan = plan_buffers(schedule)
+    assert plan.placed == {3}
+    assert [plan.offset_of[p] for p in pieces] == [0, 6, 12]
+    assert len({plan.block_of[n] for n in (*pieces, stacked)}) == 1
+    program = check(schedule)
+    assert "its pieces were written in place" in program.run_source
+    assert "np.concatenate" not in program.run_source
+    assert "from element 6" in program.describe()
+
+
+def test_a_concatenation_along_a_later_axis_or_of_an_input_copies(builder, leaf, check, rng):
+    x = leaf(rng.standard_normal((2, 3)).astype(np.float32))
+    e = ops.unary("exp", x)
+    across = ops.concat([e, ops.unary("neg", x)], 1)     # pieces strided in the result
+    with_input = ops.concat([ops.unary("sin", x), x], 0)
+    b = builder([x])
+    b.kernel("k_exp", [e], e.shape)
+    b.kernel("k_neg", [across.inputs[1]], (2, 3))
+    b.extern("concat", across)
+    b.kernel("k_sin", [with_input.inputs[0]], (2, 3))
+    b.extern("concat", with_input)
+    y = ops.binary("add", ops.reshape(across, (4, 3)), with_input)
+    b.kernel("k_add", [y], (4, 3))
+    schedule = b.schedule([y])
+    assert plan_buffers(schedule).placed == set()
+    program = check(schedule)
+    assert program.run_source.count("np.concatenate") == 2

@@ -11,6 +11,7 @@ and outputs (their arrays change from call to call).
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -56,15 +57,21 @@ class BufferPlan:
 
     Attributes:
         nodes: the intermediates, in the order their items run.
-        block_of: block index of each intermediate (it uses the block's first ``node.size``).
+        block_of: block index of each intermediate (it uses ``node.size`` elements of the block
+            from ``offset_of``, 0 unless placed in a concatenation).
         blocks: (dtype, elements) of each block.
         live: (defining item, last reading item) of each intermediate.
+        offset_of: the element each piece of a placed concatenation starts at in its block.
+        placed: the concat items whose pieces are all written where the concatenation keeps
+            them (``place_concats``): the item itself copies nothing.
     """
 
     nodes: list[Node] = field(default_factory=list)
     block_of: dict[Node, int] = field(default_factory=dict)
     blocks: list[tuple[str, int]] = field(default_factory=list)
     live: dict[Node, tuple[int, int]] = field(default_factory=dict)
+    offset_of: dict[Node, int] = field(default_factory=dict)
+    placed: set[int] = field(default_factory=set)
 
     @property
     def total_bytes(self) -> int:
@@ -74,36 +81,104 @@ class BufferPlan:
     def no_reuse_bytes(self) -> int:
         return sum(to_numpy(n.dtype).itemsize * n.size for n in self.nodes)
 
+    def temps(self) -> list[tuple[int, int, int]]:
+        """(block, elements, offset) of each intermediate, in ``nodes`` order."""
+        return [(self.block_of[n], n.size, self.offset_of.get(n, 0)) for n in self.nodes]
+
+
+def place_concats(schedule: Schedule) -> dict[int, dict[Node, int]]:
+    """The concatenations whose pieces can be written where the result keeps them: concat item
+    -> {piece: its first element in the result}.
+
+    A concatenation along its first axis of size over 1 (each piece one contiguous run of the
+    result) whose result is an intermediate, each of whose pieces is an intermediate read whole
+    and in order (a contiguous view of all its elements), of the result's dtype, in no other
+    placed concatenation and once in this one. Such pieces (a recurrent layer's per-step
+    gradients, stacked for the weight gradient's product) become slices of the result's block,
+    and the concatenation copies nothing."""
+    outputs, inputs = set(schedule.outputs), set(schedule.inputs)
+    written = {n for item in schedule.items
+               for n in (item.outputs if isinstance(item, Kernel) else (item.node,))}
+    taken: set[Node] = set()
+    found: dict[int, dict[Node, int]] = {}
+    for t, item in enumerate(schedule.items):
+        if not isinstance(item, Extern) or item.node.op != "concat":
+            continue
+        node, axis = item.node, item.node.attrs[0]
+        if node in outputs or node in inputs or math.prod(node.shape[:axis]) != 1:
+            continue
+        offsets: dict[Node, int] = {}
+        at = 0
+        for load in item.loads:
+            src, view = load.src, load.view
+            if (src in outputs or src in inputs or src not in written or src in taken
+                    or src in offsets or src is node or src.dtype != node.dtype
+                    or view != View.contiguous(view.shape)
+                    or math.prod(view.shape) != src.size):
+                break
+            offsets[src] = at
+            at += src.size
+        else:
+            if at == node.size:
+                found[t] = offsets
+                taken.update(offsets)
+    return found
+
 
 def plan_buffers(schedule: Schedule) -> BufferPlan:
     """Give each intermediate a block: a free block of its dtype that is large enough (the smallest
-    such), else a new one. A block is free once the last item reading its current owner has run."""
+    such), else a new one. A block is free once the last item reading its current owner has run.
+    The pieces of a placed concatenation (``place_concats``) are slices of the result's block,
+    which is taken when the first piece is written and kept until the last read of any of them."""
     outputs, inputs = set(schedule.outputs), set(schedule.inputs)
     last_read: dict[Node, int] = {}
     for t, item in enumerate(schedule.items):
         loads = item.loads.values() if isinstance(item, Kernel) else item.loads
         for load in loads:
             last_read[load.src] = t
+    concats = place_concats(schedule)
+    whole: dict[Node, Node] = {}   # piece -> the concatenation it is placed in
+    for t, offsets in concats.items():
+        for piece in offsets:
+            whole[piece] = schedule.items[t].node
+    group_end = {schedule.items[t].node: t for t in concats}
+    for piece, result in whole.items():
+        group_end[result] = max(group_end[result], last_read.get(piece, 0),
+                                last_read.get(result, 0))
     plan = BufferPlan()
+    plan.placed = set(concats)
+    for offsets in concats.values():
+        plan.offset_of.update(offsets)
     free: list[int] = []
     release: dict[int, list[int]] = {}
+
+    def take(node: Node, t: int, end: int) -> int:
+        fits = [b for b in free if plan.blocks[b][0] == node.dtype and plan.blocks[b][1] >= node.size]
+        if fits:
+            block = min(fits, key=lambda b: plan.blocks[b][1])
+            free.remove(block)
+        else:
+            block = len(plan.blocks)
+            plan.blocks.append((node.dtype, node.size))
+        release.setdefault(max(end, t), []).append(block)
+        return block
+
     for t, item in enumerate(schedule.items):
         written = item.outputs if isinstance(item, Kernel) else (item.node,)
         for node in written:
-            if node in outputs or node in inputs or node in plan.block_of:
+            if node in outputs or node in inputs or node in plan.live:
                 continue
-            fits = [b for b in free if plan.blocks[b][0] == node.dtype and plan.blocks[b][1] >= node.size]
-            if fits:
-                block = min(fits, key=lambda b: plan.blocks[b][1])
-                free.remove(block)
+            result = whole.get(node)
+            if node in plan.block_of:
+                pass   # a placed concatenation's result: its block was taken by its first piece
+            elif result is not None:
+                if result not in plan.block_of:
+                    plan.block_of[result] = take(result, t, group_end[result])
+                plan.block_of[node] = plan.block_of[result]
             else:
-                block = len(plan.blocks)
-                plan.blocks.append((node.dtype, node.size))
+                plan.block_of[node] = take(node, t, last_read.get(node, t))
             plan.nodes.append(node)
-            plan.block_of[node] = block
-            end = max(last_read.get(node, t), t)
-            plan.live[node] = (t, end)
-            release.setdefault(end, []).append(block)
+            plan.live[node] = (t, max(last_read.get(node, t), t))
         free.extend(release.pop(t, []))
     return plan
 
@@ -153,8 +228,7 @@ class NumbaProgram:
         """
         # First call: allocate the planned blocks, then replace this method by the generated loop.
         p = self.plan
-        self.run = bind_run(self._namespace, p.blocks, [(p.block_of[n], n.size) for n in p.nodes],
-                            self.prebound, self.run_source)
+        self.run = bind_run(self._namespace, p.blocks, p.temps(), self.prebound, self.run_source)
         return self.run(inputs)
 
     def describe(self) -> str:
@@ -176,29 +250,31 @@ class NumbaProgram:
                      f"{p.total_bytes} B (without reuse {p.no_reuse_bytes} B)")
         for j, node in enumerate(p.nodes):
             first, last = p.live[node]
-            lines.append(f"  t{j}: {node.type_str} in block{p.block_of[node]} "
+            at = f" from element {p.offset_of[node]}" if node in p.offset_of else ""
+            lines.append(f"  t{j}: {node.type_str} in block{p.block_of[node]}{at} "
                          f"(written by item {first}, last read by item {last})")
         lines.extend(assign_lines(self.assigns, self.names))
         lines.append(self.run_source.rstrip())
         return "\n".join(lines)
 
 
-def bind_run(ns: dict, blocks: list[tuple[str, int]], temps: list[tuple[int, int]],
+def bind_run(ns: dict, blocks: list[tuple[str, int]], temps: list[tuple[int, int, int]],
              prebound: list[tuple[str, str]], run_source: str):
     """The generated ``run`` function, bound in ``ns`` to freshly allocated buffers.
 
     Args:
         ns: the program's namespace (numpy, extern helpers, kernel dispatchers, masked views).
         blocks: (dtype, elements) of each planned block, bound as ``block{i}``.
-        temps: (block, elements) of each intermediate ``t{j}``: the block's first elements.
+        temps: (block, elements, offset) of each intermediate ``t{j}``: those elements of the
+            block from ``offset`` on.
         prebound: (name, expression) of what is made once: views of planned buffers, and the
             arrays of values that are only copied into an assign's target.
         run_source: the text of ``def run(inputs): ...``.
     """
     for i, (dtype, size) in enumerate(blocks):
         ns[f"block{i}"] = np.empty(size, to_numpy(dtype))
-    for j, (block, size) in enumerate(temps):
-        ns[f"t{j}"] = ns[f"block{block}"][:size]
+    for j, (block, size, offset) in enumerate(temps):
+        ns[f"t{j}"] = ns[f"block{block}"][offset:offset + size]
     for name, expr in prebound:  # numpy views of the program's own buffers, made once
         ns[name] = eval(expr, ns)
     exec(compile(run_source, "<fusegrad run>", "exec"), ns)  # noqa: S102 - our generated loop
@@ -304,7 +380,8 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
     in_place = {d.value: d.target for d in decisions
                 if d.reason in (AssignReason.STORED_IN_PLACE, AssignReason.UPDATED_IN_PLACE)}
     prebound: list[tuple[str, str]] = []
-    body = _run_body(schedule, targets, names, in_place, "o", calls, namespace, prebound)
+    body = _run_body(schedule, targets, names, in_place, "o", calls, namespace, prebound,
+                     placed=plan.placed)
     run_source = "def run(inputs):\n" + "".join(f"    {line}\n" for line in body)
     lazy: list[_CompiledKernel] = []
     if in_place:
@@ -326,7 +403,7 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
                                    if n is not inputs[k])) for k in written)
         guard = f"inputs_share_memory(inputs, {written!r}, {shares!r}, {exact!r}, share_memo)"
         copying = _run_body(schedule, targets, names, {}, "c", copy_calls, namespace, prebound,
-                            keep_copied=False)
+                            keep_copied=False, placed=plan.placed)
         run_source = ("def run(inputs):\n"
                       f"    if {guard}: return run_copying(inputs)\n"
                       + "".join(f"    {line}\n" for line in body)
@@ -367,8 +444,8 @@ class LazyKernel:
 
 def _run_body(schedule: Schedule, targets: dict[int, Node], base_names: dict[Node, str],
               in_place: dict[Node, Node], prefix: str, calls: dict[int, _CompiledKernel],
-              namespace: dict, prebound: list[tuple[str, str]], keep_copied: bool = True
-              ) -> list[str]:
+              namespace: dict, prebound: list[tuple[str, str]], keep_copied: bool = True,
+              placed: set[int] = frozenset()) -> list[str]:
     """The lines of one generated run function.
 
     Args:
@@ -380,6 +457,7 @@ def _run_body(schedule: Schedule, targets: dict[int, Node], base_names: dict[Nod
         prebound: what is made once (appended to).
         keep_copied: allocate the arrays of values that are only copied into a target once,
             for every run (False for the copying loop that runs only on aliased inputs).
+        placed: concat items whose pieces were written in place (``BufferPlan.placed``).
     """
     names = dict(base_names)
     for value, target in in_place.items():
@@ -423,6 +501,9 @@ def _run_body(schedule: Schedule, targets: dict[int, Node], base_names: dict[Nod
             args = ", ".join([operand(n, base) for n, base in ck.source.operands]
                              + ([] if ck.source.extent is None else [str(ck.source.extent)]))
             body.append(f"{ck.call_name}({args})  # [{t}]")
+            continue
+        if t in placed:
+            body.append(f"pass  # [{t}] extern {item.name}: its pieces were written in place")
             continue
         for load in item.loads:
             key = (load.src, load.view)

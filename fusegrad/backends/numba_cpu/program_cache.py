@@ -98,7 +98,7 @@ class StoredPlan:
     """The buffer plan of a program read from disk: blocks and where each intermediate lives."""
 
     blocks: list[tuple[str, int]] = field(default_factory=list)
-    temps: list[tuple[int, int]] = field(default_factory=list)   # (block, elements) of t_j
+    temps: list[tuple[int, int, int]] = field(default_factory=list)  # (block, elements, offset)
     no_reuse_bytes: int = 0
 
     @property
@@ -181,7 +181,7 @@ def encode(digest: str, program: NumbaProgram, slots: list[int], seconds: dict[s
         "compiler": compiler_fingerprint(),
         "slots": list(slots),
         "blocks": [[dt, n] for dt, n in plan.blocks],
-        "temps": [[plan.block_of[n], n.size] for n in plan.nodes],
+        "temps": [list(entry) for entry in plan.temps()],
         "prebound": [[name, expr] for name, expr in program.prebound],
         "run_source": program.run_source,
         "assigns": assign_lines(program.assigns, program.names),
@@ -267,9 +267,10 @@ def rebuild(body: dict, leaf_count: int) -> tuple[StoredProgram, list[int]]:
         blocks.append((entry[0], entry[1]))
     temps = []
     for entry in body["temps"]:
-        block, size = _ints(entry, 2)
-        _check(0 <= block < len(blocks) and 0 <= size <= blocks[block][1], "bad intermediate")
-        temps.append((block, size))
+        block, size, offset = _ints(entry, 3)
+        _check(0 <= block < len(blocks) and 0 <= offset and 0 <= size
+               and offset + size <= blocks[block][1], "bad intermediate")
+        temps.append((block, size, offset))
     prebound = []
     for entry in body["prebound"]:
         _check(isinstance(entry, list) and len(entry) == 2

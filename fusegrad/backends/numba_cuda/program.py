@@ -105,8 +105,8 @@ class CudaProgram:
     # ------------------------------------------------------------------ first run of a kind
     def _prepare(self) -> None:
         blocks = [device_empty(n, dt) for dt, n in self.plan.blocks]
-        for node in self.plan.nodes:
-            self._blocks[node] = blocks[self.plan.block_of[node]][:node.size]
+        for node, (block, size, offset) in zip(self.plan.nodes, self.plan.temps()):
+            self._blocks[node] = blocks[block][offset:offset + size]
         if self.checks:
             self._error = to_device(np.zeros(1, np.int32))
 
