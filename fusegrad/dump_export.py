@@ -1,9 +1,9 @@
 """``fusegrad dump`` as data: JSON (schema below), Graphviz DOT built from it, SVG through ``dot``.
 
-JSON document, version 2 (:data:`SCHEMA` is the same as a JSON Schema; ``docs/dump-schema.md``
+JSON document, version 3 (:data:`SCHEMA` is the same as a JSON Schema; ``docs/dump-schema.md``
 explains every field)::
 
-    {"schema": "fusegrad-dump", "version": 2, "target": str, "backend": str,
+    {"schema": "fusegrad-dump", "version": 3, "target": str, "backend": str,
      "stages_shown": [stage, ...], "graph": "traced" | "optimized" | "fused" | null,
      "stages": [{"name", "made_by", "seconds", "nodes", "nodes_before", "folded", "kernels",
                  "externs", "buffer_bytes", "buffer_bytes_no_reuse"}, ...],
@@ -16,7 +16,7 @@ explains every field)::
      "kernels": [{"name", "kind", "op", "shape", "reduce_axes", "writes", "reads", "body",
                   "notes", "decisions", "source"}, ...],
      "decisions": [{"kind", "rule", "message", "nodes", "refusals", "readers", "via"}, ...],
-     "buffers": [{"node", "role", "type", "bytes", "block"}, ...],
+     "buffers": [{"node", "role", "type", "bytes", "block", "offset"}, ...],
      "provenance": [{"loc", "nodes"}, ...]}
 
 ``graph`` names the graph ``nodes``/``edges`` hold: ``fused`` (what the schedule computes: the
@@ -42,7 +42,7 @@ from .ir.graph import toposort
 from .ir.node import Node
 from .ir.schedule import Extern, Kernel, Schedule, format_view, schedule_node_ids
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _INT = {"type": "integer", "minimum": 0}
 _IDS = {"type": "array", "items": _INT}
@@ -105,7 +105,8 @@ SCHEMA: dict[str, Any] = {
         "decisions": _DECISIONS,
         "buffers": {"type": "array", "items": _object({
             "node": _INT, "role": {"enum": ["input", "output", "intermediate"]},
-            "type": {"type": "string"}, "bytes": _INT, "block": _OPT_INT})},
+            "type": {"type": "string"}, "bytes": _INT, "block": _OPT_INT,
+            "offset": _OPT_INT})},
         "provenance": {"type": "array", "items": _object(
             {"loc": {"type": "string"}, "nodes": _IDS})},
     }),
@@ -245,7 +246,8 @@ def _buffers(report: Any, ids: dict[Node, int]) -> list[dict[str, Any]]:
 
     def entry(n: Node, role: str, block: int | None) -> dict[str, Any]:
         return {"node": ids[n], "role": role, "type": n.type_str,
-                "bytes": n.size * to_numpy(n.dtype).itemsize, "block": block}
+                "bytes": n.size * to_numpy(n.dtype).itemsize, "block": block,
+                "offset": None if block is None else plan.offset_of.get(n, 0)}
 
     rows = [entry(n, "input", None) for n in schedule.inputs]
     rows += [entry(n, "output", None) for n in dict.fromkeys(schedule.outputs)]

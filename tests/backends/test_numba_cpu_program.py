@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from parity import using_backend
 
+import fusegrad as fg
 from fusegrad.backends.numba_cpu import STATS, compile_schedule
 from fusegrad.backends.numba_cpu.program import STAGE_MIN_PRODUCTS, plan_buffers
 from fusegrad.ir import ops
@@ -226,3 +228,40 @@ def test_a_concatenation_along_a_later_axis_or_of_an_input_copies(builder, leaf,
     assert plan_buffers(schedule).placed == set()
     program = check(schedule)
     assert program.run_source.count("np.concatenate") == 2
+
+
+@pytest.mark.parametrize("inner_first", [True, False])
+def test_a_concatenation_of_a_placed_concatenation_copies_it(builder, leaf, check, rng,
+                                                             inner_first):
+    """The inner result has a block of its own, so the outer concatenation copies it (and its
+    other pieces): a placed result is no piece."""
+    x = leaf(rng.standard_normal((2, 3)).astype(np.float32))
+    p0, p1, q = ops.unary("exp", x), ops.unary("neg", x), ops.unary("sin", x)
+    inner = ops.concat([p0, p1], 0)
+    outer = ops.concat([inner, q] if inner_first else [q, inner], 0)
+    y = ops.reduce("sum", outer, (1,))
+    b = builder([x])
+    for k, p in enumerate((p0, p1, q)):
+        b.kernel(f"k_piece{k}", [p], p.shape)
+    b.extern("concat", inner)
+    b.extern("concat", outer)
+    b.kernel("k_sum", [y], (6, 3), (1,))
+    schedule = b.schedule([y])
+    plan = plan_buffers(schedule)
+    assert plan.placed == {3}
+    assert outer not in plan.offset_of and inner not in plan.offset_of
+    program = check(schedule)
+    assert program.run_source.count("np.concatenate") == 1
+
+
+def test_nested_cats_of_tensors_match_numpy():
+    """Each inner concatenation is placed; the outer one copies their results."""
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((2, 3)).astype(np.float32) for _ in range(8)]
+    with using_backend("numba_cpu"):
+        y = (fg.cat([fg.cat([(fg.tensor(x) * (0.5 * k + 1)).exp() for k in range(8)], 0)
+                     for x in xs], 0) * 2.0).sum(1)
+        got = y.numpy()
+    rows = [np.exp(x * np.float32(0.5 * k + 1)) for x in xs for k in range(8)]
+    want = (np.concatenate(rows, 0) * 2).sum(1)
+    np.testing.assert_allclose(got, want, rtol=1e-5)

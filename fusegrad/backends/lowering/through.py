@@ -4,7 +4,8 @@ An optimizer's update reads a parameter (and its moments) at each element and wr
 value into the same array (``numba_cpu/program_assigns.py``). Given as two arguments, the input
 and the output are two pointers to LLVM, which checks at run time whether their ranges overlap
 before it runs the vector loop; they overlap wholly, so the kernel runs its scalar loop (SGD's
-update of 200K float32 elements: 0.17 ms against 0.06 ms vectorised, on AVX-512). Read through
+update of 200K float32 elements, on AVX-512: 0.17 ms against 0.06 ms read through its output
+when timed alone; 0.27 against 0.12 ms inside mlp_b64's compiled step). Read through
 the output argument itself, each element is loaded, then stored at the same address in the same
 iteration, a dependence LLVM sees needs no check.
 
