@@ -32,8 +32,7 @@ from . import externs
 from .cache import STATS as KERNEL_STATS, cache_enabled, in_memory, kernel_dir, load_kernel
 from .fpenv import flushing
 from .program_assigns import (AssignDecision, AssignReason, assign_lines, inputs_share_memory,
-                              same_memory_now,
-                              plan_assigns)
+                              plan_assigns, same_memory_now)
 from .progress import CompileProgress
 from .render import KernelSource, kernel_source
 from .workers import MIN_KERNELS, compile_ahead
@@ -95,9 +94,9 @@ def place_concats(schedule: Schedule) -> dict[int, dict[Node, int]]:
     A concatenation along its first axis of size over 1 (each piece one contiguous run of the
     result) whose result is an intermediate, each of whose pieces is an intermediate read whole
     and in order (a contiguous view of all its elements), of the result's dtype, in no other
-    placed concatenation (nor the result of one) and once in this one. Such pieces (a recurrent layer's per-step
-    gradients, stacked for the weight gradient's product) become slices of the result's block,
-    and the concatenation copies nothing."""
+    placed concatenation (nor the result of one) and once in this one. Such pieces (a recurrent
+    layer's per-step gradients, stacked for the weight gradient's product) become slices of the
+    result's block, and the concatenation copies nothing."""
     outputs, inputs = set(schedule.outputs), set(schedule.inputs)
     written = set(schedule.materialised())
     taken: set[Node] = set()     # pieces and results of the concatenations placed so far
