@@ -67,6 +67,17 @@ def test_x_times_zero_survives_the_pipeline(f32):
     assert out.outputs[0].op == "mul"
 
 
+def test_x_to_the_power_one_keeps_its_comparisons(leaf, same_values):
+    """``x ** 1 -> x`` is exact, and so is the reference's float32 power (numpy's own vectorised
+    float32 power gives 1.1890622 for ``1.1890624 ** 1.0``, which made ``x ** 1 < x`` true once)."""
+    x = leaf(np.array([[1.1890624, 0.5, 3.0], [-2.0, 0.0, 1e-3]], np.float32))
+    p = ops.binary("pow", x, c(1.0))
+    graph = Graph((p, ops.binary("lt", p, x)))
+    out, _ = optimize(graph)
+    assert out.outputs[0] is x
+    same_values(graph, out)
+
+
 # ----------------------------------------------------------------------------- random graphs
 _CONSTS = (0.0, 1.0, 2.0, -1.0, 0.5)
 _UNARY = ("neg", "exp", "abs", "tanh", "sin", "detach")
