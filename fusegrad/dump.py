@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .backends.numba_cpu.program import concat_lines
 from .backends.numba_cpu.program_assigns import assign_lines
 from .backends.pipeline import CompileReport, bypass_program_cache, full_report
 from .dump_target import Target, TargetError, run_step
@@ -205,6 +206,10 @@ def format_text(dump: Dump, stages: list[str] | None = None) -> str:
             if assigns:
                 out.append("# assigns: planned by codegen (in place, or copied at the end of "
                            "the run)\n" + "\n".join(assigns))
+            concats = concat_lines(report.schedule, report.program.plan)
+            if concats:
+                out.append("# concatenations: placed by the buffer plan (each piece a slice of "
+                           "the result's block)\n" + "\n".join(concats))
         else:
             out.append("# generated source: none (the interpreter backend generates no code)")
     return "\n\n".join(out)

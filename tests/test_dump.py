@@ -307,3 +307,28 @@ def test_svg_with_graphviz(capsys, tmp_path):
     assert code == 0, err
     root = ET.parse(tmp_path / "mlp.svg").getroot()
     assert root.tag.endswith("svg") and "k0_matmul" in (tmp_path / "mlp.svg").read_text()
+
+
+CAT_FILE = '''
+import fusegrad as torch
+import fusegrad.nn as nn
+
+
+class Cat(nn.Module):
+    def forward(self, x):
+        return torch.cat([(x * (k + 1)).exp() for k in range(12)], 0).sum(0)
+
+
+def forward():
+    return Cat(), torch.randn(4, 6)
+'''
+
+
+def test_a_placed_concatenation_is_shown(capsys, tmp_path):
+    """The buffer plan's decision to write a concatenation's pieces in place is in the dump."""
+    path = tmp_path / "cat_model.py"
+    path.write_text(CAT_FILE)
+    code, out, err = _cli(capsys, f"{path}:forward", "--stage", "source")
+    assert code == 0, err
+    assert "# concatenations: placed by the buffer plan" in out
+    assert re.search(r"\[\d+\] k\d+_concat_48x6: 12 pieces written into its block", out)

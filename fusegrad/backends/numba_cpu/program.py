@@ -126,6 +126,16 @@ def place_concats(schedule: Schedule) -> dict[int, dict[Node, int]]:
     return found
 
 
+def concat_lines(schedule: Schedule | None, plan: Any) -> list[str]:
+    """The placed concatenations of a program's plan (``place_concats``), a line each, for
+    ``fusegrad dump``; none for a plan without them (or without its Schedule)."""
+    placed = sorted(getattr(plan, "placed", ()))
+    if schedule is None or not placed:
+        return []
+    return [f"  [{t}] {schedule.items[t].name}: {len(schedule.items[t].loads)} pieces written "
+            f"into its block by the items computing them (no copy)" for t in placed]
+
+
 def plan_buffers(schedule: Schedule) -> BufferPlan:
     """Give each intermediate a block: a free block of its dtype that is large enough (the smallest
     such), else a new one. A block is free once the last item reading its current owner has run.
