@@ -34,7 +34,7 @@ from .fpenv import flushing
 from .program_assigns import (AssignDecision, AssignReason, assign_lines, inputs_share_memory,
                               plan_assigns, same_memory_now)
 from .progress import CompileProgress
-from .render import KernelSource, kernel_source
+from .render import KernelSource, kernel_source, update_sources
 from .workers import MIN_KERNELS, compile_ahead
 
 # Off unless asked for. Measured on the 2-core CI machines: a prange kernel beside OpenBLAS's
@@ -180,13 +180,11 @@ def plan_buffers(schedule: Schedule) -> BufferPlan:
             if node in outputs or node in inputs or node in plan.live:
                 continue
             result = whole.get(node)
-            if node in plan.block_of:
-                pass   # a placed concatenation's result: its block was taken by its first piece
-            elif result is not None:
+            if result is not None:   # a piece: the first one takes its concatenation's block
                 if result not in plan.block_of:
                     plan.block_of[result] = take(result, t, group_end[result])
                 plan.block_of[node] = plan.block_of[result]
-            else:
+            elif node not in plan.block_of:   # (a placed result has its block already)
                 plan.block_of[node] = take(node, t, last_read.get(node, t))
             plan.nodes.append(node)
             plan.live[node] = (t, max(last_read.get(node, t), t))
@@ -354,18 +352,20 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
                        "share_memo": [None, None, False]}
     kernels: list[_CompiledKernel] = []
     calls: dict[int, _CompiledKernel] = {}
-    parallel = {t: kernel_work(item) > threshold for t, item in enumerate(schedule.items)
-                if isinstance(item, Kernel)}
-    sources = {t: kernel_source(schedule.items[t], par) for t, par in parallel.items()}
     decisions = plan_assigns(schedule, targets, guarded=True, same_memory=same_memory_now)
     through: dict[int, dict[Node, Node]] = {}
     for d in decisions:
         if d.reason is AssignReason.UPDATED_IN_PLACE:
             through.setdefault(d.writer, {}).update(dict.fromkeys(d.through, d.value))
+    sources: dict[int, KernelSource] = {}
     plain: dict[int, KernelSource] = {}   # the writers as the copying loop runs them
-    for t, pairs in through.items():
-        plain[t] = sources[t]
-        sources[t] = kernel_source(schedule.items[t], parallel[t], through=pairs)
+    for t, item in enumerate(schedule.items):
+        if isinstance(item, Kernel):
+            parallel = kernel_work(item) > threshold
+            if t in through:
+                sources[t], plain[t] = update_sources(item, parallel, through[t])
+            else:
+                sources[t] = kernel_source(item, parallel)
     dtypes = {t: ks.arg_dtypes for t, ks in sources.items()}
     new = {(ks.hash, dtypes[t]) for t, ks in sources.items() if not in_memory(ks, dtypes[t])}
     progress = CompileProgress(len(new), kernel_dir() if cache_enabled() else None)
@@ -405,13 +405,13 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
                 namespace[copy_calls[t].call_name] = LazyKernel(ks, ks.arg_dtypes, namespace,
                                                                 copy_calls[t].call_name)
                 lazy.append(copy_calls[t])
-        shares_of = {d.target: d.shares for d in decisions if d.target in in_place.values()}
-        through_of = {d.target: d.through for d in decisions if d.target in in_place.values()}
+        decision_of = {d.target: d for d in decisions if d.target in in_place.values()}
         written = tuple(sorted(inputs.index(t) for t in in_place.values()))
-        shares = tuple(tuple(sorted(inputs.index(n) for n in shares_of[inputs[k]]))
-                       for k in written)
-        exact = tuple(tuple(sorted(inputs.index(n) for n in through_of[inputs[k]]
-                                   if n is not inputs[k])) for k in written)
+
+        def positions(leaves: tuple[Node, ...], target: Node) -> tuple[int, ...]:
+            return tuple(sorted(inputs.index(n) for n in leaves if n is not target))
+        shares = tuple(positions(decision_of[inputs[k]].shares, inputs[k]) for k in written)
+        exact = tuple(positions(decision_of[inputs[k]].through, inputs[k]) for k in written)
         guard = f"inputs_share_memory(inputs, {written!r}, {shares!r}, {exact!r}, share_memo)"
         copying = _run_body(schedule, targets, names, {}, "c", copy_calls, namespace, prebound,
                             keep_copied=False, placed=plan.placed)

@@ -73,18 +73,29 @@ class KernelSource:
 LENGTH_DTYPE = "intp"
 
 
-def kernel_source(kernel: Kernel, parallel: bool, through: dict[Node, Node] | None = None
-                  ) -> KernelSource:
+def kernel_source(kernel: Kernel, parallel: bool) -> KernelSource:
     """Generate the Numba module for ``kernel``.
 
     Args:
         kernel: a Kernel of a Schedule (see ir/schedule.py for the contract).
         parallel: put ``prange`` on the outermost loop and compile with ``parallel=True``. Ignored
             when the kernel has no outer loop (a reduction to a single value).
-        through: input node -> output node of an update in place: the kernel reads the input
-            through that output's argument (``lowering.through``), which must then be the
-            input's memory. For inputs read only at the element the kernel writes.
     """
+    return _source(kernel, *_lowered(kernel, parallel))
+
+
+def update_sources(kernel: Kernel, parallel: bool, through: dict[Node, Node]
+                   ) -> tuple[KernelSource, KernelSource]:
+    """The module of an update in place, ``kernel`` reading each input node of ``through``
+    through the argument of the output node it maps to (``lowering.through``; run only with
+    that output being the input's memory), and the plain module (``kernel_source``), from one
+    lowering. For inputs read only at the element the kernel writes."""
+    nest, extent = _lowered(kernel, parallel)
+    return _source(kernel, read_through(nest, through), extent), _source(kernel, nest, extent)
+
+
+def _lowered(kernel: Kernel, parallel: bool) -> tuple[LoopNest, int | None]:
+    """``kernel``'s loop nest as rendered, and its length if it takes it (``size_free_extent``)."""
     nest = jam(lower(kernel, parallel, cpu=True))
     extent = size_free_extent(nest)
     if extent is not None:
@@ -92,8 +103,10 @@ def kernel_source(kernel: Kernel, parallel: bool, through: dict[Node, Node] | No
                                                        nest.function, count=1)))
     else:
         nest = split(nest)
-    if through:
-        nest = read_through(nest, through)
+    return nest, extent
+
+
+def _source(kernel: Kernel, nest: LoopNest, extent: int | None) -> KernelSource:
     source = render_module(nest, sized=extent is not None)
     return KernelSource(kernel.name, source, nest.function, source_hash(source), nest.parallel,
                         tuple((p.node, p.base) for p in nest.params), extent)
