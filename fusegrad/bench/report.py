@@ -69,7 +69,10 @@ def table(results: list[WorkloadResult], settings: Settings) -> str:
     notes = [f"median of {settings.rounds} interleaved rounds x {settings.steps} steps (each "
              f"round after {settings.round_warmup} untimed steps and {settings.gap:g} s idle) "
              f"after {settings.warmup} warm-up steps; '~': IQR/median > 0.1 (noisy)"
-             + ("; torch with denormals flushed" if settings.torch_flush_denormal else "")]
+             + ("; torch with denormals flushed" if settings.torch_flush_denormal else ""),
+             "fusegrad's matrix products: " + (
+                 "MKL (torch's CPU build links MKL too)" if matrix_products() == "mkl" else
+                 "numpy's BLAS (pip install 'fusegrad[mkl]' multiplies with MKL, as torch does)")]
     for res in results:
         if not res.check_passed:
             notes.append(f"{res.name}: correctness check FAILED: {res.check_detail}")
@@ -95,7 +98,13 @@ def machine() -> dict[str, Any]:
             versions[pkg] = None
     return {"platform": platform.platform(), "processor": platform.processor() or
             platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "versions": versions}
+            "versions": versions, "blas": matrix_products()}
+
+
+def matrix_products() -> str:
+    """Which BLAS fusegrad's workers multiply with (``mkl`` or ``numpy``), as they will choose."""
+    from ..backends.numba_cpu import blas
+    return blas.chosen()
 
 
 def as_json(results: list[WorkloadResult], settings: Settings) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from ...ir.collective import allreduce_into
 from ...ir.schedule import Extern, Kernel, Schedule
 from ...ir.view import View
 from ..lowering import kernel_work
-from . import externs
+from . import blas, externs
 from .cache import STATS as KERNEL_STATS, cache_enabled, in_memory, kernel_dir, load_kernel
 from .fpenv import flushing
 from .program_assigns import (AssignDecision, AssignReason, assign_lines, inputs_share_memory,
@@ -347,9 +347,7 @@ def compile_schedule(schedule: Schedule, targets: dict[int, Node] | None = None)
     if missing:
         raise FusegradError(f"schedule outputs {missing} are neither inputs nor written by an item")
 
-    namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add,
-                       "allreduce": allreduce_into, "inputs_share_memory": inputs_share_memory,
-                       "share_memo": [None, None, False]}
+    namespace = base_namespace()
     kernels: list[_CompiledKernel] = []
     calls: dict[int, _CompiledKernel] = {}
     decisions = plan_assigns(schedule, targets, guarded=True, same_memory=same_memory_now)
@@ -587,6 +585,43 @@ def _staged_operands(schedule: Schedule) -> dict[tuple[Node, View], int]:
     return {key: n for key, n in uses.items() if n >= STAGE_MIN_PRODUCTS}
 
 
+def _blas_product(node: Node, operands: list[tuple[Node, View] | None]) -> bool:
+    """Whether a product is one ``blas.gemm`` call: 2-D float operands that are BLAS operands
+    as their views read them (None: a staged contiguous copy)."""
+    if node.dtype not in ("float32", "float64") or len(node.shape) != 2:
+        return False
+    for operand in operands:
+        if operand is None:
+            continue
+        src, view = operand
+        if src.dtype != node.dtype or (view.masks is None and not blas.blas_operand(
+                tuple(view.shape), tuple(view.strides))) or len(view.shape) != 2:
+            return False
+    return True
+
+
+class LazyGemm:
+    """``blas.gemm(dtype)``, loaded at a program's first product (MKL's takes ~0.1 s to load)
+    and then put in its place in the program's namespace."""
+
+    def __init__(self, dtype: str, namespace: dict, name: str):
+        self.dtype, self.namespace, self.name = dtype, namespace, name
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        fn = self.namespace[self.name] = blas.gemm(self.dtype)
+        fn(a, b, out)
+
+
+def base_namespace() -> dict:
+    """What every program's run loop reads besides its kernels and views."""
+    ns: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add,
+                "allreduce": allreduce_into, "inputs_share_memory": inputs_share_memory,
+                "share_memo": [None, None, False]}
+    for dtype in ("float32", "float64"):
+        ns[f"gemm_{dtype}"] = LazyGemm(dtype, ns, f"gemm_{dtype}")
+    return ns
+
+
 def _extern_call(item: Extern, t: int, names: dict[Node, str], namespace: dict,
                  prebound: list[tuple[str, str]],
                  staged: dict[tuple[Node, View], str] | None = None) -> str:
@@ -609,6 +644,9 @@ def _extern_call(item: Extern, t: int, names: dict[Node, str], namespace: dict,
                 expr = name
         views.append(expr)
     if node.op == "matmul":
+        if _blas_product(node, [None if staged and a in staged else a for a in args]):
+            return (f"gemm_{node.dtype}({views[0]}, {views[1]}, {views[2]})"
+                    f"  # [{t}] extern {item.name}")
         return f"np.matmul({views[0]}, {views[1]}, out={views[2]})  # [{t}] extern {item.name}"
     if node.op == "concat":
         parts = "".join(f"{v}, " for v in views[:-1])

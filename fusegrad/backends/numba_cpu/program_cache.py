@@ -31,22 +31,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ...ir.collective import allreduce_into
 from ...ir.dtypes import DTYPES, to_numpy
 from ...ir.view import View
-from . import externs
 from . import eviction
 from .cache import (STATS, _write_atomic, cache_dir, cache_enabled, cache_key, folder_access,
                     kernel_dir, load_kernel)
 from .render import LENGTH_DTYPE, KernelSource, source_hash
-from .program import LazyKernel, NumbaProgram, _CompiledKernel, bind_run, parallel_threshold
-from .program_assigns import assign_lines, inputs_share_memory
+from .program import (LazyKernel, NumbaProgram, _CompiledKernel, base_namespace, bind_run,
+                      parallel_threshold)
+from .program_assigns import assign_lines
 
-FORMAT = 5
+FORMAT = 6
 _PREFIX = '{"checksum":"'
 _MIDDLE = '","program":'
 # what compile_schedule puts in every namespace
-_BASE_NAMES = ("np", "dense", "scatter_add", "allreduce", "inputs_share_memory", "share_memo")
+_BASE_NAMES = tuple(base_namespace())
 
 
 # ---------------------------------------------------------------------------- keys
@@ -283,9 +282,7 @@ def rebuild(body: dict, leaf_count: int) -> tuple[StoredProgram, list[int]]:
     assigns = body["assigns"]
     _check(isinstance(assigns, list) and all(isinstance(x, str) for x in assigns), "bad assigns")
 
-    namespace: dict = {"np": np, "dense": externs.dense, "scatter_add": externs.scatter_add,
-                       "allreduce": allreduce_into, "inputs_share_memory": inputs_share_memory,
-                       "share_memo": [None, None, False]}
+    namespace = base_namespace()
     for name, v in body["views"].items():
         masks = v["masks"]
         _check(masks is None or isinstance(masks, list), "bad masks")
