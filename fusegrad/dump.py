@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +176,20 @@ def summary(dump: Dump) -> str:
     return "\n".join(lines)
 
 
+def expanded_note(keyed: Graph) -> str:
+    """What the traced graph expanded from the graph as keyed: its macro calls (``ir/macro.py``)
+    and deferred gradients, or nothing when it has neither."""
+    calls = Counter(kind for kind, _, _ in {(n.attrs[0], n.attrs[1], n.inputs)
+                                            for n in keyed.nodes if n.op == "macro"})
+    grads = sum(n.op == "grad" for n in keyed.nodes)
+    if not calls and not grads:
+        return ""
+    parts = [f"{k} macro call(s) of {kind!r}" for kind, k in sorted(calls.items())]
+    if grads:
+        parts.append(f"{grads} deferred gradient(s)")
+    return f"; expanded from the {len(keyed.nodes)} nodes keyed: {', '.join(parts)}"
+
+
 def format_text(dump: Dump, stages: list[str] | None = None) -> str:
     """The text of the chosen ``stages`` (all by default), each headed by what made it and the
     time it took."""
@@ -185,7 +200,8 @@ def format_text(dump: Dump, stages: list[str] | None = None) -> str:
         out.append(summary(dump))
     if "traced" in stages:
         out.append(format_graph(report.traced, f"traced: made by the tracer in "
-                                f"{dump.trace_seconds * 1e3:.2f} ms (the whole call)"))
+                                f"{dump.trace_seconds * 1e3:.2f} ms (the whole call)"
+                                + expanded_note(report.keyed)))
     if "passes" in stages:
         for rec in report.passes:
             out.append(format_graph(rec.graph, f"after {rec.name}: {rec.nodes_before} -> "

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from . import ops
 from .dtypes import is_float
 from .graph import Graph, substitute, toposort
+from .macro import MACRO, expand_macros
 from .node import Node
 from .optable import TABLE, NotDifferentiable
 
@@ -59,10 +60,14 @@ def reached(root: Node, wrt: list[Node], order: list[Node]) -> list[Node]:
 
 
 def expand_gradients(outputs: list[Node] | tuple[Node, ...]) -> list[Node]:
-    """``outputs`` with every deferred ``grad(root, seed, leaf)`` node (``ops.grad``) replaced by
-    its gradient graph: one ``backward`` per (root, seed) for all of its leaves, as an eager
-    ``backward()`` would have built it. The same list when there is none."""
+    """``outputs`` with every macro expanded (``ir/macro.py``) and every deferred
+    ``grad(root, seed, leaf)`` node (``ops.grad``) replaced by its gradient graph: one
+    ``backward`` per (root, seed) for all of its leaves, as an eager ``backward()`` would have
+    built it. The same list when there is neither."""
     order = toposort(list(outputs))
+    if any(n.op == MACRO for n in order):
+        outputs = expand_macros(outputs)
+        order = toposort(outputs)
     deferred = [n for n in order if n.op == "grad"]
     if not deferred:
         return list(outputs)
@@ -98,6 +103,10 @@ def backward(root: Node, seed: Node, wrt: list[Node], order: list[Node] | None =
     ``toposort([root])`` when the caller has it already.
     """
     order = toposort([root]) if order is None else order
+    if any(n.op == MACRO for n in order):   # differentiate the subgraphs the macros stand for
+        expanded = expand_macros([root, *wrt])
+        grads = backward(expanded[0], seed, expanded[1:])
+        return {w: grads[e] for w, e in zip(wrt, expanded[1:]) if e in grads}
     active = _active(wrt, order)
     grads: dict[Node, Node] = {}
     if root not in active:

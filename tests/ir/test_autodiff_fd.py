@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+import fusegrad.tracer.recurrent  # noqa: F401 (registers the "rnn" macro)
 from fusegrad.backends.interpreter import evaluate
 from fusegrad.ir import autodiff, ops
 from fusegrad.ir.buffer import Buffer
+from fusegrad.ir.macro import macro
 from fusegrad.ir.node import Node
 
 EPS = {"float64": 1e-6, "float32": 1e-2}
@@ -123,6 +125,12 @@ RULES = [
     Rule("matmul_2d", "matmul", ops.matmul, (normal(3, 4), normal(4, 2))),
     Rule("matmul_3d", "matmul", ops.matmul, (normal(2, 3, 4), normal(2, 4, 2))),
     Rule("erf", "erf", _unary("erf"), (normal(2, 3) * 1.5,)),
+    # a macro differentiates as its expansion: an RNN's time loop (tracer/recurrent.py) over
+    # (time 3, batch 2, hidden 3) pre-activations, from h0, through W_hh
+    Rule("macro_rnn", "macro", lambda x, h0, w_hh: macro(
+        "rnn", [x, h0, w_hh], [((3, 2, 3), "float64"), ((2, 3), "float64")],
+        ("RNN_TANH", 1, 1, (True, False, False), 0, 0, False, False))[0],
+         (normal(3, 2, 3), normal(2, 3), normal(3, 3) * 0.5)),
 ]
 
 

@@ -16,7 +16,7 @@ import fusegrad
 from fusegrad.backends.interpreter import eval_node, evaluate
 from fusegrad.backends.numba_cpu.scalar_ops import EXPRESSIONS
 from fusegrad.backends.pipeline import compile_graph
-from fusegrad.ir import autodiff, ops
+from fusegrad.ir import autodiff, macro, ops
 from fusegrad.ir.buffer import Buffer
 from fusegrad.ir.dtypes import DTYPES, is_float
 from fusegrad.ir.graph import Graph
@@ -69,6 +69,13 @@ def _deferred_grad() -> Node:
     return ops.grad(root, ops.const(1.0, root.shape, "float64"), leaf)
 
 
+def _macro() -> Node:
+    macro.register("test_square_plus", lambda inputs, params, loc: [
+        ops.binary("add", ops.binary("mul", inputs[0], inputs[0]),
+                   ops.const(params[0], inputs[0].shape, inputs[0].dtype))])
+    return macro.macro("test_square_plus", [_leaf(_X)], [((2, 3), "float64")], (0.5,))[0]
+
+
 NON_ELEMENTWISE_SAMPLES: dict[str, Callable[[], Node]] = {
     "buffer": lambda: _leaf(_X),
     "const": lambda: ops.const(1.5, (2, 3), "float64"),
@@ -87,6 +94,7 @@ NON_ELEMENTWISE_SAMPLES: dict[str, Callable[[], Node]] = {
     "concat": lambda: ops.concat((_leaf(_X), _leaf(_X[:1].copy()), _leaf(_X)), 0),
     "allreduce": lambda: ops.allreduce(_leaf(_X)),
     "grad": _deferred_grad,
+    "macro": _macro,
     "assign": lambda: ops.assign(_leaf(_X), ops.unary("neg", _leaf(_X[::-1].copy()))),
 }
 STORES = sorted(n for n, s in TABLE.items() if s.category is Category.STORE)

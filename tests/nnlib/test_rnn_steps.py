@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import fusegrad as fg
+from fusegrad.ir.graph import toposort
 from fusegrad.ir.key import structural_key
+from fusegrad.ir.macro import expand_macros
 from fusegrad.nnlib.modules import rnn
 from fusegrad.nnlib.modules.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from fusegrad.tracer import functions as F
@@ -135,16 +137,19 @@ def _both(layer, monkeypatch, *args) -> tuple[list[Tensor], list[Tensor]]:
 
 
 def _same_graphs(new: list[Tensor], old: list[Tensor]) -> None:
+    """The same nodes, once the layers' macro nodes are expanded (``ir/macro.py``)."""
     assert len(new) == len(old)
+    expanded = expand_macros([t.node for t in new])
     for k, (a, b) in enumerate(zip(new, old)):
-        assert a.node is b.node, f"output {k}: the graphs differ"
+        assert expanded[k] is b.node, f"output {k}: the graphs differ"
         assert a.requires_grad == b.requires_grad, f"output {k}: requires_grad"
 
 
 def _same_structure(new: list[Tensor], old: list[Tensor]) -> None:
     """The same graphs up to which leaves they read: under ``no_grad`` each read of a parameter
     is a new detached leaf."""
-    assert structural_key([t.node for t in new])[0] == structural_key([t.node for t in old])[0]
+    assert structural_key(expand_macros([t.node for t in new]))[0] == \
+        structural_key([t.node for t in old])[0]
     assert not any(t.requires_grad for t in new + old)
 
 
@@ -171,7 +176,12 @@ def test_layers_build_the_graph_of_their_tensor_steps(monkeypatch, cls, kwargs, 
                        .astype(np.float32), requires_grad=True)
         c0 = fg.tensor(rng.standard_normal((d, batch, 5)).astype(np.float32))
         args.append((h0, c0) if cls is LSTM else h0)
-    _same_graphs(*_both(layer, monkeypatch, *args))
+    new, old = _both(layer, monkeypatch, *args)
+    # each layer and direction's time loop is one macro node per output until compiled
+    macros = [n for n in toposort([t.node for t in new]) if n.op == "macro"]
+    directions = (2 if kwargs.get("bidirectional") else 1) * kwargs.get("num_layers", 1)
+    assert len({n.inputs for n in macros}) == directions
+    _same_graphs(new, old)
 
 
 CELL_CASES = [(RNNCell, {}), (RNNCell, {"nonlinearity": "relu"}), (LSTMCell, {}),
