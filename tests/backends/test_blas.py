@@ -66,6 +66,24 @@ def test_gemm_on_sub_blocks_and_empty_products(dtype):
     assert (out == 0).all()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batched_gemm_matches_numpy_with_transposes_and_broadcast_batches(dtype):
+    rng = np.random.default_rng(1)
+    gemm = blas.gemm(dtype, batched=True)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for batch in (1, 3):
+        a = rng.standard_normal((batch, 4, 5)).astype(dtype)
+        bt = rng.standard_normal((batch, 6, 5)).astype(dtype).transpose(0, 2, 1)   # (b, 5, 6)
+        shared = np.broadcast_to(rng.standard_normal((1, 5, 6)).astype(dtype), (batch, 5, 6))
+        for b in (bt, shared):
+            out = np.full((batch, 4, 6), np.nan, dtype)
+            gemm(a, b, out)
+            np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=tol, atol=tol * 5)
+    out = np.full((2, 3, 4), np.nan, dtype)
+    gemm(np.empty((2, 3, 0), dtype), np.empty((2, 0, 4), dtype), out)
+    assert (out == 0).all()
+
+
 def test_lazy_gemm_puts_the_loaded_function_in_the_namespace():
     ns = base_namespace()
     assert isinstance(ns["gemm_float32"], LazyGemm)
@@ -74,9 +92,10 @@ def test_lazy_gemm_puts_the_loaded_function_in_the_namespace():
     ns["gemm_float32"](a, a + 1, out)
     np.testing.assert_array_equal(out, a + 1)
     assert ns["gemm_float32"] is blas.gemm("float32")
+    assert isinstance(ns["bgemm_float64"], LazyGemm)
 
 
-def test_two_d_float_products_call_gemm_and_others_numpy(builder, leaf, check, rng):
+def test_float_products_call_gemm_and_others_numpy(builder, leaf, check, rng):
     a = leaf(rng.standard_normal((4, 3)).astype(np.float32))
     w = leaf(rng.standard_normal((5, 3)).astype(np.float32))
     x = leaf(rng.standard_normal((2, 4, 3)).astype(np.float32))
@@ -91,9 +110,10 @@ def test_two_d_float_products_call_gemm_and_others_numpy(builder, leaf, check, r
     b.extern("matmul", batched)
     b.extern("matmul", strided)
     program = check(b.schedule([flat, batched, strided]))
-    lines = [line for line in program.run_source.splitlines() if "extern" in line]
-    assert lines[0].lstrip().startswith("gemm_float32(")
-    assert all(line.lstrip().startswith("np.matmul(") for line in lines[1:])
+    lines = [line.lstrip() for line in program.run_source.splitlines() if "extern" in line]
+    assert lines[0].startswith("gemm_float32(")
+    assert lines[1].startswith("bgemm_float32(")     # an expanded (stride 0) batch of W^T
+    assert lines[2].startswith("np.matmul(")
 
 
 def _blas_in_subprocess(value: str | None) -> subprocess.CompletedProcess:

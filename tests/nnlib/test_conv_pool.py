@@ -11,6 +11,8 @@ order than torch's kernels, and the outputs are sums of up to a few dozen terms 
 """
 from __future__ import annotations
 
+import re
+
 import math
 import os
 
@@ -298,7 +300,8 @@ def test_conv_is_one_gemm_whose_rows_move_into_nchw():
     assert len([s for s in sources if "runs as 9 segments" in s]) == 1, sources
     # the backward program also recomputes the forward product (relu's mask needs it)
     for program, gemms in ((forward, 1), (backward, 3)):
-        matmuls = [line for line in program.run_source.splitlines() if "np.matmul(" in line]
+        matmuls = [line for line in program.run_source.splitlines()
+                   if re.search(r"^\s*(np\.matmul|b?gemm_float32)\(", line)]
         assert len(matmuls) == gemms and all("matmul_1x" in m for m in matmuls), matmuls
     ref_x, ref_w = (torch.tensor(t.detach().numpy(), requires_grad=True) for t in (x, w))
     ref = torch.nn.functional.conv2d(ref_x, ref_w, None, 1, 1).relu()

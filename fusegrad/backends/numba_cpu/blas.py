@@ -94,56 +94,82 @@ def blas_operand(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
         ((s0 == 1 or rows == 1) and (cols == 1 or s1 >= rows))
 
 
-def _mkl_gemm(dtype: str) -> Callable:
+def _mkl_gemm(dtype: str, batched: bool) -> Callable:
     from numba import njit, types
 
     nb = types.float32 if dtype == "float32" else types.float64
-    array = nb[:, :]
+    ndim = 3 if batched else 2
+    operand = types.Array(nb, ndim, "A", readonly=True)   # takes writable arrays too
+    signature = types.void(operand, operand, types.Array(nb, ndim, "C"))
     # cached on disk: the function and what it calls are module globals, not a closure's cells
-    return njit(types.void(array, array, nb[:, ::1]), cache=True, nogil=True)(_product)
+    return njit(signature, cache=True, nogil=True)(_batched_product if batched else _product)
 
 
 def _externals() -> tuple:
-    from numba import njit, types
+    from numba import types
 
     i, p = types.intc, types.intp  # a pointer passed as an integer: the same register
-    return (njit(_operand),) + tuple(
+    return tuple(
         types.ExternalFunction(name, types.void(i, i, i, i, i, i, t, p, i, p, i, t, p, i))
         for name, t in (("cblas_sgemm", types.float32), ("cblas_dgemm", types.float64)))
 
 
-_operand_nb, _cblas_sgemm, _cblas_dgemm = _externals() if NAME == "mkl" else (None,) * 3
+_cblas_sgemm, _cblas_dgemm = _externals() if NAME == "mkl" else (None, None)
+
+
+def _gemms(batch, m, k, n, item, pa, sa0, sa1, sa2, pb, sb0, sb1, sb2, po, so0):  # Numba
+    """``batch`` products of (m, k) by (k, n) matrices at pointers ``p + i * s0`` with byte
+    strides ``s1, s2`` (output rows of n elements)."""
+    ta, lda = _operand_nb(m, k, sa1 // item, sa2 // item)
+    tb, ldb = _operand_nb(k, n, sb1 // item, sb2 // item)
+    for i in range(batch):   # a batch stride may be 0 (an expanded operand)
+        a, b, out = pa + i * sa0, pb + i * sb0, po + i * so0
+        if item == 4:
+            _cblas_sgemm(ROW_MAJOR, ta, tb, m, n, k, 1.0, a, lda, b, ldb, 0.0, out, max(n, 1))
+        else:
+            _cblas_dgemm(ROW_MAJOR, ta, tb, m, n, k, 1.0, a, lda, b, ldb, 0.0, out, max(n, 1))
+
+
+if NAME == "mkl":
+    from numba import njit as _njit
+    _operand_nb, _gemms_nb = _njit(_operand), _njit(_gemms)
 
 
 def _product(a, b, out):  # pragma: no cover - compiled by Numba, once per dtype
-    m, k = a.shape
-    n = b.shape[1]
-    if m == 0 or n == 0:
+    if out.size == 0:
         return
-    if k == 0:
+    if a.shape[1] == 0:
         out[:] = 0
         return
-    item = a.itemsize
-    ta, lda = _operand_nb(m, k, a.strides[0] // item, a.strides[1] // item)
-    tb, ldb = _operand_nb(k, n, b.strides[0] // item, b.strides[1] // item)
-    if item == 4:
-        _cblas_sgemm(ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
-                     0.0, out.ctypes.data, max(n, 1))
-    else:
-        _cblas_dgemm(ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
-                     0.0, out.ctypes.data, max(n, 1))
+    _gemms_nb(1, a.shape[0], a.shape[1], b.shape[1], a.itemsize, a.ctypes.data, 0,
+              a.strides[0], a.strides[1], b.ctypes.data, 0, b.strides[0], b.strides[1],
+              out.ctypes.data, 0)
 
 
-_GEMMS: dict[str, Callable] = {}
+def _batched_product(a, b, out):  # pragma: no cover - compiled by Numba, once per dtype
+    if out.size == 0:
+        return
+    if a.shape[2] == 0:
+        out[:] = 0
+        return
+    _gemms_nb(a.shape[0], a.shape[1], a.shape[2], b.shape[2], a.itemsize, a.ctypes.data,
+              a.strides[0], a.strides[1], a.strides[2], b.ctypes.data, b.strides[0],
+              b.strides[1], b.strides[2], out.ctypes.data, out.strides[0])
 
 
-def gemm(dtype: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
-    """``gemm(a, b, out)``: ``out[...] = a @ b`` for 2-D ``dtype`` (float32 or float64) operands
-    that ``blas_operand`` accepts and a C-contiguous ``out``: MKL's when it is loaded, numpy's
-    otherwise. Chosen when a program is bound, so a cached program runs with either."""
+_GEMMS: dict[tuple[str, bool], Callable] = {}
+
+
+def gemm(dtype: str, batched: bool = False) -> Callable[[np.ndarray, np.ndarray, np.ndarray],
+                                                          None]:
+    """``gemm(a, b, out)``: ``out[...] = a @ b`` for ``dtype`` (float32 or float64) operands,
+    2-D (or 3-D with ``batched``: one product per index of the first axis, whose stride may be
+    0), whose matrices ``blas_operand`` accepts, and a C-contiguous ``out``: MKL's when it is
+    loaded, numpy's otherwise. Chosen when a program is bound, so a cached program runs with
+    either."""
     if NAME != "mkl":
         return _numpy_matmul
-    fn = _GEMMS.get(dtype)
+    fn = _GEMMS.get((dtype, batched))
     if fn is None:
-        fn = _GEMMS[dtype] = _mkl_gemm(dtype)
+        fn = _GEMMS[(dtype, batched)] = _mkl_gemm(dtype, batched)
     return fn

@@ -586,29 +586,33 @@ def _staged_operands(schedule: Schedule) -> dict[tuple[Node, View], int]:
 
 
 def _blas_product(node: Node, operands: list[tuple[Node, View] | None]) -> bool:
-    """Whether a product is one ``blas.gemm`` call: 2-D float operands that are BLAS operands
-    as their views read them (None: a staged contiguous copy)."""
-    if node.dtype not in ("float32", "float64") or len(node.shape) != 2:
+    """Whether a product is one ``blas.gemm`` call: float operands, 2-D or batched 3-D, whose
+    matrices are BLAS operands as their views read them (None: a staged contiguous copy; a
+    masked view is made dense)."""
+    rank = len(node.shape)
+    if node.dtype not in ("float32", "float64") or rank not in (2, 3):
         return False
     for operand in operands:
         if operand is None:
             continue
         src, view = operand
-        if src.dtype != node.dtype or (view.masks is None and not blas.blas_operand(
-                tuple(view.shape), tuple(view.strides))) or len(view.shape) != 2:
+        if src.dtype != node.dtype or len(view.shape) != rank:
+            return False
+        if view.masks is None and not (blas.blas_operand(
+                tuple(view.shape[-2:]), tuple(view.strides[-2:])) and min(view.strides) >= 0):
             return False
     return True
 
 
 class LazyGemm:
-    """``blas.gemm(dtype)``, loaded at a program's first product (MKL's takes ~0.1 s to load)
-    and then put in its place in the program's namespace."""
+    """``blas.gemm(dtype, batched)``, loaded at a program's first product (MKL's takes ~0.1 s
+    to load) and then put in its place in the program's namespace."""
 
-    def __init__(self, dtype: str, namespace: dict, name: str):
-        self.dtype, self.namespace, self.name = dtype, namespace, name
+    def __init__(self, dtype: str, batched: bool, namespace: dict, name: str):
+        self.dtype, self.batched, self.namespace, self.name = dtype, batched, namespace, name
 
     def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-        fn = self.namespace[self.name] = blas.gemm(self.dtype)
+        fn = self.namespace[self.name] = blas.gemm(self.dtype, self.batched)
         fn(a, b, out)
 
 
@@ -618,7 +622,9 @@ def base_namespace() -> dict:
                 "allreduce": allreduce_into, "inputs_share_memory": inputs_share_memory,
                 "share_memo": [None, None, False]}
     for dtype in ("float32", "float64"):
-        ns[f"gemm_{dtype}"] = LazyGemm(dtype, ns, f"gemm_{dtype}")
+        for batched in (False, True):
+            name = f"{'b' if batched else ''}gemm_{dtype}"
+            ns[name] = LazyGemm(dtype, batched, ns, name)
     return ns
 
 
@@ -645,7 +651,8 @@ def _extern_call(item: Extern, t: int, names: dict[Node, str], namespace: dict,
         views.append(expr)
     if node.op == "matmul":
         if _blas_product(node, [None if staged and a in staged else a for a in args]):
-            return (f"gemm_{node.dtype}({views[0]}, {views[1]}, {views[2]})"
+            batched = "b" if len(node.shape) == 3 else ""
+            return (f"{batched}gemm_{node.dtype}({views[0]}, {views[1]}, {views[2]})"
                     f"  # [{t}] extern {item.name}")
         return f"np.matmul({views[0]}, {views[1]}, out={views[2]})  # [{t}] extern {item.name}"
     if node.op == "concat":

@@ -41,7 +41,7 @@ from .program import (LazyKernel, NumbaProgram, _CompiledKernel, base_namespace,
                       parallel_threshold)
 from .program_assigns import assign_lines
 
-FORMAT = 6
+FORMAT = 7
 _PREFIX = '{"checksum":"'
 _MIDDLE = '","program":'
 # what compile_schedule puts in every namespace
