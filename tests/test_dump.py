@@ -149,11 +149,11 @@ def test_sequential_layers_point_at_the_lines_that_built_them():
 
 
 def test_traced_stage_says_what_it_expanded():
-    """The graph keyed holds the LSTM layers' macro nodes and the deferred gradients; the traced
-    stage shows their expansion and says so."""
+    """The graph keyed holds the LSTM layers' and the loss's macro nodes and the deferred
+    gradients; the traced stage shows their expansion and says so."""
     first = format_text(_dumped("lstm"), ["traced"]).splitlines()[0]
-    assert re.search(r"expanded from the \d+ nodes keyed: 2 macro call\(s\) of 'rnn', "
-                     r"\d+ deferred gradient\(s\)", first), first
+    assert re.search(r"expanded from the \d+ nodes keyed: 1 macro call\(s\) of 'nll', "
+                     r"2 macro call\(s\) of 'rnn', \d+ deferred gradient\(s\)", first), first
     assert "macro" not in format_text(_dumped("tiny"), ["traced"]).splitlines()[0]
 
 

@@ -9,7 +9,8 @@ cost a few microseconds, and the subgraph is built once per program compiled, as
 gradients are (``autodiff.expand_gradients``, which expands macros first): a step whose graph
 repeats finds its program by the key of the macro nodes alone.
 
-``macro(kind, inputs, outputs, params)`` makes the nodes; ``register(kind, expand)`` names the
+``macro(kind, inputs, outputs, params)`` makes the nodes (``call(kind, inputs, params)`` when the
+outputs' shapes are to be found by expanding once); ``register(kind, expand)`` names the
 function that builds the subgraph, ``expand(inputs, params, loc) -> output nodes``, which must
 build from ``inputs`` and ``params`` alone (they are the macro's identity). Expanded graphs
 are the graphs the expanding function builds, node for node: programs, values and gradients
@@ -44,6 +45,47 @@ def macro(kind: str, inputs: Sequence[Node], outputs: Sequence[tuple[tuple[int, 
     inputs = tuple(inputs)
     return [Node(MACRO, inputs, tuple(shape), dtype, (kind, params, i), loc)
             for i, (shape, dtype) in enumerate(outputs)]
+
+
+_TYPES: dict[tuple, list[tuple[tuple[int, ...], str]] | None] = {}
+_TYPES_SIZE = 4096
+
+
+def call(kind: str, inputs: Sequence[Node], params: tuple, loc: str | None = None
+         ) -> list[Node]:
+    """The outputs of ``EXPANDERS[kind](inputs, params, loc)``, as macro nodes.
+
+    The first call per kind, params and input shapes and dtypes expands once to learn the
+    outputs' shapes and dtypes (an error of the expander is raised then, at the user's line).
+    Where an output reads none of ``inputs`` (all padding, say) the expansion itself is given
+    (a macro would pass gradients to inputs it does not read).
+    """
+    inputs = tuple(inputs)
+    signature = (kind, params, tuple((n.shape, n.dtype) for n in inputs))
+    if signature in _TYPES:
+        types = _TYPES[signature]
+    else:
+        nodes = EXPANDERS[kind](inputs, params, loc)
+        _check_leaves(kind, inputs, nodes)
+        reads = set(inputs)
+        types = [(n.shape, n.dtype) for n in nodes] if all(
+            reads.intersection(toposort([n])) for n in nodes) else None
+        if len(_TYPES) >= _TYPES_SIZE:
+            _TYPES.clear()
+        _TYPES[signature] = types
+    if types is None:
+        return list(EXPANDERS[kind](inputs, params, loc))
+    return macro(kind, inputs, types, params, loc)
+
+
+def _check_leaves(kind: str, inputs: tuple[Node, ...], nodes: Sequence[Node]) -> None:
+    """An expansion may read no buffer that its inputs do not: a program's inputs are the
+    leaves of the graph as keyed."""
+    known = set(toposort(list(inputs)))
+    new = [n for n in toposort(list(nodes)) if n.op == "buffer" and n not in known]
+    if new:
+        raise FusegradError(f"macro {kind!r}: its expansion reads {new[0]!r}, which is not "
+                            "among its inputs; pass it as an input")
 
 
 def expand_macros(outputs: Sequence[Node]) -> list[Node]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..ir import ops
 from ..ir.dtypes import promote
+from ..ir.macro import call, register
 from ..ir.node import Node
 from .creation import buffer_tensor
 from .functions import broadcast_node, broadcast_shapes, node_of, wrap
@@ -65,18 +66,20 @@ def weighted_mean(total: Node, denom: Node, loc: str | None) -> Node:
 
 
 def class_mask(target: Node, num_classes: int, class_dim: int, ndim: int,
-               loc: str | None) -> Node:
-    """One-hot of ``target`` along ``class_dim`` (bool), built from a comparison that fuses."""
+               loc: str | None, classes: Node | None = None) -> Node:
+    """One-hot of ``target`` along ``class_dim`` (bool), built from a comparison that fuses
+    (``classes``: the ``_classes`` table, if the caller has it)."""
     shape = [1] * ndim
     shape[class_dim] = num_classes
-    classes = ops.reshape(_classes(num_classes), tuple(shape), loc)
+    table = classes if classes is not None else _classes(num_classes)
+    classes = ops.reshape(table, tuple(shape), loc)
     unsqueezed = ops.reshape(target, target.shape[:class_dim] + (1,) + target.shape[class_dim:],
                              loc)
     return _binary("eq", unsqueezed, classes, loc)
 
 
 def nll(logp: Node, target: Node, weight: Node | None, ignore_index: int, reduction: str,
-        loc: str | None) -> Node:
+        loc: str | None, classes: Node | None = None) -> Node:
     """The loss of log-probabilities ``logp`` (C), (N, C) or (N, C, d1, ...) at class indices
     ``target`` (``weight``: one per class, or None), reduced by ``reduction``."""
     ndim = len(logp.shape)
@@ -86,7 +89,7 @@ def nll(logp: Node, target: Node, weight: Node | None, ignore_index: int, reduct
         shape = [1] * ndim
         shape[class_dim] = num_classes
         weight = ops.reshape(weight, tuple(shape), loc)
-    mask = class_mask(target, num_classes, class_dim, ndim, loc)
+    mask = class_mask(target, num_classes, class_dim, ndim, loc, classes)
     # where, not mask * logp: a -inf log-probability of another class must not give nan
     picked = _where_zero(mask, logp if weight is None else _binary("mul", logp, weight, loc), loc)
     ignored = ops.const(ignore_index, target.shape, target.dtype, loc)
@@ -106,10 +109,21 @@ def nll(logp: Node, target: Node, weight: Node | None, ignore_index: int, reduct
 
 def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int,
              reduction: str, loc: str | None) -> Tensor:
-    """``nll`` of checked Tensors: ``input`` log-probabilities, ``target`` class indices."""
-    w = node_of(weight) if weight is not None else None
-    return wrap(nll(node_of(input), node_of(target), w, ignore_index, reduction, loc), input,
-                weight)
+    """``nll`` of checked Tensors: ``input`` log-probabilities, ``target`` class indices,
+    traced as one macro node (``ir/macro.py``) that ``_expand_nll`` expands when compiled."""
+    logp = node_of(input)
+    classes = _classes(logp.shape[1 if len(logp.shape) > 1 else 0])
+    inputs = [logp, node_of(target), classes] + ([node_of(weight)] if weight is not None else [])
+    (node,) = call("nll", inputs, (ignore_index, reduction), loc)
+    return wrap(node, input, weight)
+
+
+def _expand_nll(inputs: tuple[Node, ...], params: tuple, loc: str | None) -> list[Node]:
+    logp, target, classes, *weight = inputs
+    return [nll(logp, target, weight[0] if weight else None, *params, loc, classes)]
+
+
+register("nll", _expand_nll)
 
 
 def one_hot_mask(target: Tensor, num_classes: int, class_dim: int, ndim: int,

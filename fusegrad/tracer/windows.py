@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 
 from ..ir import ops
+from ..ir.macro import call, register
 from ..ir.node import Node
 from .functions import node_of, wrap
 from .provenance import user_location
@@ -40,7 +41,17 @@ def sliding_windows(x: Tensor, first: int, kernel: Sequence[int], stride: Sequen
     ``stack_dim`` is 1. The result has spatial dim ``i`` of size ``out[i]`` and ``stack_dim`` of
     size ``prod(kernel)``: at output position ``o`` and kernel offset ``k`` (row-major over the
     kernel dims) it holds ``x`` at ``o * stride + k * dilation - pad_lo`` along each spatial
-    dim, or 0 where that index falls outside ``x``.
+    dim, or 0 where that index falls outside ``x``. Traced as one macro node (``ir/macro.py``)
+    that ``windows`` expands when a program is compiled: cnn's forward traced 215 nodes.
+    """
+    params = (first, tuple(kernel), tuple(stride), tuple(dilation), tuple(pad_lo), tuple(out),
+              stack_dim)
+    (node,) = call("windows", [node_of(x)], params, user_location())
+    return wrap(node, x) if node.op == "macro" or node.inputs else wrap(node)
+
+
+def windows(inputs: tuple[Node, ...], params: tuple, loc: str | None) -> list[Node]:
+    """The nodes of ``sliding_windows``' macro.
 
     Each offset's view is pad-to-its-place-along-``stack_dim``, strided slices, then zero
     padding back to ``out``: the first op differs between offsets, so no view shares an
@@ -48,8 +59,8 @@ def sliding_windows(x: Tensor, first: int, kernel: Sequence[int], stride: Sequen
     only at ``x``, and their sum (col2im) is one kernel that reads the windows' gradient through
     index arithmetic; a shared intermediate would be summed and written out on its own.
     """
-    loc = user_location()
-    source = node_of(x)
+    (source,) = inputs
+    first, kernel, stride, dilation, pad_lo, out, stack_dim = params
     taps = math.prod(kernel)
     total: Node | None = None
     for tap, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
@@ -82,5 +93,8 @@ def sliding_windows(x: Tensor, first: int, kernel: Sequence[int], stride: Sequen
         shape[stack_dim] = taps
         for i, n in enumerate(out):
             shape[first + i] = n
-        return wrap(ops.const(0, tuple(shape), source.dtype, loc))
-    return wrap(total, x)
+        return [ops.const(0, tuple(shape), source.dtype, loc)]
+    return [total]
+
+
+register("windows", windows)

@@ -116,3 +116,42 @@ def test_gradients_through_realized_and_retained_outputs_match_torch(kind):
     for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-5,
                                    err_msg=name)
+
+
+def _zeros_or_scaled(inputs, params, loc):
+    CALLS.append(("zeros_or_scaled", params))
+    x = inputs[0]
+    if params[0] == "zeros":
+        return [ops.const(0.0, x.shape, x.dtype)]
+    return [ops.binary("mul", x, ops.const(params[0], x.shape, x.dtype))]
+
+
+macro.register("test_zeros_or_scaled", _zeros_or_scaled)
+
+
+def test_call_expands_once_per_signature_to_learn_the_outputs():
+    CALLS.clear()
+    x = _leaf(np.ones(3))
+    (a,) = macro.call("test_zeros_or_scaled", [x], (2.0,))
+    (b,) = macro.call("test_zeros_or_scaled", [_leaf(np.ones(3))], (2.0,))   # same signature
+    assert a.op == b.op == "macro" and a.shape == (3,) and a.dtype == "float64"
+    assert CALLS == [("zeros_or_scaled", (2.0,))]
+    # an output that reads no input is given as built: a macro would pass x a gradient
+    (z,) = macro.call("test_zeros_or_scaled", [x], ("zeros",))
+    assert z.op == "const"
+
+
+def test_call_refuses_an_expansion_reading_a_buffer_it_was_not_given():
+    foreign = _leaf(np.ones(3))
+    macro.register("test_foreign", lambda inputs, params, loc: [
+        ops.binary("add", inputs[0], foreign)])
+    with pytest.raises(FusegradError, match="not among its inputs"):
+        macro.call("test_foreign", [_leaf(np.ones(3))], ())
+
+
+def test_convolution_and_loss_trace_as_macros():
+    conv = fg.nn.Conv2d(2, 3, 3, padding=1)
+    x = fg.tensor(np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32))
+    loss = fg.nn.functional.cross_entropy(conv(x).sum((2, 3)), fg.tensor(np.array([0, 2])))
+    kinds = sorted(n.attrs[0] for n in toposort([loss.node]) if n.op == "macro")
+    assert kinds == ["nll", "windows"]
