@@ -7,15 +7,19 @@ construction, then again in every walk of the graph: ``backward()``'s, the struc
 (another ~1 ms), the program cache's comparison of keys. As one ``macro`` node per output they
 cost a few microseconds, and the subgraph is built once per program compiled, as deferred
 gradients are (``autodiff.expand_gradients``, which expands macros first): a step whose graph
-repeats finds its program by the key of the macro nodes alone.
+repeats finds its program by the key of the macro nodes alone. (A backward that cannot be
+deferred, through a retained or realized output, builds the expansion then.) The expanders'
+modules are part of the disk program cache's fingerprint (``program_cache.MACRO_MODULES``).
 
 ``macro(kind, inputs, outputs, params)`` makes the nodes (``call(kind, inputs, params)`` when the
 outputs' shapes are to be found by expanding once); ``register(kind, expand)`` names the
 function that builds the subgraph, ``expand(inputs, params, loc) -> output nodes``, which must
 build from ``inputs`` and ``params`` alone (they are the macro's identity). Expanded graphs
 are the graphs the expanding function builds, node for node: programs, values and gradients
-do not change. For autodiff a macro is differentiable in every input: ``backward()`` gives a
-gradient (possibly zeros) to every leaf that reaches one.
+do not change. For autodiff a macro is differentiable in every input: a deferred
+``backward()`` gives a gradient (possibly zeros) to every leaf that reaches one, so an expander
+should be given only inputs its outputs read (``call`` gives the expansion itself where an
+output reads none).
 """
 from __future__ import annotations
 
@@ -103,6 +107,9 @@ def expand_macros(outputs: Sequence[Node]) -> list[Node]:
         nodes = built.get(call)
         if nodes is None:
             nodes = built[call] = EXPANDERS[kind](n.inputs, params, n.loc)
+        if i >= len(nodes):
+            raise FusegradError(f"macro {kind!r}: its expansion has {len(nodes)} outputs, "
+                                f"output {i} was asked for")
         out = nodes[i]
         if out.shape != n.shape or out.dtype != n.dtype:
             raise FusegradError(f"macro {kind!r} output {i}: expanded to {out.type_str}, "

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from ..ir import autodiff, ops
 from ..ir.errors import with_location
 from ..ir.graph import substitute, toposort
+from ..ir.macro import MACRO, expand_macros
 from ..ir.node import Node
 from . import capture
 from .provenance import user_location
@@ -205,8 +206,10 @@ def _differentiate(t: Tensor, root: Node, seed: Node, sources: dict[Node, Node],
             buf_node.attrs[0].source = FREED
         _free_pending(t, graph, targets)
     if sources and grads:
-        # ...and read those values back from their buffers rather than recomputing them.
+        # ...and read those values back from their buffers rather than recomputing them (the
+        # gradients were built from macros' expansions: their outputs map back too)
         back = {src: buf for buf, src in sources.items()}
+        back.update(zip(expand_macros(list(back)), list(back.values())))
         keys = list(grads)
         grads = dict(zip(keys, substitute([grads[k] for k in keys], back)))
     return grads
@@ -225,7 +228,8 @@ def _free_pending(t: Tensor, graph: list[Node], targets: dict[Node, list[Tensor]
         if n.op == "detach" or reads_no_flow(n.inputs):
             continue
         flows(n)
-        if n.op not in _NO_SAVED_VALUES or not reads_no_save(n.inputs):
+        if (n.op not in _NO_SAVED_VALUES and (n.op != MACRO or _macro_saves(n))) or \
+                not reads_no_save(n.inputs):
             save(n)
     if not saves:
         return
@@ -233,6 +237,28 @@ def _free_pending(t: Tensor, graph: list[Node], targets: dict[Node, list[Tensor]
     for pending in list(PENDING.values()):
         if pending.requires_grad and pending.node in saves:
             pending._graph_freed = True
+
+
+_MACRO_SAVES: dict[tuple, bool] = {}
+
+
+def _macro_saves(node: Node) -> bool:
+    """Whether the gradient of a macro node's expansion needs saved values (found once per
+    kind, params and input types): im2col windows are pads, slices and adds, and backward can
+    run through them again, as in torch."""
+    key = (node.attrs, tuple((i.shape, i.dtype) for i in node.inputs))
+    saves = _MACRO_SAVES.get(key)
+    if saves is None:
+        flows = {i for i in node.inputs if i.dtype.startswith("float")}
+        saved: set[Node] = set()
+        for n in toposort(expand_macros([node])):
+            if n in flows or n.op == "detach" or flows.isdisjoint(n.inputs):
+                continue
+            flows.add(n)
+            if n.op not in _NO_SAVED_VALUES or not saved.isdisjoint(n.inputs):
+                saved.add(n)
+        saves = _MACRO_SAVES[key] = bool(saved)
+    return saves
 
 
 def _realized_sources(root: Node, order: list[Node] | None = None) -> dict[Node, Node]:

@@ -155,3 +155,25 @@ def test_convolution_and_loss_trace_as_macros():
     loss = fg.nn.functional.cross_entropy(conv(x).sum((2, 3)), fg.tensor(np.array([0, 2])))
     kinds = sorted(n.attrs[0] for n in toposort([loss.node]) if n.op == "macro")
     assert kinds == ["nll", "windows"]
+
+
+def test_backward_runs_again_through_windows_but_not_through_a_convolution():
+    """im2col windows save no values (pads, slices, adds), as torch's Im2ColBackward saves only
+    sizes; a convolution's product does."""
+    x = fg.tensor(np.random.default_rng(2).random((1, 2, 4, 4)).astype(np.float32),
+                  requires_grad=True)
+    s = fg.nn.functional.unfold(x, (2, 2)).sum()
+    s.backward()
+    s.backward()
+    np.testing.assert_allclose(x.grad.numpy()[0, 0, 0], [2.0, 4.0, 4.0, 2.0])
+    y = fg.nn.Conv2d(2, 1, 2)(x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        y.backward()
+
+
+def test_the_disk_cache_fingerprint_covers_every_expander():
+    from fusegrad.backends.numba_cpu.program_cache import MACRO_MODULES
+    modules = {fn.__module__ for fn in macro.EXPANDERS.values()
+               if fn.__module__.startswith("fusegrad.")}
+    assert modules == {f"fusegrad.tracer.{name}" for name in MACRO_MODULES}

@@ -42,6 +42,8 @@ from .program import (LazyKernel, NumbaProgram, _CompiledKernel, base_namespace,
 from .program_assigns import assign_lines
 
 FORMAT = 7
+# tracer modules that register macro expanders: their source is part of the fingerprint
+MACRO_MODULES = ("recurrent", "windows", "nll")
 _PREFIX = '{"checksum":"'
 _MIDDLE = '","program":'
 # what compile_schedule puts in every namespace
@@ -60,6 +62,8 @@ def compiler_fingerprint() -> str | None:
         h = hashlib.sha256()
         try:
             paths = [p for folder in ("ir", "backends") for p in sorted((root / folder).rglob("*.py"))]
+            # the tracer's macro expanders run after a graph is keyed (ir/macro.py)
+            paths += [root / "tracer" / f"{name}.py" for name in MACRO_MODULES]
             for path in paths:
                 h.update(path.relative_to(root).as_posix().encode() + b"\0")
                 h.update(path.read_bytes() + b"\0")
