@@ -5,6 +5,7 @@ import weakref
 from collections.abc import Callable, Sequence
 
 from ..ir import autodiff, ops
+from ..ir.dtypes import is_float
 from ..ir.errors import with_location
 from ..ir.graph import substitute, toposort
 from ..ir.macro import MACRO, expand_macros
@@ -220,23 +221,29 @@ def _free_pending(t: Tensor, graph: list[Node], targets: dict[Node, list[Tensor]
     gradient needs saved values as freed, as torch frees a graph's saved tensors: backward()
     from them, or from anything computed from them later, raises unless the first call
     retained the graph. Tensors computed afterwards from the same leaves are new graphs."""
-    differentiable: set[Node] = set(targets)   # nodes a gradient flows through
-    saves: set[Node] = set()
-    flows, reads_no_flow = differentiable.add, differentiable.isdisjoint
-    save, reads_no_save = saves.add, saves.isdisjoint
-    for n in graph:
-        if n.op == "detach" or reads_no_flow(n.inputs):
-            continue
-        flows(n)
-        if (n.op not in _NO_SAVED_VALUES and (n.op != MACRO or _macro_saves(n))) or \
-                not reads_no_save(n.inputs):
-            save(n)
+    saves = _saving(graph, set(targets))
     if not saves:
         return
     t._graph_freed = True
     for pending in list(PENDING.values()):
         if pending.requires_grad and pending.node in saves:
             pending._graph_freed = True
+
+
+def _saving(order: list[Node], differentiable: set[Node]) -> set[Node]:
+    """The nodes of ``order`` (inputs before users) whose gradient, flowing from the nodes of
+    ``differentiable`` (which it extends), needs saved values of the forward pass."""
+    saves: set[Node] = set()
+    flows, reads_no_flow = differentiable.add, differentiable.isdisjoint
+    save, reads_no_save = saves.add, saves.isdisjoint
+    for n in order:
+        if n.op == "detach" or reads_no_flow(n.inputs):
+            continue
+        flows(n)
+        if (n.op not in _NO_SAVED_VALUES and (n.op != MACRO or _macro_saves(n))) or \
+                not reads_no_save(n.inputs):
+            save(n)
+    return saves
 
 
 _MACRO_SAVES: dict[tuple, bool] = {}
@@ -249,15 +256,10 @@ def _macro_saves(node: Node) -> bool:
     key = (node.attrs, tuple((i.shape, i.dtype) for i in node.inputs))
     saves = _MACRO_SAVES.get(key)
     if saves is None:
-        flows = {i for i in node.inputs if i.dtype.startswith("float")}
-        saved: set[Node] = set()
-        for n in toposort(expand_macros([node])):
-            if n in flows or n.op == "detach" or flows.isdisjoint(n.inputs):
-                continue
-            flows.add(n)
-            if n.op not in _NO_SAVED_VALUES or not saved.isdisjoint(n.inputs):
-                saved.add(n)
-        saves = _MACRO_SAVES[key] = bool(saved)
+        inputs = set(node.inputs)
+        inside = [n for n in toposort(expand_macros([node])) if n not in inputs]
+        saves = _MACRO_SAVES[key] = bool(_saving(
+            inside, {i for i in node.inputs if is_float(i.dtype)}))
     return saves
 
 

@@ -14,15 +14,18 @@ installed). Read once, when this module is first imported.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.metadata
 import os
 from collections.abc import Callable
 
 import numpy as np
+from numba.extending import register_jitable
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
 
+@functools.lru_cache(maxsize=1)
 def _mkl_path() -> str | None:
     """The path of MKL's single dynamic library (``libmkl_rt``) from the ``mkl`` package."""
     try:
@@ -74,24 +77,32 @@ def _numpy_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     np.matmul(a, b, out=out)
 
 
+@register_jitable
+def _row_major(rows, cols, s0, s1):
+    """Whether a (rows, cols) matrix with element strides (s0, s1) is row-major with a leading
+    dimension: unit stride along its rows, rows at least a row apart (a stride along an axis of
+    size 1 is never read). Its transpose is column-major when ``_row_major(cols, rows, s1, s0)``.
+    """
+    return (s1 == 1 or cols == 1) and (rows == 1 or s0 >= cols)
+
+
+@register_jitable
 def _operand(rows, cols, s0, s1):
-    """(transposed, leading dimension) of a (rows, cols) operand with element strides (s0, s1)
-    that ``blas_operand`` accepted; a stride along an axis of size 1 is never read."""
-    if (s1 == 1 or cols == 1) and (rows == 1 or s0 >= cols):
+    """(transposed, leading dimension) of an operand that ``blas_operand`` accepted."""
+    if _row_major(rows, cols, s0, s1):
         return NO_TRANS, max(cols, s0 if rows > 1 else cols, 1)
     return TRANS, max(rows, s1 if cols > 1 else rows, 1)
 
 
 def blas_operand(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
-    """Whether a 2-D view with these element strides is a BLAS operand as it is: unit stride
-    along one axis and the other a whole row (or column) apart, or an axis of size 1."""
+    """Whether a 2-D view with these element strides is a BLAS operand as it is: row-major or
+    column-major with a leading dimension."""
     if len(shape) != 2:
         return False
     (rows, cols), (s0, s1) = shape, strides
     if s0 < 0 or s1 < 0:
         return False
-    return ((s1 == 1 or cols == 1) and (rows == 1 or s0 >= cols)) or \
-        ((s0 == 1 or rows == 1) and (cols == 1 or s1 >= rows))
+    return _row_major(rows, cols, s0, s1) or _row_major(cols, rows, s1, s0)
 
 
 def _mkl_gemm(dtype: str, batched: bool) -> Callable:
@@ -102,7 +113,7 @@ def _mkl_gemm(dtype: str, batched: bool) -> Callable:
     operand = types.Array(nb, ndim, "A", readonly=True)   # takes writable arrays too
     signature = types.void(operand, operand, types.Array(nb, ndim, "C"))
     # cached on disk: the function and what it calls are module globals, not a closure's cells
-    return njit(signature, cache=True, nogil=True)(_batched_product if batched else _product)
+    return njit(signature, cache=True, nogil=True)(_product)
 
 
 def _externals() -> tuple:
@@ -117,11 +128,12 @@ def _externals() -> tuple:
 _cblas_sgemm, _cblas_dgemm = _externals() if NAME == "mkl" else (None, None)
 
 
-def _gemms(batch, m, k, n, item, pa, sa0, sa1, sa2, pb, sb0, sb1, sb2, po, so0):  # Numba
+@register_jitable
+def _gemms(batch, m, k, n, item, pa, sa0, sa1, sa2, pb, sb0, sb1, sb2, po, so0):
     """``batch`` products of (m, k) by (k, n) matrices at pointers ``p + i * s0`` with byte
     strides ``s1, s2`` (output rows of n elements)."""
-    ta, lda = _operand_nb(m, k, sa1 // item, sa2 // item)
-    tb, ldb = _operand_nb(k, n, sb1 // item, sb2 // item)
+    ta, lda = _operand(m, k, sa1 // item, sa2 // item)
+    tb, ldb = _operand(k, n, sb1 // item, sb2 // item)
     for i in range(batch):   # a batch stride may be 0 (an expanded operand)
         a, b, out = pa + i * sa0, pb + i * sb0, po + i * so0
         if item == 4:
@@ -130,31 +142,17 @@ def _gemms(batch, m, k, n, item, pa, sa0, sa1, sa2, pb, sb0, sb1, sb2, po, so0):
             _cblas_dgemm(ROW_MAJOR, ta, tb, m, n, k, 1.0, a, lda, b, ldb, 0.0, out, max(n, 1))
 
 
-if NAME == "mkl":
-    from numba import njit as _njit
-    _operand_nb, _gemms_nb = _njit(_operand), _njit(_gemms)
-
-
-def _product(a, b, out):  # pragma: no cover - compiled by Numba, once per dtype
+def _product(a, b, out):  # pragma: no cover - compiled by Numba, per dtype and rank (2 or 3)
     if out.size == 0:
         return
-    if a.shape[1] == 0:
+    if a.shape[-1] == 0:
         out[:] = 0
         return
-    _gemms_nb(1, a.shape[0], a.shape[1], b.shape[1], a.itemsize, a.ctypes.data, 0,
-              a.strides[0], a.strides[1], b.ctypes.data, 0, b.strides[0], b.strides[1],
-              out.ctypes.data, 0)
-
-
-def _batched_product(a, b, out):  # pragma: no cover - compiled by Numba, once per dtype
-    if out.size == 0:
-        return
-    if a.shape[2] == 0:
-        out[:] = 0
-        return
-    _gemms_nb(a.shape[0], a.shape[1], a.shape[2], b.shape[2], a.itemsize, a.ctypes.data,
-              a.strides[0], a.strides[1], a.strides[2], b.ctypes.data, b.strides[0],
-              b.strides[1], b.strides[2], out.ctypes.data, out.strides[0])
+    batched = a.ndim == 3
+    _gemms(a.shape[0] if batched else 1, a.shape[-2], a.shape[-1], b.shape[-1], a.itemsize,
+           a.ctypes.data, a.strides[0] if batched else 0, a.strides[-2], a.strides[-1],
+           b.ctypes.data, b.strides[0] if batched else 0, b.strides[-2], b.strides[-1],
+           out.ctypes.data, out.strides[0] if batched else 0)
 
 
 _GEMMS: dict[tuple[str, bool], Callable] = {}
